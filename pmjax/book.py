@@ -1,0 +1,119 @@
+"""Positions as a struct-of-arrays pytree, resolved against a market and padded to size buckets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .errors import InputError
+from .instruments import KINDS, UNDERLYINGS, Instrument
+from .market import Market
+from .portfolio import Portfolio
+
+OPTION, FUTURE, PERPETUAL, SPOT = range(4)
+MIN_BUCKET = 8
+
+
+def bucket_size(n: int, minimum: int = MIN_BUCKET) -> int:
+    """Padded length for ``n`` positions: the next power of two, at least ``minimum``."""
+    size = minimum
+    while size < n:
+        size *= 2
+    return size
+
+
+class Book(eqx.Module):
+    """Positions of one account with the market data each needs (one row per position).
+
+    Padding rows have quantity 0 and harmless market data, so they add exactly 0 to every figure.
+    """
+
+    underlying: Int[Array, " n"]  # index into UNDERLYINGS
+    kind: Int[Array, " n"]  # OPTION, FUTURE, PERPETUAL, SPOT
+    inverse: Bool[Array, " n"]  # coin-settled
+    is_call: Bool[Array, " n"]
+    strike: Float[Array, " n"]  # USD per coin (1 for non-options)
+    quantity: Float[Array, " n"]  # coins; negative = short; 0 for padding
+    expiry_years: Float[Array, " n"]  # T = days to expiry / 365 (0 for perpetual and spot)
+    spot: Float[Array, " n"]  # today's index of the underlying, USD
+    forward: Float[Array, " n"]  # today's forward for the expiry, USD (spot for perpetual and spot)
+    vol: Float[Array, " n"]  # implied vol at strike and expiry (decimal; 0.5 placeholder for non-options)
+    underlying_spot: Float[Array, " u"]  # today's index of every underlying in UNDERLYINGS
+    margin_coin: Int[Array, ""]  # -1: USD; else index into UNDERLYINGS of the margin coin
+
+    @property
+    def size(self) -> int:
+        return self.quantity.shape[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedPosition:
+    """What the kernel needs of one position, in plain Python (before padding)."""
+
+    instrument: Instrument
+    quantity: float
+    expiry_years: float
+    spot: float
+    forward: float
+    vol: float
+
+
+def resolve(instruments: list[Instrument], quantities, market: Market) -> list[ResolvedPosition]:
+    """Look each instrument up in ``market``; raises ``InputError`` naming what is missing."""
+    out = []
+    for inst, q in zip(instruments, quantities):
+        spot = market.spot(inst.underlying)
+        if inst.expiry is not None:
+            t = market.years_to(inst.expiry)
+            if t < 0:
+                raise InputError(f"{inst.name} expired on {inst.expiry:%Y-%m-%d %H:%M} UTC, before the market's "
+                                 f"as_of {market.as_of:%Y-%m-%d %H:%M} UTC", source=market.source, field="as_of")
+        else:
+            t = 0.0
+        fwd = market.forward(inst.underlying, inst.expiry)
+        vol = market.vol(inst.underlying, inst.expiry, inst.strike) if inst.is_option else 0.5
+        out.append(ResolvedPosition(inst, float(q), t, spot, fwd, vol))
+    return out
+
+
+def make_book(resolved: list[ResolvedPosition], market: Market, margin_currency: str = "USD", *,
+              dtype=jnp.float64, size: int | None = None) -> Book:
+    """Pack resolved positions into a padded ``Book`` (size: a bucket from ``bucket_size`` by default)."""
+    n = len(resolved)
+    size = bucket_size(n) if size is None else size
+    if size < n:
+        raise ValueError(f"size {size} < {n} positions")
+    pad = size - n
+    col = lambda f, fill: np.array([f(r) for r in resolved] + [fill] * pad)  # noqa: E731
+    und_spot = [market.underlyings[u].spot if u in market.underlyings else 1.0 for u in UNDERLYINGS]
+    mc = -1 if margin_currency == "USD" else UNDERLYINGS.index(margin_coin_check(margin_currency, market))
+    f = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
+    return Book(
+        underlying=jnp.asarray(col(lambda r: UNDERLYINGS.index(r.instrument.underlying), 0), jnp.int32),
+        kind=jnp.asarray(col(lambda r: KINDS.index(r.instrument.kind), SPOT), jnp.int32),
+        inverse=jnp.asarray(col(lambda r: r.instrument.settlement == "inverse", False), bool),
+        is_call=jnp.asarray(col(lambda r: r.instrument.right == "call", True), bool),
+        strike=f(col(lambda r: r.instrument.strike or 1.0, 1.0)),
+        quantity=f(col(lambda r: r.quantity, 0.0)),
+        expiry_years=f(col(lambda r: r.expiry_years, 0.0)),
+        spot=f(col(lambda r: r.spot, 1.0)),
+        forward=f(col(lambda r: r.forward, 1.0)),
+        vol=f(col(lambda r: r.vol, 0.5)),
+        underlying_spot=f(und_spot),
+        margin_coin=jnp.asarray(mc, jnp.int32),
+    )
+
+
+def margin_coin_check(margin_currency: str, market: Market) -> str:
+    market.spot(margin_currency)  # raises if the market lacks the margin coin
+    return margin_currency
+
+
+def book_from_portfolio(portfolio: Portfolio, market: Market, *, dtype=jnp.float64, size: int | None = None):
+    """(Book, resolved positions) for a portfolio under a market."""
+    resolved = resolve(portfolio.instruments, [p.quantity for p in portfolio.positions], market)
+    return make_book(resolved, market, portfolio.margin_currency, dtype=dtype, size=size), resolved

@@ -1,0 +1,109 @@
+"""The ``pmjax`` command line (SPEC section 1).
+
+Each command lives in ``pmjax/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> (document, text)``; ``--json`` prints the document, otherwise the text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import traceback
+
+import numpy as np
+
+from .errors import InputError
+
+#: command name -> one-line help; modules are imported only when their command runs
+COMMANDS = {
+    "demo": "the seed portfolios on the bundled real market, every method side by side",
+    "price": "price and Greeks of instruments (1 coin long each)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage too)
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout and nothing else")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                   help="floating-point precision of the computation (default float64)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pmjax", description="Portfolio margin for crypto options books, in JAX.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help_ in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        _common(p)
+        importlib.import_module(f"pmjax.commands.{name}").add_arguments(p)
+    return parser
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def dtype_of(args):
+    import jax.numpy as jnp
+
+    return jnp.float32 if getattr(args, "precision", "float64") == "float32" else jnp.float64
+
+
+def notice(message: str) -> None:
+    print(f"pmjax: notice: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        import pmjax  # noqa: F401  (enables float64)
+
+        doc, text = importlib.import_module(f"pmjax.commands.{args.command}").run(args)
+        if args.json:
+            sys.stdout.write(json.dumps(_jsonable(doc), indent=1) + "\n")
+        else:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+        return 0
+    except InputError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"pmjax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pmjax: error: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else is our fault: say so in one line
+        if debug:
+            traceback.print_exc()
+        print(f"pmjax: error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

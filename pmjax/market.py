@@ -1,0 +1,271 @@
+"""Market data: spot, forwards by expiry and an implied-vol surface per underlying (SPEC section 2).
+
+Vol surface: a smile per expiry, linear in log-moneyness log(K/F) between quoted strikes and flat
+beyond the wings; between expiries linear in total variance at the same log-moneyness; flat in vol
+before the first and after the last smile. With no smiles, the flat ``atm`` level applies.
+Forwards: the listed forward of that expiry; between listed expiries (and between today and the
+first) the carry log(F/S) interpolates linearly in time; beyond the last listed, or when none are
+listed, F = S exp(rate T) if a rate is given (rate defaults to 0 when no forwards are listed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import dataclasses
+import datetime as dt
+import math
+import os
+from importlib import resources
+
+import numpy as np
+
+from .errors import InputError
+from .instruments import UNDERLYINGS, expiry_datetime, finite_number, parse_instrument, positive_number
+
+SECONDS_PER_YEAR = 365.0 * 86400.0
+BUNDLED_MARKETS = {
+    "deribit-20260102": "deribit_chain_20260102T091809Z.csv",
+    "deribit-20260206": "deribit_chain_20260206T043012Z.csv",
+}
+DEFAULT_MARKET = "deribit-20260102"
+
+
+@dataclasses.dataclass
+class Smile:
+    strikes: np.ndarray  # USD, increasing
+    vols: np.ndarray  # decimals
+
+
+@dataclasses.dataclass
+class UnderlyingMarket:
+    spot: float
+    forwards: dict[dt.datetime, float] = dataclasses.field(default_factory=dict)
+    rate: float | None = None
+    atm: float | None = None
+    smiles: dict[dt.datetime, Smile] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Market:
+    """A market snapshot. Lookups raise ``InputError`` naming what is missing."""
+
+    as_of: dt.datetime
+    underlyings: dict[str, UnderlyingMarket]
+    correlation: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    source: str = "market"
+    notices: list[str] = dataclasses.field(default_factory=list)
+
+    def years_to(self, expiry: dt.datetime) -> float:
+        """(expiry - as_of) in days / 365."""
+        return (expiry - self.as_of).total_seconds() / SECONDS_PER_YEAR
+
+    def underlying(self, u: str) -> UnderlyingMarket:
+        if u not in self.underlyings:
+            raise InputError(f"no market data for underlying {u} (market has {', '.join(self.underlyings)})",
+                             source=self.source, field=f"underlyings.{u}")
+        return self.underlyings[u]
+
+    def spot(self, u: str) -> float:
+        return self.underlying(u).spot
+
+    def forward(self, u: str, expiry: dt.datetime | None) -> float:
+        """Forward of ``u`` for ``expiry`` (None: the spot, as for perpetuals and spot)."""
+        m = self.underlying(u)
+        if expiry is None:
+            return m.spot
+        if expiry in m.forwards:
+            return m.forwards[expiry]
+        t = self.years_to(expiry)
+        if m.forwards:
+            ts = sorted(m.forwards)
+            if expiry < ts[-1]:
+                j = bisect.bisect_left(ts, expiry)
+                t0, c0 = (0.0, 0.0) if j == 0 else (self.years_to(ts[j - 1]), math.log(m.forwards[ts[j - 1]] / m.spot))
+                t1, c1 = self.years_to(ts[j]), math.log(m.forwards[ts[j]] / m.spot)
+                return m.spot * math.exp(c0 + (c1 - c0) * (t - t0) / (t1 - t0))
+            if m.rate is None:
+                raise InputError(
+                    f"no forward for {u} expiry {expiry:%Y-%m-%d} (listed up to {ts[-1]:%Y-%m-%d}; give it in "
+                    f"forwards or give a rate)", source=self.source, field=f"underlyings.{u}.forwards")
+        return m.spot * math.exp((m.rate or 0.0) * t)
+
+    def vol(self, u: str, expiry: dt.datetime, strike: float) -> float:
+        """Implied vol (decimal) of ``u`` at ``expiry`` and ``strike``."""
+        m = self.underlying(u)
+        if not m.smiles:
+            if m.atm is None:
+                raise InputError(f"no implied vol for {u} (give vol.atm or vol.smiles)",
+                                 source=self.source, field=f"underlyings.{u}.vol")
+            return m.atm
+        t = max(self.years_to(expiry), 0.0)
+        k = math.log(strike / self.forward(u, expiry))
+        ts = sorted(m.smiles)
+
+        def smile_vol(e):
+            s = m.smiles[e]
+            ks = np.log(s.strikes / self.forward(u, e))
+            return float(np.interp(k, ks, s.vols))  # np.interp is flat beyond the ends
+
+        if expiry <= ts[0]:
+            return smile_vol(ts[0])
+        if expiry >= ts[-1]:
+            return smile_vol(ts[-1])
+        j = bisect.bisect_left(ts, expiry)
+        t0, t1 = self.years_to(ts[j - 1]), self.years_to(ts[j])
+        w0, w1 = smile_vol(ts[j - 1]) ** 2 * t0, smile_vol(ts[j]) ** 2 * t1
+        return math.sqrt((w0 + (w1 - w0) * (t - t0) / (t1 - t0)) / t)
+
+    def correlation_of(self, a: str, b: str) -> float | None:
+        return 1.0 if a == b else self.correlation.get((a, b), self.correlation.get((b, a)))
+
+
+# ---------------------------------------------------------------- loading
+
+def _as_of(value, source) -> dt.datetime:
+    if value is None:
+        raise InputError("missing as_of", source=source, field="as_of")
+    return expiry_datetime(value if not isinstance(value, dt.date) or isinstance(value, dt.datetime)
+                           else dt.datetime(value.year, value.month, value.day), source=source, field="as_of")
+
+
+def market_from_dict(doc, *, source: str) -> Market:
+    if not isinstance(doc, dict):
+        raise InputError("a market must be a mapping with as_of and underlyings", source=source)
+    as_of = _as_of(doc.get("as_of"), source)
+    unds = doc.get("underlyings")
+    if not isinstance(unds, dict) or not unds:
+        raise InputError("missing underlyings", source=source, field="underlyings")
+    out = {}
+    for name, d in unds.items():
+        u = str(name).upper()
+        f = f"underlyings.{name}"
+        if u not in UNDERLYINGS:
+            raise InputError(f"unknown underlying {name!r} (known: {', '.join(UNDERLYINGS)})", source=source, field=f)
+        if not isinstance(d, dict):
+            raise InputError("must be a mapping with spot", source=source, field=f)
+        spot = positive_number(d.get("spot"), source=source, field=f"{f}.spot")
+        forwards = {}
+        for e, v in (d.get("forwards") or {}).items():
+            exp = expiry_datetime(e, source=source, field=f"{f}.forwards")
+            if exp < as_of:
+                raise InputError(f"forward expiry {exp:%Y-%m-%d} is before as_of", source=source, field=f"{f}.forwards")
+            forwards[exp] = positive_number(v, source=source, field=f"{f}.forwards.{e}")
+        rate = d.get("rate")
+        rate = None if rate is None else finite_number(rate, source=source, field=f"{f}.rate")
+        vol = d.get("vol") or {}
+        if not isinstance(vol, dict):
+            vol = {"atm": vol}
+        atm = vol.get("atm")
+        atm = None if atm is None else positive_number(atm, source=source, field=f"{f}.vol.atm")
+        smiles = {}
+        for e, s in (vol.get("smiles") or {}).items():
+            fs = f"{f}.vol.smiles.{e}"
+            exp = expiry_datetime(e, source=source, field=fs)
+            if not isinstance(s, dict) or "strikes" not in s or "vols" not in s:
+                raise InputError("a smile needs strikes and vols", source=source, field=fs)
+            ks = [positive_number(k, source=source, field=f"{fs}.strikes") for k in s["strikes"]]
+            vs = [positive_number(v, source=source, field=f"{fs}.vols") for v in s["vols"]]
+            if len(ks) != len(vs) or not ks:
+                raise InputError("strikes and vols must be non-empty and of equal length", source=source, field=fs)
+            order = np.argsort(ks)
+            smiles[exp] = Smile(np.asarray(ks)[order], np.asarray(vs)[order])
+        out[u] = UnderlyingMarket(spot, forwards, rate, atm, smiles)
+    corr = {}
+    for a, row in (doc.get("correlation") or {}).items():
+        for b, rho in (row or {}).items():
+            r = finite_number(rho, source=source, field=f"correlation.{a}.{b}")
+            if not -1.0 <= r <= 1.0:
+                raise InputError(f"correlation must be in [-1, 1], got {rho!r}", source=source,
+                                 field=f"correlation.{a}.{b}")
+            corr[(str(a).upper(), str(b).upper())] = r
+    return Market(as_of, out, corr, source)
+
+
+_CHAIN_COLUMNS = ("instrument_name", "strike", "expiry_datetime", "futures_price", "implied_volatility",
+                  "index_price", "timestamp")
+
+
+def read_chain_rows(path: str) -> tuple[list[dict], list[str]]:
+    """Rows of a Deribit option-chain CSV that carry every field a market needs, and why others were skipped."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as e:
+        raise InputError(f"cannot read file: {e.strerror}", source=path) from None
+    if not rows:
+        raise InputError("empty option chain", source=path)
+    missing = [c for c in _CHAIN_COLUMNS if c not in rows[0]]
+    if missing:
+        raise InputError(f"not a Deribit option-chain CSV: missing column(s) {', '.join(missing)}",
+                         source=path, field="header")
+    good, skipped = [], {}
+    for i, r in enumerate(rows):
+        why = None
+        for c in ("strike", "futures_price", "implied_volatility", "index_price"):
+            try:
+                x = float(r[c])
+            except (TypeError, ValueError):
+                why = f"empty or non-numeric {c}"
+                break
+            if not math.isfinite(x) or x <= 0:
+                why = f"non-positive {c}"
+                break
+        if why is None:
+            try:
+                inst = parse_instrument(r["instrument_name"], source=path, field=f"row {i + 2}")
+                r = dict(r, _instrument=inst)
+            except InputError:
+                why = "unparsable instrument_name"
+        if why:
+            skipped[why] = skipped.get(why, 0) + 1
+        else:
+            good.append(r)
+    notices = [f"{path}: skipped {n} row(s): {why}" for why, n in skipped.items()]
+    if not good:
+        raise InputError("no usable rows in option chain", source=path)
+    return good, notices
+
+
+def market_from_chain(path: str, *, source: str | None = None) -> Market:
+    """A market from a Deribit option chain: spot = index_price, forwards = futures_price, smiles = IVs."""
+    src = source or path
+    rows, notices = read_chain_rows(path)
+    as_of = expiry_datetime(rows[0]["timestamp"], source=src, field="timestamp")
+    acc: dict[str, dict] = {}
+    for r in rows:
+        inst = r["_instrument"]
+        a = acc.setdefault(inst.underlying, {"spot": [], "fwd": {}, "iv": {}})
+        a["spot"].append(float(r["index_price"]))
+        e = inst.expiry
+        a["fwd"].setdefault(e, []).append(float(r["futures_price"]))
+        a["iv"].setdefault(e, {}).setdefault(inst.strike, []).append(float(r["implied_volatility"]))
+    unds = {}
+    for u, a in acc.items():
+        smiles = {}
+        for e, by_k in a["iv"].items():
+            ks = np.array(sorted(by_k))
+            # a call and a put at one strike carry the same mark IV on Deribit; average any difference
+            smiles[e] = Smile(ks, np.array([np.mean(by_k[k]) for k in ks]))
+        unds[u] = UnderlyingMarket(float(np.median(a["spot"])), {e: float(np.median(v)) for e, v in a["fwd"].items()},
+                                   None, None, smiles)
+    return Market(as_of, unds, {}, src, notices)
+
+
+def bundled_path(name: str) -> str:
+    return str(resources.files("pmjax") / "data" / BUNDLED_MARKETS[name])
+
+
+def load_market(spec: str | None = None) -> Market:
+    """Load a market: a bundled name (``deribit-20260102``, ``deribit-20260206``), a YAML/JSON file or a chain CSV."""
+    if spec is None:
+        spec = DEFAULT_MARKET
+    if spec in BUNDLED_MARKETS:
+        return market_from_chain(bundled_path(spec), source=spec)
+    if spec.lower().endswith(".csv"):
+        return market_from_chain(spec)
+    if not os.path.exists(spec):
+        raise InputError(f"no such file (bundled markets: {', '.join(BUNDLED_MARKETS)})", source=spec)
+    from .portfolio import read_document
+
+    return market_from_dict(read_document(spec), source=spec)

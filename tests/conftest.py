@@ -1,0 +1,40 @@
+"""Tests run in float64 with strict dtype promotion, so a silent float32/float64 mix is an error."""
+
+import os
+import pathlib
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get("PMJAX_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def tree_allclose(a, b, rtol=1e-12, atol=0.0) -> bool:
+    """True when two pytrees have the same structure and allclose leaves."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    return ta == tb and all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="session")
+def market():
+    import pmjax
+
+    return pmjax.load_market()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+__all__ = ["jnp", "tree_allclose"]
