@@ -17,7 +17,7 @@ EXPIRY_HOUR_UTC = 8
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DATE = r"(\d{1,2})([A-Z]{3})(\d{2})"
-_OPTION = re.compile(rf"^([A-Z]+)(_USDC)?-{_DATE}-(\d+(?:d\d+)?)-([CP])$")
+_OPTION = re.compile(rf"^([A-Z]+)(_USDC)?-{_DATE}-(\d+(?:D\d+)?)-([CP])$")
 _FUTURE = re.compile(rf"^([A-Z]+)(_USDC)?-{_DATE}$")
 _PERPETUAL = re.compile(r"^([A-Z]+)(_USDC)?-PERPETUAL$")
 
