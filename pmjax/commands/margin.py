@@ -1,0 +1,114 @@
+"""``pmjax margin PORTFOLIO --market M [--method ...] [--what-if TRADES]`` (SPEC section 3)."""
+
+from __future__ import annotations
+
+from ..cli import dtype_of, notice
+from ..config import load_config
+from ..errors import InputError
+from ..market import DEFAULT_MARKET, load_market
+from ..measures import HEADLINE, METHODS, compute_margins, position_summary
+from ..portfolio import load_portfolio, parse_trades
+from ..tables import table
+
+
+def add_arguments(p):
+    p.add_argument("portfolio", help="portfolio file (.yaml, .yml, .json, .csv)")
+    p.add_argument("--market", default=DEFAULT_MARKET, help=f"market file or bundled name (default {DEFAULT_MARKET})")
+    p.add_argument("--method", default="all", help=f"comma-separated: {','.join(METHODS)} or all (default all)")
+    p.add_argument("--config", default=None, help="YAML/JSON merged over the defaults in configs/")
+    p.add_argument("--paths", type=int, default=None, help="Monte Carlo paths (default: config var.paths)")
+    p.add_argument("--seed", type=int, default=None, help="Monte Carlo seed (default: config var.seed)")
+    p.add_argument("--confidence", type=float, default=None, help="VaR/ES confidence (default: config var.confidence)")
+    p.add_argument("--what-if", dest="what_if", default=None, metavar="TRADES",
+                   help='candidate trades "INSTRUMENT:QTY[,INSTRUMENT:QTY...]": incremental margin per method')
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if not names or "all" in names:
+        return list(METHODS)
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(METHODS)} or all)",
+                         source="--method")
+    return names
+
+
+def var_overrides(args, config: dict) -> dict:
+    """--paths/--seed/--confidence over the config's var section, validated."""
+    var = dict(config.get("var", {}))
+    if args.paths is not None:
+        if args.paths < 100:
+            raise InputError(f"must be at least 100, got {args.paths}", source="--paths")
+        var["paths"] = args.paths
+    if args.seed is not None:
+        var["seed"] = args.seed
+    if args.confidence is not None:
+        if not 0.5 <= args.confidence < 1.0:
+            raise InputError(f"must be in [0.5, 1), got {args.confidence}", source="--confidence")
+        var["confidence"] = args.confidence
+    return {**config, "var": var}
+
+
+def run(args):
+    methods = parse_methods(args.method)
+    portfolio = load_portfolio(args.portfolio)
+    market = load_market(args.market)
+    config = var_overrides(args, load_config(args.config))
+    dtype = dtype_of(args)
+    if not args.json:
+        for n in market.notices + portfolio.notices:
+            notice(n)
+    doc = {"account": portfolio.account, "as_of": market.as_of.isoformat(), "currency": portfolio.margin_currency,
+           "market": market.source, "positions": position_summary(portfolio, market, dtype)}
+    doc.update(compute_margins(portfolio, market, config, methods, dtype=dtype))
+    if args.what_if:
+        trades = parse_trades(args.what_if)
+        after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)
+        before_fig = {m: HEADLINE[m](doc[m]) for m in methods}
+        after_fig = {m: HEADLINE[m](after[m]) for m in methods}
+        doc["what_if"] = {"trades": [{"instrument": t.instrument.name, "quantity": t.quantity} for t in trades],
+                          "before": before_fig, "after": after_fig,
+                          "incremental": {m: after_fig[m] - before_fig[m] for m in methods}}
+    return doc, render(doc, methods)
+
+
+def render(doc: dict, methods: list[str]) -> str:
+    cur = doc["currency"]
+    parts = [table([[p["instrument"], p["quantity"], p["value"], p["delta"]] for p in doc["positions"]],
+                   ["instrument", "quantity", f"value ({cur})", "delta (coins)"],
+                   title=f"Account {doc['account']} on {doc['market']} as of {doc['as_of']}")]
+    rows = []
+    for m in methods:
+        d = doc[m]
+        if m == "rules":
+            rows.append(["rules", d["initial"], d["maintenance"], f"{len(d.get('strategies', []))} strategies"])
+        elif m == "span":
+            rows.append(["span", d["total"], None, f"risk {d['risk']:,.2f}, nov {d['nov']:,.2f}"])
+        elif m == "deribit":
+            rows.append(["deribit", d["initial"], d["maintenance"], ""])
+        elif m == "var":
+            rows.append([f"var {d['model']}", d["es"], None,
+                         f"VaR {d['var']:,.2f} +- {d['var_stderr']:,.2f}, ES +- {d['es_stderr']:,.2f} "
+                         f"at {d['confidence']:g}, {d['paths']:,} paths"])
+    parts.append(table(rows, ["method", f"initial ({cur})", f"maintenance ({cur})", "detail"],
+                       title="Margin by method (span: total; var: expected shortfall)"))
+    if "span" in methods:
+        su = doc["span"]["by_underlying"]
+        parts.append(table([[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"],
+                             v["inter_credit"], v["short_option_minimum"], v["composite_delta"], v["risk"]]
+                            for u, v in su.items()],
+                           ["underlying", "scan", "worst", "intra", "spot", "inter credit", "SOM", "comp. delta",
+                            "risk"], title="SPAN by underlying"))
+    if "deribit" in methods:
+        du = doc["deribit"]["by_underlying"]
+        parts.append(table([[u, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"]]
+                            for u, v in du.items()],
+                           ["underlying", "worst case", "roll shock", "delta shock", "risk matrix margin"],
+                           title="Deribit grid by underlying (settlement coin)"))
+    if "what_if" in doc:
+        w = doc["what_if"]
+        parts.append(table([[m, w["before"][m], w["after"][m], w["incremental"][m]] for m in methods],
+                           ["method", "before", "after", "incremental"],
+                           title="What-if: " + ", ".join(f"{t['instrument']} {t['quantity']:+g}" for t in w["trades"])))
+    return "\n\n".join(parts)
