@@ -31,6 +31,7 @@ class Portfolio:
     margin_currency: str = "USD"
     source: str | None = None
     notices: list[str] = dataclasses.field(default_factory=list)
+    collateral: dict[str, float] = dataclasses.field(default_factory=dict)  # currency (USD, BTC, ETH) -> amount
 
     @property
     def instruments(self) -> list[Instrument]:
@@ -40,11 +41,11 @@ class Portfolio:
         """A copy with ``trades`` added (merged into existing positions of the same instrument)."""
         return make_portfolio(list(self.positions) + list(trades), account=self.account,
                               margin_currency=self.margin_currency, source=self.source, allow_empty=True,
-                              merge_notice=False)
+                              merge_notice=False, collateral=self.collateral)
 
 
 def make_portfolio(positions: list[Position], *, account="account", margin_currency="USD", source=None,
-                   allow_empty=False, merge_notice=True) -> Portfolio:
+                   allow_empty=False, merge_notice=True, collateral=None) -> Portfolio:
     """Merge duplicate instruments (with a notice) and validate the margin currency."""
     mc = str(margin_currency).upper()
     if mc not in MARGIN_CURRENCIES:
@@ -59,7 +60,8 @@ def make_portfolio(positions: list[Position], *, account="account", margin_curre
                for i, n in counts.items() if n > 1 and merge_notice]
     if not merged and not allow_empty:
         raise InputError("portfolio has no positions", source=source, field="positions")
-    return Portfolio([Position(i, q) for i, q in merged.items()], str(account), mc, source, notices)
+    return Portfolio([Position(i, q) for i, q in merged.items()], str(account), mc, source, notices,
+                     dict(collateral or {}))
 
 
 def parse_trades(text: str, *, source: str = "--what-if") -> list[Position]:
@@ -121,8 +123,11 @@ def portfolio_from_dict(doc, *, source: str) -> Portfolio:
         raise InputError("positions must be a list", source=source, field="positions")
     positions = [_position(e, i, source) for i, e in enumerate(entries)]
     account = doc.get("account", os.path.splitext(os.path.basename(source))[0])
+    from .rules import read_collateral  # rules imports this module
+
+    collateral = read_collateral(doc.get("collateral") or {}, where=source)
     return make_portfolio(positions, account=account, margin_currency=doc.get("margin_currency", "USD"),
-                          source=source)
+                          source=source, collateral=collateral)
 
 
 def _read_csv_rows(path: str) -> list[dict]:
