@@ -21,6 +21,8 @@ from .errors import InputError
 COMMANDS = {
     "demo": "the seed portfolios on the bundled real market, every method side by side",
     "price": "price and Greeks of instruments (1 coin long each)",
+    "margin": "margin of one account by every method (rules, span, deribit, var)",
+    "stress": "many accounts at once (a directory or a multi-account file), with optional named scenarios",
 }
 
 
