@@ -57,7 +57,10 @@ def unit_value_usd(book: Book, scale, vol_shift, dt, vol_floor=0.0):
     T = jnp.maximum(book.expiry_years - dt, 0.0)
     vol = jnp.maximum(book.vol + vol_shift, vol_floor)
     option = black76(F, book.strike, T, vol, book.is_call)
-    option = jnp.where(book.inverse, option / F * S, option)  # inverse: coin premium B76/F, worth S each
+    # inverse: coin premium B76/F, worth S each. S/F is the same in every scenario (spot and forwards
+    # scale together), so take it from today's book: differentiating B76/F * S term by term would leave
+    # cancelling O(B76) terms that swamp deep in-the-money gammas (1e-8 relative)
+    option = jnp.where(book.inverse, option * (book.spot / book.forward), option)
     # inverse future/perpetual: coin P&L F0 (1/F0 - 1/F) valued at the scenario's spot
     future = jnp.where(book.inverse, (1.0 - book.forward / F) * S, F - book.forward)
     k = book.kind
