@@ -46,6 +46,16 @@ def compute_margins(portfolio: Portfolio, market: Market, config: dict, methods,
     return {m: METHODS[m](portfolio, market, config, dtype) for m in methods}
 
 
+def qualification(portfolio: Portfolio, market: Market, config: dict, *, dtype) -> dict:
+    """Whether the account may use portfolio margin (equity = collateral + position values against
+    ``rules.pm_minimum_equity``); below it the account is margined by rules, and ``applies`` says so."""
+    from .rules import pm_qualification
+
+    q = pm_qualification(portfolio, market, config, portfolio.collateral, dtype=dtype)
+    applies = "portfolio margin" if q["qualifies"] else "rules"
+    return {**q, "applies": applies, "reason": q["reason"] + f"; margined by {applies}"}
+
+
 def position_summary(portfolio: Portfolio, market: Market, dtype) -> list[dict]:
     """Each position's value (margin currency) and delta (coins) for SPEC's ``positions`` list."""
     book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)

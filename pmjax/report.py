@@ -63,18 +63,20 @@ def plot_risk_heatmap(by_underlying: dict, currency: str) -> bytes:
     return _png(fig)
 
 
-def plot_pnl_histogram(pnl: np.ndarray, var: float, es: float, confidence: float, currency: str) -> bytes:
-    """Monte Carlo P&L distribution with the VaR and ES lines (drawn at -VaR, -ES)."""
+def plot_pnl_histogram(histogram: dict, var: float, es: float, confidence: float, currency: str) -> bytes:
+    """Monte Carlo P&L distribution (``{"edges", "counts"}``) with the VaR and ES lines (drawn at -VaR, -ES)."""
     import matplotlib.pyplot as plt
 
+    edges = np.asarray(histogram["edges"], dtype=float)
+    counts = np.asarray(histogram["counts"], dtype=float)
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.hist(pnl, bins=120, color="#4a7bb7", alpha=0.85)
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#4a7bb7", alpha=0.85)
     ax.axvline(-var, color="#d9822b", lw=2, label=f"VaR {confidence:g}: {var:,.2f}")
     ax.axvline(-es, color="#b0302c", lw=2, ls="--", label=f"ES {confidence:g}: {es:,.2f}")
     ax.set_xlabel(f"one-horizon P&L ({currency})")
     ax.set_ylabel("paths")
     ax.legend()
-    ax.set_title(f"Monte Carlo P&L, {len(pnl):,} paths")
+    ax.set_title(f"Monte Carlo P&L, {int(counts.sum()):,} paths")
     return _png(fig)
 
 
@@ -111,7 +113,7 @@ def plot_waterfall(names: list[str], contributions: list[float], total: float, c
     return _png(fig)
 
 
-def _table(rows: list[list], header: list[str]) -> str:
+def html_table(rows: list[list], header: list[str]) -> str:
     def cell(x):
         if isinstance(x, float):
             return f"{x:,.2f}" if abs(x) >= 1 or x == 0 else f"{x:.6g}"
@@ -140,34 +142,43 @@ def render_html(title: str, sections: list[tuple[str, str]], images: dict[str, b
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "</body></html>\n")
 
 
-def write_report(doc: dict, out_dir: str, *, pnl: np.ndarray | None = None, notes: list[str] = (),
-                 stem: str = "report") -> dict:
-    """Write ``{stem}.html`` (tables and inline PNG plots), the PNGs and ``{stem}.json`` into ``out_dir``."""
+def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sections: list[tuple[str, str]] = (),
+                 extra_json: dict | None = None, stem: str = "report") -> dict:
+    """Write ``{stem}.html`` (tables and inline PNG plots), the PNGs and ``{stem}.json`` into ``out_dir``.
+
+    ``doc`` is a ``pmjax margin`` document; ``extra_sections`` (heading, html) go after the comparison.
+    """
     from .cli import _jsonable
 
     os.makedirs(out_dir, exist_ok=True)
     cur = doc["currency"]
     rows = comparison(doc)
     images: dict[str, bytes] = {"margin_bars": plot_margin_bars(rows, cur)}
-    sections = [("Margin by method", _table(
+    sections = [("Margin by method", html_table(
         [[r["label"], r["margin"], r["saving_vs_rules"],
           None if r["gain_vs_rules"] is None else f"{100 * r['gain_vs_rules']:.1f}%"] for r in rows],
         ["method", f"margin ({cur})", f"saving vs rules ({cur})", "capital-efficiency gain"]) + "{img:margin_bars}")]
+    if "qualification" in doc:
+        q = doc["qualification"]
+        sections.append(("Account qualification", f"<p>{html.escape(q['reason'])}</p>"))
+    sections.extend(extra_sections)
     if notes:
         sections.append(("Notes", "".join(f"<p class=note>{html.escape(n)}</p>" for n in notes)))
-    sections.append(("Positions", _table([[p["instrument"], p["quantity"], p["value"], p["delta"]]
+    sections.append(("Positions", html_table([[p["instrument"], p["quantity"], p["value"], p["delta"]]
                                           for p in doc["positions"]],
                                          ["instrument", "quantity", f"value ({cur})", "delta (coins)"])))
     if "rules" in doc:
         r = doc["rules"]
-        sections.append(("Rules: recognised strategies", _table(
-            [[s["type"], " / ".join(map(str, s["legs"])), s["quantity"], s["initial"], s["maintenance"]]
-             for s in r.get("strategies", [])], ["strategy", "legs", "quantity", "initial", "maintenance"])
-            + "<p class=note>Naked legs: " + html.escape(", ".join(map(str, r.get("naked", []))) or "none") + "</p>"))
+        sections.append(("Rules: recognised strategies", html_table(
+            [[s["type"], " / ".join(f"{leg['instrument']} {leg['quantity']:+g}" for leg in s["legs"]), s["quantity"],
+              s["initial"], s["maintenance"]] for s in r.get("strategies", [])]
+            + [["naked", f"{n['instrument']} {n['quantity']:+g}", abs(n["quantity"]), n["initial"], n["maintenance"]]
+               for n in r.get("naked", [])],
+            ["strategy", "legs", "quantity", "initial", "maintenance"])))
     if "span" in doc:
         su = doc["span"]["by_underlying"]
         images["risk_heatmap"] = plot_risk_heatmap(su, cur)
-        sections.append(("SPAN", _table(
+        sections.append(("SPAN", html_table(
             [[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"], v["inter_credit"],
               v["short_option_minimum"], v["composite_delta"], v["risk"]] for u, v in su.items()],
             ["underlying", "scan risk", "worst scenario", "intra spread", "spot charge", "inter credit",
@@ -176,7 +187,7 @@ def write_report(doc: dict, out_dir: str, *, pnl: np.ndarray | None = None, note
               f"total {doc['span']['total']:,.2f} {cur}</p>{{img:risk_heatmap}}"))
     if "deribit" in doc:
         du = doc["deribit"]["by_underlying"]
-        sections.append(("Deribit portfolio-margin grid", _table(
+        sections.append(("Deribit portfolio-margin grid", html_table(
             [[u, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"]] for u, v in du.items()],
             ["underlying (settlement coin)", "worst case", "roll shock", "delta shock", "risk matrix margin"])
             + f"<p>initial {doc['deribit']['initial']:,.2f}, maintenance {doc['deribit']['maintenance']:,.2f} {cur}</p>"))
@@ -185,12 +196,12 @@ def write_report(doc: dict, out_dir: str, *, pnl: np.ndarray | None = None, note
         content = (f"<p>{html.escape(str(v['model']))} model, {v['paths']:,} paths, seed {v['seed']}, "
                    f"horizon {v['horizon_days']} day(s): VaR {v['var']:,.2f} &plusmn; {v['var_stderr']:,.2f}, "
                    f"ES {v['es']:,.2f} &plusmn; {v['es_stderr']:,.2f} {cur} at {v['confidence']:g}</p>")
-        if pnl is not None:
-            images["pnl_histogram"] = plot_pnl_histogram(np.asarray(pnl), v["var"], v["es"], v["confidence"], cur)
+        if "pnl_histogram" in v:
+            images["pnl_histogram"] = plot_pnl_histogram(v["pnl_histogram"], v["var"], v["es"], v["confidence"], cur)
             content += "{img:pnl_histogram}"
         names = [p["instrument"] for p in doc["positions"]]
         images["contributions"] = plot_waterfall(names, v["contributions"], v["es"], cur)
-        content += _table([[n, c] for n, c in zip(names, v["contributions"])] + [["sum", float(sum(v["contributions"]))]],
+        content += html_table([[n, c] for n, c in zip(names, v["contributions"])] + [["sum", float(sum(v["contributions"]))]],
                           ["position", f"ES contribution ({cur})"]) + "{img:contributions}"
         sections.append(("Monte Carlo VaR and expected shortfall", content))
     title = f"pmjax margin report: {doc['account']} ({doc['market']}, {doc['as_of']})"
@@ -199,7 +210,7 @@ def write_report(doc: dict, out_dir: str, *, pnl: np.ndarray | None = None, note
     with open(paths["html"], "w", encoding="utf-8") as fh:
         fh.write(page)
     with open(paths["json"], "w", encoding="utf-8") as fh:
-        json.dump(_jsonable({**doc, "comparison": rows}), fh, indent=1)
+        json.dump(_jsonable({**doc, "comparison": rows, **(extra_json or {})}), fh, indent=1)
     for name, png in images.items():
         p = os.path.join(out_dir, f"{stem}_{name}.png")
         with open(p, "wb") as fh:

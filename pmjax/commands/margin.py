@@ -6,7 +6,7 @@ from ..cli import dtype_of, notice
 from ..config import load_config
 from ..errors import InputError
 from ..market import DEFAULT_MARKET, load_market
-from ..measures import HEADLINE, METHODS, compute_margins, position_summary
+from ..measures import HEADLINE, METHODS, compute_margins, position_summary, qualification
 from ..portfolio import load_portfolio, parse_trades
 from ..tables import table
 
@@ -62,6 +62,7 @@ def run(args):
     doc = {"account": portfolio.account, "as_of": market.as_of.isoformat(), "currency": portfolio.margin_currency,
            "market": market.source, "positions": position_summary(portfolio, market, dtype)}
     doc.update(compute_margins(portfolio, market, config, methods, dtype=dtype))
+    doc["qualification"] = qualification(portfolio, market, config, dtype=dtype)
     if args.what_if:
         trades = parse_trades(args.what_if)
         after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)
@@ -82,7 +83,8 @@ def render(doc: dict, methods: list[str]) -> str:
     for m in methods:
         d = doc[m]
         if m == "rules":
-            rows.append(["rules", d["initial"], d["maintenance"], f"{len(d.get('strategies', []))} strategies"])
+            rows.append(["rules", d["initial"], d["maintenance"],
+                         ", ".join(s["type"] for s in d.get("strategies", [])) or "no strategies recognised"])
         elif m == "span":
             rows.append(["span", d["total"], None, f"risk {d['risk']:,.2f}, nov {d['nov']:,.2f}"])
         elif m == "deribit":
@@ -106,6 +108,8 @@ def render(doc: dict, methods: list[str]) -> str:
                             for u, v in du.items()],
                            ["underlying", "worst case", "roll shock", "delta shock", "risk matrix margin"],
                            title="Deribit grid by underlying (settlement coin)"))
+    if "qualification" in doc:
+        parts.append("Qualification: " + doc["qualification"]["reason"])
     if "what_if" in doc:
         w = doc["what_if"]
         parts.append(table([[m, w["before"][m], w["after"][m], w["incremental"][m]] for m in methods],
