@@ -115,10 +115,12 @@ WHY_FIGURES_DIFFER = [
     "market of the bundled snapshot (its forwards, smiles and expiries), once with the market moved to BTC = "
     "70,000 (smiles kept in moneyness) and once at the snapshot's own BTC level, where every strike and "
     "spread width scales with the price and so does every margin figure.",
-    "Spot held as a risk position vs as collateral: in a USD-margined account BTC and ETH spot are positions "
-    "whose price moves are margined (they dominate the seed book's SPAN and VaR figures); held as "
-    "collateral, or in an account margined in that coin, the coin's own spot carries no risk, so only the "
-    "options book is margined (the 'options only' row).",
+    "Spot held as a risk position vs as collateral: rules (a cash account) tie up long spot's full value, "
+    "while portfolio margin holds it as a position and charges only its price risk; in a USD-margined "
+    "account BTC and ETH spot dominate the seed book's SPAN and VaR figures. Held as collateral, or in an "
+    "account margined in that coin, the coin's own spot carries no risk, so only the options book is "
+    "margined (the 'options only' row; the Deribit grid, which works in coin pools, always treats spot "
+    "as collateral, so its figure is the same in both rows).",
     "USD vs coin margin: Deribit's options are inverse (coin-settled), so a premium is worth B76/F coins "
     "and its USD value moves with the coin; in a coin-margined account every figure is in coins at the "
     "same scenario's coin price.",

@@ -107,6 +107,7 @@ def plot_waterfall(names: list[str], contributions: list[float], total: float, c
     ax.barh(len(names), total, color="#4a7bb7")
     ax.set_yticks(range(len(names) + 1), list(names) + ["ES"])
     ax.invert_yaxis()
+    ax.margins(x=0.08)
     ax.axvline(0, color="k", lw=0.6)
     ax.set_xlabel(f"contribution to expected shortfall ({currency})")
     ax.set_title("ES contributions by position (sum = ES)")

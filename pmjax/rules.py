@@ -5,8 +5,8 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
 - ``deribit_standard``: every position alone, by Deribit's standard-margin formulas (per coin, USD):
   short call IM = max(a - OTM/U, f) P + mark, MM = m P + mark; short put MM = max(m P, m mark) + mark,
   IM = max(max(a - OTM/U, f) P + mark, MM); futures and perpetuals (b + |Q| s) x notional with Q the
-  position's size in coins; long options their mark (``long_option_charge: premium``) or 0; long spot 0
-  (fully paid; it is collateral); short spot as a delta-one position at the futures rates.
+  position's size in coins; long options their mark (``long_option_charge: premium``) or 0; long spot its value
+  (``long_spot_charge: full_value``: paid in full) or 0 (``none``: collateral); short spot as a delta-one position at the futures rates.
   U is the option's underlying price (its expiry's forward, or the index with ``option_underlying: index``);
   P values one coin of requirement: the index for inverse (coin-settled) contracts, U (or the future's
   forward) for linear ones.
@@ -39,6 +39,7 @@ from .portfolio import Portfolio
 MODES = ("deribit_standard", "strategy")
 STRATEGY_KINDS = ("iron_condor", "vertical", "covered", "calendar", "straddle")
 LONG_OPTION_CHARGES = ("premium", "none")
+LONG_SPOT_CHARGES = ("full_value", "none")
 OPTION_UNDERLYINGS = ("forward", "index")
 RATE_KEYS = ("option_initial", "option_initial_floor", "option_maintenance", "future_initial",
              "future_initial_per_coin", "future_maintenance", "future_maintenance_per_coin")
@@ -67,6 +68,7 @@ def rules_settings(config: dict) -> dict:
 
     out = {"mode": choice("mode", MODES, "strategy"),
            "long_option_charge": choice("long_option_charge", LONG_OPTION_CHARGES, "premium"),
+           "long_spot_charge": choice("long_spot_charge", LONG_SPOT_CHARGES, "full_value"),
            "option_underlying": choice("option_underlying", OPTION_UNDERLYINGS, "forward")}
     rates = {}
     for u, d in (r.get("underlyings") or {}).items():
@@ -179,7 +181,9 @@ def standalone_legs(portfolio: Portfolio, market: Market, settings: dict, *, sou
             else:
                 im = mm = mark if settings["long_option_charge"] == "premium" else 0.0
         elif inst.kind == "spot" and q >= 0:
-            im = mm = 0.0  # fully paid, and itself collateral
+            # paid in full, like a long option's premium (``long_spot_charge: full_value``), or left out of
+            # the requirement as collateral (``none``)
+            im = mm = spot if settings["long_spot_charge"] == "full_value" else 0.0
         else:  # futures, perpetuals, and short spot (a borrowed coin) as a delta-one position
             im, mm = future_margin(q, spot if inst.settlement == "inverse" else fwd, rates)
         legs.append(Leg(k, inst, q, mark, spot, fwd, im, mm))

@@ -62,8 +62,9 @@ def short_put(K, U, P, mk):
     return max(max(A - max(U - K, 0.0) / U, FLOOR) * P + mk, mm), mm
 
 
-def naked(name, q, market):
-    """(initial, maintenance) of a position margined alone, USD, from the formulas above."""
+def naked(name, q, market, spot_charge="full_value"):
+    """(initial, maintenance) of a position margined alone, USD, from the formulas above (long spot:
+    its full value under the default ``long_spot_charge: full_value``, else nothing)."""
     inst = pmjax.parse_instrument(name)
     u = inst.underlying
     S = market.spot(u)
@@ -76,7 +77,8 @@ def naked(name, q, market):
         im, mm = (short_call if inst.right == "call" else short_put)(inst.strike, U, P, mk)
         return -q * im, -q * mm
     if inst.kind == "spot" and q >= 0:
-        return 0.0, 0.0
+        v = q * S if spot_charge == "full_value" else 0.0
+        return v, v
     b, s, mb, ms = FUT[u]
     P = S if inst.settlement == "inverse" else market.forward(u, inst.expiry)
     return (b + abs(q) * s) * abs(q) * P, (mb + abs(q) * ms) * abs(q) * P
@@ -188,8 +190,11 @@ def test_futures_size_terms(mkt, cfg, name, q):
         assert r["initial"] == pytest.approx(0.0275 * 150 * S_BTC, rel=1e-12)
 
 
-def test_spot_needs_no_margin(mkt, cfg):
+def test_long_spot_is_paid_in_full_or_is_collateral(mkt, cfg):
     r = rules_margin(book(("BTC", 2.0), ("ETH", 10.0)), mkt, cfg)
+    assert r["initial"] == r["maintenance"] == pytest.approx(2.0 * S_BTC + 10.0 * S_ETH, rel=1e-12)
+    assert len(r["naked"]) == 2
+    r = rules_margin(book(("BTC", 2.0), ("ETH", 10.0)), mkt, with_rules(cfg, long_spot_charge="none"))
     assert r["initial"] == 0.0 and r["maintenance"] == 0.0 and len(r["naked"]) == 2
 
 
@@ -265,8 +270,9 @@ def test_iron_condor_wider_wing(mkt, cfg):
 def test_covered_call_with_spot(mkt, cfg):
     r = rules_margin(book(("BTC-27MAR26-100000-C", -1), ("BTC", 1)), mkt, cfg)
     s = only_strategy(r)
-    assert s["type"] == "covered_call" and s["initial"] == 0.0 and s["maintenance"] == 0.0
-    assert r["standard"]["initial"] == pytest.approx(naked("BTC-27MAR26-100000-C", -1, mkt)[0], rel=1e-12)
+    # the call needs nothing; the spot keeps its own requirement (its value, paid in full)
+    assert s["type"] == "covered_call" and s["initial"] == s["maintenance"] == pytest.approx(S_BTC, rel=1e-12)
+    assert r["standard"]["initial"] == pytest.approx(naked("BTC-27MAR26-100000-C", -1, mkt)[0] + S_BTC, rel=1e-12)
 
 
 def test_covered_call_with_future(mkt, cfg):
@@ -368,7 +374,8 @@ def test_greedy_takes_the_biggest_saving_first(mkt, cfg):
     (s,) = r["strategies"]
     assert {g["instrument"] for g in s["legs"]} == {"BTC-27MAR26-95000-C", "BTC-27MAR26-100000-C"}
     assert [n["instrument"] for n in r["naked"]] == ["BTC-27MAR26-110000-C"]
-    r = rules_margin(book(("BTC-27MAR26-95000-C", -1), ("BTC-26JUN26", 1), ("BTC", 1)), mkt, cfg)
+    collateral = with_rules(cfg, long_spot_charge="none")
+    r = rules_margin(book(("BTC-27MAR26-95000-C", -1), ("BTC-26JUN26", 1), ("BTC", 1)), mkt, collateral)
     (s,) = r["strategies"]
     assert {g["instrument"] for g in s["legs"]} == {"BTC-27MAR26-95000-C", "BTC"} and s["initial"] == 0.0
     assert r["initial"] == pytest.approx(naked("BTC-26JUN26", 1, mkt)[0], rel=1e-12)
@@ -422,7 +429,8 @@ def test_seed_portfolio_on_bundled_market(market, cfg):
     r = rules_margin(p, market, cfg)
     assert sorted(s["type"] for s in r["strategies"]) == ["covered_call", "iron_condor"]
     put = next(x for x in p.positions if x.quantity == 2.0)
-    assert r["initial"] == pytest.approx(90.0 + 2 * mark(put.instrument.name, market), rel=1e-12)  # 3300/3380 wing
+    spot = market.spot("BTC") + market.spot("ETH")  # long spot paid in full (the BTC covers the short call)
+    assert r["initial"] == pytest.approx(90.0 + 2 * mark(put.instrument.name, market) + spot, rel=1e-12)  # 3300/3380
     assert r["initial"] < r["standard"]["initial"]
 
 
