@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "the seed portfolios on the bundled real market, every method side by side",
     "price": "price and Greeks of instruments (1 coin long each)",
     "margin": "margin of one account by every method (rules, span, deribit, var)",
+    "monitor": "replay market updates over many accounts: equity against margin, margin calls, event log and plot",
     "report": "HTML report with plots (risk arrays, P&L histogram, margin bars, contributions) and JSON",
     "stress": "many accounts at once (a directory or a multi-account file), with optional named scenarios",
 }

@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
+from ..accounts import load_accounts
 from ..cli import dtype_of, notice
 from ..config import load_config
-from ..accounts import load_accounts
 from ..errors import InputError
 from ..market import DEFAULT_MARKET
 from ..monitor import Monitor, monitor_settings, plot_equity, replay_markets, write_log

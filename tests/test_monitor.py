@@ -1,0 +1,218 @@
+"""The margin monitor: a replay of the January -> February 2026 sell-off margin-calls a short-put account,
+equity follows hand-derived values, every update after the first compiles nothing, and the log is the
+same bytes run after run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from pmjax.accounts import load_accounts
+from pmjax.commands import monitor as monitor_cmd
+from pmjax.config import deep_merge, load_config
+from pmjax.deribit import deribit_report
+from pmjax.errors import InputError
+from pmjax.greeks import price_instruments
+from pmjax.market import bundled_path, load_market
+from pmjax.monitor import Monitor, monitor_settings, replay, replay_markets
+from pmjax.portfolio import parse_trades
+from pmjax.span import span_report
+
+PUT = "BTC-27MAR26-80000-P"  # struck ~10% below BTC on 2026-01-02, expiring after the February sell-off
+ACCOUNTS = {"accounts": [
+    {"account": "short-puts", "collateral": {"USD": 150_000}, "positions": [{"instrument": PUT, "quantity": -10}]},
+    {"account": "hedged-btc", "margin_currency": "BTC", "collateral": {"BTC": 2, "USD": 1000},
+     "positions": [{"instrument": "BTC-27MAR26-80000-P", "quantity": 5}, {"instrument": "BTC-27MAR26", "quantity": -1},
+                   {"instrument": "ETH_USDC-PERPETUAL", "quantity": 3},
+                   {"instrument": "BTC-30JAN26-95000-P", "quantity": -1}]},  # expires before Feb 6: settles
+]}
+SELL_OFF = "deribit-20260102,deribit-20260206"
+
+
+@pytest.fixture(scope="module")
+def accounts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("accounts") / "accounts.yaml"
+    path.write_text(yaml.safe_dump(ACCOUNTS))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def markets():
+    return replay_markets(SELL_OFF)
+
+
+@pytest.fixture(scope="module")
+def records(accounts_file, markets):
+    return replay(load_accounts(accounts_file), markets, load_config(), methods=["span", "deribit", "rules"])
+
+
+def by(records, account, step):
+    return next(r for r in records if r["account"] == account and r["step"] == step)
+
+
+def test_sell_off_margin_calls_the_short_put_account(records):
+    start, end = by(records, "short-puts", 0), by(records, "short-puts", 1)
+    for m in ("span", "deribit", "rules"):  # healthy at the start by every method
+        assert start["margins"][m]["excess"] > 0 and start["margins"][m]["status"] == "ok", m
+    assert start["status"] == "ok" and start["events"] == []
+    assert end["equity"] < end["margins"]["span"]["requirement"]
+    assert end["status"] != "ok"
+    assert [e["type"] for e in end["events"]][0] == "margin_call"
+    assert end["events"][0]["method"] == "span"
+    assert end["events"][0]["shortfall"] == pytest.approx(end["margins"]["span"]["requirement"] - end["equity"])
+    assert end["equity"] < start["equity"] - 100_000  # the puts went deep in the money
+
+
+def test_equity_is_collateral_plus_marks_plus_futures_pnl(records, markets):
+    m0, m1 = markets
+    put = parse_trades(f"{PUT}:1")[0].instrument
+    for step, m in enumerate(markets):  # short puts: USD collateral + 10 short puts at the Black-76 mark
+        mark = price_instruments([put], m)
+        assert by(records, "short-puts", step)["equity"] == pytest.approx(150_000 - 10 * mark[0]["price_usd"],
+                                                                          rel=1e-12)
+    # BTC account on Feb 6, by hand: coins = collateral + settled put + put marks / S + futures P&L
+    s0, s1 = m0.spot("BTC"), m1.spot("BTC")
+    e0, e1 = m0.spot("ETH"), m1.spot("ETH")
+    inst = parse_trades("BTC-27MAR26-80000-P:1")[0].instrument
+    f0, f1 = m0.forward("BTC", inst.expiry), m1.forward("BTC", inst.expiry)
+    put_usd = price_instruments([inst], m1)[0]["price_usd"]
+    settled = -(95_000 - s1) / s1  # short 1 inverse put, intrinsic at the index of the first update past expiry
+    inverse_future = -1 * (1 - f0 / f1)  # coins: q F0 (1/F0 - 1/F1)
+    linear_perp = 3 * (e1 - e0) / s1  # USD -> BTC
+    expected = 2 + 1000 / s1 + settled + 5 * put_usd / s1 + inverse_future + linear_perp
+    rec = by(records, "hedged-btc", 1)
+    assert rec["equity"] == pytest.approx(expected, rel=1e-12)
+    assert rec["settled"] == [{"instrument": "BTC-30JAN26-95000-P", "quantity": -1.0, "index": s1,
+                               "amount": pytest.approx(settled, rel=1e-15), "currency": "BTC"}]
+    assert by(records, "hedged-btc", 0)["futures_pnl"] == 0.0
+
+
+def test_batch_margins_equal_the_single_account_reports(records, markets, accounts_file):
+    config = load_config()
+    portfolios = load_accounts(accounts_file)
+    live = portfolios[1].with_trades(parse_trades("BTC-30JAN26-95000-P:1"))  # the expired put, settled
+    live.positions = [p for p in live.positions if p.quantity != 0.0]
+    for step, (p, m) in enumerate([(portfolios[0], markets[0]), (portfolios[0], markets[1]), (live, markets[1])]):
+        rec = by(records, p.account, 0 if step == 0 else 1)
+        span = span_report(p, m, config)
+        assert rec["margins"]["span"]["margin"] == pytest.approx(span["total"], rel=1e-12, abs=1e-12)
+        assert rec["margins"]["span"]["requirement"] == pytest.approx(span["total"] + span["nov"], rel=1e-12)
+        assert rec["margins"]["deribit"]["margin"] == pytest.approx(deribit_report(p, m, config)["maintenance"],
+                                                                    rel=1e-12)
+
+
+class CompileLog(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def compile_log():
+    log, logger = CompileLog(), logging.getLogger("jax")
+    logger.addHandler(log)
+    try:
+        with jax.log_compiles():
+            yield log
+    finally:
+        logger.removeHandler(log)
+
+
+def test_market_updates_do_not_recompile(accounts_file, markets):
+    mon = Monitor(load_accounts(accounts_file), markets[0], load_config(), methods=["span", "deribit", "rules"])
+    first = mon.update(markets[0])
+    books_before = {k: v.copy() for k, v in mon.fields.items()}
+    with compile_log() as log:
+        second = mon.update(markets[1])
+        third = mon.update(markets[1])
+    compiles = [m for m in log.messages if m.startswith("Compiling")]
+    assert compiles == [], compiles
+    # the structural arrays stayed, the market arrays moved
+    for k in ("underlying", "kind", "inverse", "is_call", "strike"):
+        assert np.array_equal(books_before[k], mon.fields[k]), k
+    assert not np.array_equal(books_before["spot"], mon.fields["spot"])
+    assert first[0]["equity"] != second[0]["equity"]
+    assert [r["equity"] for r in second] == [r["equity"] for r in third]
+
+
+def run_command(accounts_file, out, replay_source, **kw):
+    args = argparse.Namespace(accounts=accounts_file, replay=replay_source, market="deribit-20260102",
+                              methods=kw.get("methods", "span,deribit"), primary=kw.get("primary"),
+                              liquidation_fraction=kw.get("liquidation_fraction"), config=None,
+                              out=str(out) if out else None, json=True, precision="float64")
+    return monitor_cmd.run(args)
+
+
+def test_replay_of_a_chain_directory_writes_a_deterministic_log_and_a_png(tmp_path, accounts_file):
+    chains = tmp_path / "chains"
+    chains.mkdir()
+    for name in SELL_OFF.split(","):
+        src = bundled_path(name)
+        (chains / src.rsplit("/", 1)[-1]).write_bytes(open(src, "rb").read())
+    doc1, text = run_command(accounts_file, tmp_path / "a", str(chains))
+    doc2, _ = run_command(accounts_file, tmp_path / "b", str(chains))
+    log1, log2 = (tmp_path / d / monitor_cmd.LOG_NAME for d in "ab")
+    assert log1.read_bytes() == log2.read_bytes()
+    lines = [json.loads(x) for x in log1.read_text().splitlines()]
+    assert len(lines) == 2 * 2  # one per account per step
+    assert [(r["step"], r["account"]) for r in lines] == [(0, "short-puts"), (0, "hedged-btc"),
+                                                          (1, "short-puts"), (1, "hedged-btc")]
+    assert set(lines[0]["margins"]) == {"span", "deribit"}
+    png = (tmp_path / "a" / monitor_cmd.PLOT_NAME).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert doc1["accounts"][0]["first_margin_call"]["step"] == 1
+    assert doc1["records"] == doc2["records"] and "short-puts" in text
+
+
+def test_spot_path_replay_is_sticky_strike_and_fraction_sets_the_warning(tmp_path, accounts_file):
+    m0 = load_market("deribit-20260102")
+    path = tmp_path / "path.csv"
+    path.write_text("timestamp,BTC,ETH\n"
+                    f"{m0.as_of.isoformat()},{m0.spot('BTC')},{m0.spot('ETH')}\n"
+                    "2026-01-10T08:00:00Z,80000,\n"
+                    "2026-01-20T08:00:00Z,70000,2500\n")
+    markets = replay_markets(str(path), "deribit-20260102")
+    inst = parse_trades(f"{PUT}:1")[0].instrument
+    assert markets[1].vol("BTC", inst.expiry, 80_000) == pytest.approx(m0.vol("BTC", inst.expiry, 80_000), rel=1e-12)
+    assert markets[1].forward("BTC", inst.expiry) == pytest.approx(m0.forward("BTC", inst.expiry) * 80_000
+                                                                   / m0.spot("BTC"), rel=1e-12)
+    assert markets[1].spot("ETH") == m0.spot("ETH") and markets[2].spot("ETH") == 2500
+    doc, _ = run_command(accounts_file, None, str(path), methods="span")
+    assert [by(doc["records"], "short-puts", s)["status"] for s in range(3)][0] == "ok"
+    rec = by(doc["records"], "short-puts", 1)
+    ratio = rec["equity"] / rec["margins"]["span"]["requirement"]
+    assert 0.0 < ratio < 1.0  # margin call at BTC 80k, equity still positive
+    lo, hi = ratio - 0.02, ratio + 0.02
+    for frac, status in ((lo, "margin_call"), (hi, "liquidation_warning")):
+        r = by(run_command(accounts_file, None, str(path), methods="span", liquidation_fraction=frac)[0]["records"],
+               "short-puts", 1)
+        assert r["status"] == status
+        assert [e["type"] for e in r["events"]] == (["margin_call"] if status == "margin_call"
+                                                     else ["margin_call", "liquidation_warning"])
+
+
+def test_settings_and_sources_are_validated(tmp_path):
+    config = load_config()
+    assert monitor_settings(config).methods == ("span", "deribit")
+    with pytest.raises(InputError, match="liquidation_fraction"):
+        monitor_settings(deep_merge(config, {"monitor": {"liquidation_fraction": 0}}))
+    with pytest.raises(InputError, match="primary"):
+        monitor_settings(config, methods="span", primary="deribit")
+    with pytest.raises(InputError, match="unknown method"):
+        monitor_settings(config, methods="span,bogus")
+    with pytest.raises(InputError, match="time order"):
+        replay_markets("deribit-20260206,deribit-20260102")
+    bad = tmp_path / "p.csv"
+    bad.write_text("timestamp,BTC\n2026-01-10T00:00:00Z,80000\n2026-01-09T00:00:00Z,70000\n")
+    with pytest.raises(InputError, match="must not decrease"):
+        replay_markets(str(bad))
