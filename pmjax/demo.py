@@ -145,7 +145,7 @@ def run_demo(out_dir: str | None, *, market_name: str | None = None, config: dic
 
     from .config import load_config
     from .market import DEFAULT_MARKET, load_market
-    from .measures import compute_margins, position_summary, qualification
+    from .measures import compute_margins, margin_document
     from .report import html_table, write_report
     from .tables import table
 
@@ -167,10 +167,7 @@ def run_demo(out_dir: str | None, *, market_name: str | None = None, config: dic
 
     seed = seed_portfolio(market)
     seed.collateral = dict(DEMO_COLLATERAL)
-    seed_doc = {"account": seed.account, "as_of": market.as_of.isoformat(), "currency": seed.margin_currency,
-                "market": market.source, "positions": position_summary(seed, market, dtype)}
-    seed_doc.update(compute_margins(seed, market, config, DEMO_METHODS, dtype=dtype))
-    seed_doc["qualification"] = qualification(seed, market, config, dtype=dtype)
+    seed_doc = margin_document(seed, market, config, DEMO_METHODS, dtype=dtype)
     options_only = make_portfolio([p for p in seed.positions if p.instrument.is_option],
                                   account="seed options only (spot as collateral)", source="seed")
     oo = _figures(compute_margins(options_only, market, config, DEMO_METHODS, dtype=dtype))

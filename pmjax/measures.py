@@ -65,3 +65,13 @@ def position_summary(portfolio: Portfolio, market: Market, dtype) -> list[dict]:
     coin = 1.0 if portfolio.margin_currency == "USD" else market.spot(portfolio.margin_currency)
     return [{"instrument": r.instrument.name, "quantity": r.quantity, "value": r.quantity * value[i] / coin,
              "delta": r.quantity * delta[i]} for i, r in enumerate(resolved)]
+
+
+def margin_document(portfolio: Portfolio, market: Market, config: dict, methods, *, dtype) -> dict:
+    """SPEC section 3's ``pmjax margin`` document: the account, its positions, each method's section and
+    the portfolio-margin qualification."""
+    doc = {"account": portfolio.account, "as_of": market.as_of.isoformat(), "currency": portfolio.margin_currency,
+           "market": market.source, "positions": position_summary(portfolio, market, dtype)}
+    doc.update(compute_margins(portfolio, market, config, methods, dtype=dtype))
+    doc["qualification"] = qualification(portfolio, market, config, dtype=dtype)
+    return doc

@@ -6,7 +6,7 @@ from ..cli import dtype_of, notice
 from ..config import load_config
 from ..errors import InputError
 from ..market import DEFAULT_MARKET, load_market
-from ..measures import HEADLINE, METHODS, compute_margins, position_summary, qualification
+from ..measures import HEADLINE, METHODS, compute_margins, margin_document
 from ..portfolio import load_portfolio, parse_trades
 from ..tables import table
 
@@ -50,19 +50,21 @@ def var_overrides(args, config: dict) -> dict:
     return {**config, "var": var}
 
 
-def run(args):
-    methods = parse_methods(args.method)
+def load_inputs(args):
+    """(portfolio, market, config, dtype) from the command line; notices go to stderr unless --json."""
     portfolio = load_portfolio(args.portfolio)
     market = load_market(args.market)
     config = var_overrides(args, load_config(args.config))
-    dtype = dtype_of(args)
     if not args.json:
         for n in market.notices + portfolio.notices:
             notice(n)
-    doc = {"account": portfolio.account, "as_of": market.as_of.isoformat(), "currency": portfolio.margin_currency,
-           "market": market.source, "positions": position_summary(portfolio, market, dtype)}
-    doc.update(compute_margins(portfolio, market, config, methods, dtype=dtype))
-    doc["qualification"] = qualification(portfolio, market, config, dtype=dtype)
+    return portfolio, market, config, dtype_of(args)
+
+
+def run(args):
+    methods = parse_methods(args.method)
+    portfolio, market, config, dtype = load_inputs(args)
+    doc = margin_document(portfolio, market, config, methods, dtype=dtype)
     if args.what_if:
         trades = parse_trades(args.what_if)
         after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)

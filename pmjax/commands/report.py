@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from ..cli import dtype_of, notice
-from ..config import load_config
-from ..market import DEFAULT_MARKET, load_market
-from ..measures import METHODS, compute_margins, position_summary, qualification
-from ..portfolio import load_portfolio
+from ..market import DEFAULT_MARKET
+from ..measures import METHODS, margin_document
 from ..report import comparison, write_report
 from ..tables import table
-from .margin import var_overrides
+from .margin import load_inputs
 
 
 def add_arguments(p):
@@ -23,17 +20,8 @@ def add_arguments(p):
 
 
 def run(args):
-    portfolio = load_portfolio(args.portfolio)
-    market = load_market(args.market)
-    config = var_overrides(args, load_config(args.config))
-    dtype = dtype_of(args)
-    if not args.json:
-        for n in market.notices + portfolio.notices:
-            notice(n)
-    doc = {"account": portfolio.account, "as_of": market.as_of.isoformat(), "currency": portfolio.margin_currency,
-           "market": market.source, "positions": position_summary(portfolio, market, dtype)}
-    doc.update(compute_margins(portfolio, market, config, list(METHODS), dtype=dtype))
-    doc["qualification"] = qualification(portfolio, market, config, dtype=dtype)
+    portfolio, market, config, dtype = load_inputs(args)
+    doc = margin_document(portfolio, market, config, list(METHODS), dtype=dtype)
     paths = write_report(doc, args.out)
     rows = comparison(doc)
     text = table([[r["label"], r["margin"], None if r["gain_vs_rules"] is None else f"{100 * r['gain_vs_rules']:.1f}%"]
