@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..accounts import build_batch, load_scenarios, stress_pnl
 from ..cli import dtype_of, notice
 from ..config import load_config
 from ..errors import InputError
@@ -21,6 +22,9 @@ def add_arguments(p):
     p.add_argument("--confidence", type=float, default=None, help="VaR/ES confidence (default: config var.confidence)")
     p.add_argument("--what-if", dest="what_if", default=None, metavar="TRADES",
                    help='candidate trades "INSTRUMENT:QTY[,INSTRUMENT:QTY...]": incremental margin per method')
+    p.add_argument("--scenarios", default=None, metavar="F",
+                   help="YAML/JSON named joint shocks (e.g. configs/scenarios/stress_days.yaml): the account's "
+                        "P&L under each")
 
 
 def parse_methods(text: str) -> list[str]:
@@ -64,7 +68,11 @@ def load_inputs(args):
 def run(args):
     methods = parse_methods(args.method)
     portfolio, market, config, dtype = load_inputs(args)
+    scenarios = load_scenarios(args.scenarios) if getattr(args, "scenarios", None) else []
     doc = margin_document(portfolio, market, config, methods, dtype=dtype)
+    if scenarios:
+        pnl = stress_pnl(build_batch([portfolio], market, dtype=dtype), scenarios)[0]
+        doc["scenarios"] = {s.name: float(x) for s, x in zip(scenarios, pnl)}
     if args.what_if:
         trades = parse_trades(args.what_if)
         after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)
@@ -110,6 +118,9 @@ def render(doc: dict, methods: list[str]) -> str:
                             for u, v in du.items()],
                            ["underlying", "worst case", "roll shock", "delta shock", "risk matrix margin"],
                            title="Deribit grid by underlying (settlement coin)"))
+    if "scenarios" in doc:
+        parts.append(table([[k, v] for k, v in doc["scenarios"].items()], ["scenario", f"P&L ({cur})"],
+                           title="P&L under each named scenario (gain positive; every underlying moves at once)"))
     if "qualification" in doc:
         parts.append("Qualification: " + doc["qualification"]["reason"])
     if "what_if" in doc:
