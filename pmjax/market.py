@@ -69,6 +69,17 @@ class Market:
     def spot(self, u: str) -> float:
         return self.underlying(u).spot
 
+    def listed_strikes(self, u: str, max_log_moneyness: float = math.inf) -> list[tuple[dt.datetime, float]]:
+        """(expiry, strike) of every smile point of ``u`` not yet expired, with |ln(K/F)| below the bound."""
+        m = self.underlying(u)
+        out = []
+        for e, smile in sorted(m.smiles.items()):
+            if self.years_to(e) <= 0:
+                continue
+            f = self.forward(u, e)
+            out += [(e, float(k)) for k in smile.strikes if abs(math.log(k / f)) < max_log_moneyness]
+        return out
+
     def forward(self, u: str, expiry: dt.datetime | None) -> float:
         """Forward of ``u`` for ``expiry`` (None: the spot, as for perpetuals and spot)."""
         m = self.underlying(u)

@@ -222,12 +222,7 @@ def synthetic_options_portfolio(market: Market, n_options: int = 100, *, seed: i
     rng = np.random.default_rng(seed)
     listed = []
     for u in ("BTC", "ETH"):
-        m = market.underlying(u)
-        for e, smile in sorted(m.smiles.items()):
-            if market.years_to(e) <= 0:
-                continue
-            f = market.forward(u, e)
-            listed += [(u, e, float(k)) for k in smile.strikes if abs(math.log(k / f)) < 0.3]
+        listed += [(u, e, k) for e, k in market.listed_strikes(u, 0.3)]
     if len(listed) * 2 < n_options:
         raise ValueError(f"the market lists {len(listed)} strikes near the money; need {n_options // 2}")
     picks = rng.choice(len(listed) * 2, size=n_options, replace=False)
