@@ -19,6 +19,8 @@ from .errors import InputError
 
 #: command name -> one-line help; modules are imported only when their command runs
 COMMANDS = {
+    "bench": "throughput and latency table, with numpy/scipy baselines measured in the same run",
+    "calibrate": "SPAN scan ranges from price and DVOL history, with backtest statistics",
     "demo": "the seed portfolios on the bundled real market, every method side by side",
     "price": "price and Greeks of instruments (1 coin long each)",
     "margin": "margin of one account by every method (rules, span, deribit, var)",

@@ -1,5 +1,7 @@
 """Tests run in float64 with strict dtype promotion, so a silent float32/float64 mix is an error."""
 
+import contextlib
+import logging
 import os
 import pathlib
 
@@ -21,6 +23,38 @@ def tree_allclose(a, b, rtol=1e-12, atol=0.0) -> bool:
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
     return ta == tb and all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in zip(la, lb))
+
+
+class CompileLog(logging.Handler):
+    """The messages of JAX's logger while ``jax.log_compiles()`` is on."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def compiles(self, name: str = "") -> int:
+        """How many compilations were logged whose message names ``name`` (all when empty)."""
+        return sum(m.startswith("Compiling") and name in m for m in self.messages)
+
+
+@contextlib.contextmanager
+def _compile_log():
+    log, logger = CompileLog(), logging.getLogger("jax")
+    logger.addHandler(log)
+    try:
+        with jax.log_compiles():
+            yield log
+    finally:
+        logger.removeHandler(log)
+
+
+@pytest.fixture
+def compile_log():
+    """A context manager factory: ``with compile_log() as log: ...; log.compiles("span_core")``."""
+    return _compile_log
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-import pmjax
 from pmjax.cli import main
 from pmjax.config import load_config
 from pmjax.demo import rescaled_market, seed_portfolio, seed_strategies

@@ -1,0 +1,209 @@
+"""Accounts split over every local device, and chunk sizes chosen from the memory at hand.
+
+Accounts are independent, so a batch of stacked books (every leaf with a leading accounts axis) is
+padded to a multiple of the device count, placed with ``NamedSharding(mesh, PartitionSpec("accounts"))``
+and run through the usual jitted, vmapped batch function (``span_margin_batch``,
+``deribit_margin_batch``): the compiled code follows the data, each device computes its own slice of
+accounts, and the parameters are replicated. Every account is computed by the same arithmetic as on one
+device, so the results are identical (``tests/test_sharding.py`` checks bit equality on 4 forced host
+devices). Monte Carlo paths are sharded the same way in ``pmjax.montecarlo`` (a 'paths' mesh axis).
+
+Memory: ``memory_budget`` is a fraction of the memory available now (``/proc/meminfo`` MemAvailable on a
+CPU, ``device.memory_stats()`` bytes_limit - bytes_in_use on an accelerator); ``span_chunk`` and
+``mc_chunk`` pick the largest power-of-two batch whose estimated bytes (``span_chunk_bytes``,
+``mc_chunk_bytes``: arguments + outputs + XLA temporaries, from per-row constants measured with
+``Compiled.memory_analysis()``) stay under it. Chunking never changes a result. Multi-host: docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+ACCOUNTS_AXIS = "accounts"
+#: the share of the available memory one chunk may take (the rest: inputs on the host, other work)
+DEFAULT_FRACTION = 0.25
+#: bytes when nothing can be read (no /proc, no memory_stats): a conservative 2 GiB
+FALLBACK_BYTES = 2 << 30
+
+#: XLA's peak bytes (arguments + outputs + temporaries) per account-row of ``span_margin_batch``, in units of
+#: the float size, measured with ``Compiled.memory_analysis()`` on CPU (jax 0.10.2): 270 float64, 245
+#: float32 (16 scenarios x 2 underlyings, 7 composite-delta points and their derivatives, the (16, n)
+#: per-position risk array output); rounded up for other backends' fusion choices
+SPAN_FLOATS_PER_ROW = 320
+#: the same for one Monte Carlo path-row of ``montecarlo._losses``: 1.01-1.08 measured (XLA fuses the whole
+#: revaluation; one (paths, rows) P&L buffer remains); 4 leaves room for a backend that keeps a few
+MC_FLOATS_PER_ROW = 4
+#: fixed bytes per compiled call (parameters, keys, small buffers)
+OVERHEAD_BYTES = 1 << 20
+
+
+# ---------------------------------------------------------------- memory
+
+
+def available_bytes(device=None) -> int:
+    """Bytes of memory free for ``device`` now: an accelerator's bytes_limit - bytes_in_use, else the host's
+    MemAvailable (``/proc/meminfo``), else free physical pages, else ``FALLBACK_BYTES``."""
+    device = device if device is not None else jax.local_devices()[0]
+    if device.platform != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+            if "bytes_limit" in stats:
+                return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        except Exception:  # noqa: BLE001 - a backend without memory_stats: fall back to the host figure
+            pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return FALLBACK_BYTES
+
+
+def memory_budget(fraction: float = DEFAULT_FRACTION, device=None) -> int:
+    """Bytes one compiled chunk may use on ``device``: ``fraction`` of ``available_bytes``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return int(available_bytes(device) * fraction)
+
+
+def _itemsize(dtype) -> int:
+    return int(np.dtype(dtype).itemsize)
+
+
+def span_chunk_bytes(accounts: int, rows: int, dtype) -> int:
+    """Estimated peak bytes of one ``span_margin_batch`` call on ``accounts`` books of ``rows`` rows."""
+    return accounts * rows * _itemsize(dtype) * SPAN_FLOATS_PER_ROW + OVERHEAD_BYTES
+
+
+def mc_chunk_bytes(paths: int, rows: int, dtype) -> int:
+    """Estimated peak bytes of one Monte Carlo loss call on ``paths`` paths of a ``rows``-row book."""
+    return paths * rows * _itemsize(dtype) * MC_FLOATS_PER_ROW + OVERHEAD_BYTES
+
+
+def _largest_chunk(bytes_of: Callable[[int], int], budget: int, n_devices: int, cap: int) -> int:
+    """The largest power of two c (a multiple of ``n_devices`` when it can be; at least n_devices) with
+    bytes_of(c / n_devices) <= budget per device, capped at ``cap``."""
+    c = 1
+    while c * 2 <= cap and bytes_of(max(1, (c * 2) // n_devices)) <= budget:
+        c *= 2
+    return max(c, n_devices) if c % n_devices else c
+
+
+def span_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
+               cap: int = 1 << 16) -> int:
+    """Accounts per ``span_margin_batch`` call for books of ``rows`` rows: the largest power of two whose
+    per-device estimate ``span_chunk_bytes`` stays within ``budget`` (default ``memory_budget()``)."""
+    n_devices = n_devices or jax.local_device_count()
+    budget = memory_budget() if budget is None else budget
+    return _largest_chunk(lambda a: span_chunk_bytes(a, rows, dtype), budget, n_devices, cap)
+
+
+def mc_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
+             cap: int = 1 << 20) -> int:
+    """Monte Carlo paths per compiled call (``simulate_losses(chunk=...)``) for a ``rows``-row book: the
+    largest power of two whose per-device estimate ``mc_chunk_bytes`` stays within ``budget``."""
+    n_devices = n_devices or jax.local_device_count()
+    budget = memory_budget() if budget is None else budget
+    return _largest_chunk(lambda p: mc_chunk_bytes(p, rows, dtype), budget, n_devices, cap)
+
+
+# ---------------------------------------------------------------- accounts sharding
+
+
+def accounts_mesh(devices: Sequence | None = None) -> Mesh:
+    """A one-axis mesh ('accounts') over ``devices`` (default: every local device)."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    return Mesh(np.array(devices), (ACCOUNTS_AXIS,))
+
+
+def pad_accounts(tree, multiple: int):
+    """Host arrays of ``tree`` (leading accounts axis) padded to a multiple of ``multiple`` accounts with
+    copies of the last account (dropped after the call), and the original count."""
+    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    m = -(-n // multiple) * multiple
+    if m == n:
+        return tree, n
+    return jax.tree_util.tree_map(lambda x: np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], m - n, 0)]),
+                                  tree), n
+
+
+def shard_accounts(tree, mesh: Mesh):
+    """``tree`` placed on ``mesh`` with its leading axis split over the 'accounts' axis."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(ACCOUNTS_AXIS)))
+
+
+def replicate(tree, mesh: Mesh):
+    """``tree`` copied to every device of ``mesh``."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def map_accounts(batch_fn, books, shared=(), per_account=(), *, chunk: int, devices: Sequence | None = None,
+                 to_host: bool = True):
+    """``batch_fn(books_chunk, *shared, *per_account_chunk)`` over the accounts of ``books`` (host arrays with a
+    leading accounts axis) in chunks of ``chunk`` accounts, each chunk sharded over ``devices`` (default all
+    local devices) and ``shared`` replicated. Returns the result tree over the real accounts only: host
+    numpy arrays (``to_host``), else the list of per-chunk device results and their valid counts.
+
+    Every chunk has the same shape (the last one padded with copies of its last account), so one
+    compilation serves the whole batch; ``chunk`` is rounded up to a multiple of the device count.
+    """
+    mesh = accounts_mesh(devices)
+    n_dev = mesh.devices.size
+    chunk = -(-chunk // n_dev) * n_dev
+    n = jax.tree_util.tree_leaves(books)[0].shape[0]
+    chunk = min(chunk, -(-n // n_dev) * n_dev)
+    shared = replicate(tuple(shared), mesh)
+    outs, valid = [], []
+    for start in range(0, n, chunk):
+        part = jax.tree_util.tree_map(lambda x: np.asarray(x)[start:start + chunk], (books, tuple(per_account)))
+        part, m = pad_accounts(part, chunk)
+        b, extra = shard_accounts(part, mesh)
+        outs.append(batch_fn(b, *shared, *extra))
+        valid.append(m)
+    if not to_host:
+        return outs, valid
+    host = [jax.tree_util.tree_map(lambda x, v=v: np.asarray(x)[:v], o) for o, v in zip(outs, valid)]
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *host)
+
+
+def span_margin_sharded(books, params, *, chunk: int | None = None, devices: Sequence | None = None):
+    """SPAN (``span.span_margin_batch``) of every account of ``books`` (a stacked ``Book`` of host arrays),
+    accounts sharded over ``devices``: a ``SpanResult`` of host arrays, one row per account.
+    ``chunk``: accounts per call (default ``span_chunk`` of the memory at hand)."""
+    from .span import span_margin_batch
+
+    if chunk is None:
+        n_dev = len(devices) if devices is not None else None
+        chunk = span_chunk(books.quantity.shape[-1], books.quantity.dtype, n_devices=n_dev)
+    return map_accounts(span_margin_batch, books, (params,), chunk=chunk, devices=devices)
+
+
+def deribit_margin_sharded(books, params, initial_addons=None, *, chunk: int | None = None,
+                           devices: Sequence | None = None):
+    """The Deribit grid (``deribit.deribit_margin_batch``) of every account, sharded as ``span_margin_sharded``.
+    ``initial_addons``: (accounts, u) coin amounts (default 0)."""
+    from .deribit import _deribit_margin_batch_jit
+
+    n, rows = books.quantity.shape
+    dtype = books.quantity.dtype
+    addons = np.zeros((n,) + books.underlying_spot.shape[1:], dtype) if initial_addons is None else \
+        np.broadcast_to(np.asarray(initial_addons, dtype), (n,) + books.underlying_spot.shape[1:])
+    if chunk is None:
+        n_dev = len(devices) if devices is not None else None
+        chunk = span_chunk(rows, dtype, n_devices=n_dev)
+    return map_accounts(_deribit_margin_batch_jit, books, (params,), (addons,), chunk=chunk, devices=devices)
+
+
+__all__ = ["ACCOUNTS_AXIS", "accounts_mesh", "available_bytes", "deribit_margin_sharded", "map_accounts",
+           "mc_chunk", "mc_chunk_bytes", "memory_budget", "pad_accounts", "replicate", "shard_accounts",
+           "span_chunk", "span_chunk_bytes", "span_margin_sharded"]
