@@ -114,9 +114,17 @@ def _chunks(batch: AccountBatch, chunk: int):
         yield part
 
 
-def span_batch(batch: AccountBatch, params: SpanParams, *, chunk: int = DEFAULT_CHUNK) -> SpanResult:
+def span_batch(batch: AccountBatch, params: SpanParams, *, chunk: int = DEFAULT_CHUNK,
+               devices=None) -> SpanResult:
     """SPAN of every account, in jitted vmapped calls; a ``SpanResult`` of host (numpy) arrays whose
-    leading axis holds the batch's real accounts only (slicing on the host compiles nothing)."""
+    leading axis holds the batch's real accounts only (slicing on the host compiles nothing). With
+    several ``devices`` (default: every local device) the accounts are sharded over them."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    if len(devices) > 1:
+        from .sharding import span_margin_sharded
+
+        result = span_margin_sharded(batch.books, params, chunk=chunk, devices=devices)
+        return jax.tree_util.tree_map(lambda x: x[:batch.n_accounts], result)
     parts = [jax.tree_util.tree_map(np.asarray, span_margin_batch(b, params)) for b in _chunks(batch, chunk)]
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:batch.n_accounts], *parts)
 

@@ -91,3 +91,40 @@ def test_chunk_is_a_power_of_two_multiple_of_the_device_count_within_the_budget(
         assert sharding.span_chunk_bytes(2 * c // n_dev, rows, np.float64) > budget or c == 1 << 16
     # a budget below one account still gives one account per device
     assert sharding.span_chunk(rows, np.float64, budget=1, n_devices=4) == 4
+
+
+STRESS = r"""
+import sys
+import jax
+from pmjax import cli
+assert jax.local_device_count() == 4
+sys.exit(cli.main(["stress", sys.argv[1], "--method", "span,deribit", "--json"]))
+"""
+
+
+def test_stress_command_on_4_devices_equals_one_device(tmp_path, capsys):
+    from pmjax import cli
+
+    books = {"a": "BTC-27MAR26-100000-C:-2,BTC-27MAR26:1.5,BTC-PERPETUAL:-0.5",
+             "b": "ETH-27MAR26-3000-P:2,ETH_USDC-PERPETUAL:3",
+             "c": "BTC-27MAR26-80000-P:-4,ETH-27MAR26-2800-C:-5,ETH-27MAR26:2",
+             "d": "BTC-27MAR26-90000-C:3,BTC-30JAN26-95000-P:-1",
+             "e": "ETH-27MAR26-3200-P:-1,ETH-27MAR26-3400-C:1"}
+    for name, trades in books.items():
+        lines = "".join(f"  - {{instrument: {t.split(':')[0]}, quantity: {t.split(':')[1]}}}\n"
+                        for t in trades.split(","))
+        (tmp_path / f"{name}.yaml").write_text(f"account: {name}\npositions:\n{lines}")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", STRESS, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    four = json.loads(proc.stdout)
+    assert cli.main(["stress", str(tmp_path), "--method", "span,deribit", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert [a["account"] for a in four["accounts"]] == [a["account"] for a in one["accounts"]] == list(books)
+    for a4, a1 in zip(four["accounts"], one["accounts"]):
+        assert a1["span"]["total"] > 0
+        assert np.isclose(a4["span"]["total"], a1["span"]["total"], rtol=1e-13, atol=0)
+        assert np.isclose(a4["deribit"]["initial"], a1["deribit"]["initial"], rtol=1e-13, atol=0)
+        for u, v in a1["span"]["by_underlying"].items():
+            assert a4["span"]["by_underlying"][u]["worst_scenario"] == v["worst_scenario"]

@@ -52,8 +52,15 @@ def deribit_method(batch: AccountBatch, market: Market, config: dict, dtype) -> 
     from ..deribit import deribit_margin_batch, deribit_params, deribit_sections
 
     params = deribit_params(config, dtype)
-    parts = [jax.tree_util.tree_map(np.asarray, deribit_margin_batch(b, params)) for b in _chunks(batch, DEFAULT_CHUNK)]
-    result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[: batch.n_accounts], *parts)
+    if jax.local_device_count() > 1:  # accounts sharded over every local device
+        from ..sharding import deribit_margin_sharded
+
+        result = deribit_margin_sharded(batch.books, params, chunk=DEFAULT_CHUNK)
+        result = jax.tree_util.tree_map(lambda x: x[: batch.n_accounts], result)
+    else:
+        parts = [jax.tree_util.tree_map(np.asarray, deribit_margin_batch(b, params))
+                 for b in _chunks(batch, DEFAULT_CHUNK)]
+        result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[: batch.n_accounts], *parts)
     sections = deribit_sections(batch.portfolios, batch.resolved, result, params)
     return MethodOutput(sections, ["deribit initial", "deribit maintenance"],
                         [[s["initial"], s["maintenance"]] for s in sections])
