@@ -8,8 +8,9 @@ advances ``dt`` years in every scenario and vols are floored at ``vol_floor``.
 Grids are scanned one underlying at a time, as SPAN scans each combined commodity separately:
 scenario i of underlying u moves only u; every other underlying (a coin margin currency included)
 stays where it is. ``underlying_shocks`` turns a grid into a ``pmjax.kernel.Shock`` batch of shape
-(u, s) for a book, and ``own_underlying_pnl`` gives each position's P&L under its own underlying's
-scenarios. Everything here is branch-free and works under ``jit`` and ``vmap`` (over accounts).
+(u, s) for a book and ``full_pnl`` values every position under every underlying's scenarios;
+``own_underlying_pnl`` gives each position's P&L under its own underlying's scenarios only (what SPAN
+uses, half the work with two underlyings). Everything here is branch-free and works under ``jit`` and ``vmap`` (over accounts).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from jaxtyping import Array, Float
 
 from .book import Book
 from .instruments import UNDERLYINGS
-from .kernel import DAY, Shock, scenario_pnl
+from .kernel import DAY, Shock, no_shock, own_underlying_values, position_values, scenario_pnl
 
 #: implied vols never fall below 1% in a scenario
 VOL_FLOOR = 0.01
@@ -100,9 +101,13 @@ def full_pnl(book: Book, grid: Grid) -> Float[Array, "u s n"]:
 
 
 def own_underlying_pnl(book: Book, grid: Grid) -> Float[Array, "s n"]:
-    """P&L of each position under its own underlying's scenarios (column p uses underlying[p]'s row)."""
-    pnl = full_pnl(book, grid)
-    return jnp.take_along_axis(pnl, book.underlying[None, None, :], axis=0)[0]
+    """P&L of each position under its own underlying's scenarios: column p of ``full_pnl``'s row
+    underlying[p], computed without valuing p under the other underlyings' scenarios."""
+    move = grid.price_move[book.underlying].T  # (s, n)
+    vol_shift = grid.vol_shift[book.underlying].T
+    today = position_values(book, no_shock(book))
+    values = jax.vmap(lambda m, v: own_underlying_values(book, 1.0 + m, v, grid.dt, grid.vol_floor))(move, vol_shift)
+    return values - today
 
 
 def own_underlying_losses(book: Book, grid: Grid) -> Float[Array, "s n"]:

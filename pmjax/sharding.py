@@ -32,10 +32,10 @@ DEFAULT_FRACTION = 0.25
 FALLBACK_BYTES = 2 << 30
 
 #: XLA's peak bytes (arguments + outputs + temporaries) per account-row of ``span_margin_batch``, in units of
-#: the float size, measured with ``Compiled.memory_analysis()`` on CPU (jax 0.10.2): 270 float64, 245
-#: float32 (16 scenarios x 2 underlyings, 7 composite-delta points and their derivatives, the (16, n)
+#: the float size, measured with ``Compiled.memory_analysis()`` on CPU (jax 0.10.2): 43 float64, 44 float32
+#: (each position valued under its own underlying's 16 scenarios, 7 composite-delta points, the (16, n)
 #: per-position risk array output); rounded up for other backends' fusion choices
-SPAN_FLOATS_PER_ROW = 320
+SPAN_FLOATS_PER_ROW = 64
 #: the same for one Monte Carlo path-row of ``montecarlo._losses``: 1.01-1.08 measured (XLA fuses the whole
 #: revaluation; one (paths, rows) P&L buffer remains); 4 leaves room for a backend that keeps a few
 MC_FLOATS_PER_ROW = 4

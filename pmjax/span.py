@@ -26,7 +26,7 @@ from jaxtyping import Array, Float, Int
 from .book import FUTURE, OPTION, Book, book_from_portfolio, bucket_size, make_book, resolve
 from .errors import InputError
 from .instruments import UNDERLYINGS, Instrument, finite_number
-from .kernel import Shock, no_shock, position_values
+from .kernel import no_shock, own_underlying_values, position_values
 from .scenarios import (
     COMPOSITE_DELTA_STEPS,
     COMPOSITE_DELTA_WEIGHTS,
@@ -205,23 +205,23 @@ def position_composite_deltas(book: Book, params: SpanParams) -> Float[Array, " 
     As in the scan, a price point of underlying u moves only u.
     """
     dtype = book.quantity.dtype
-    n_und = len(UNDERLYINGS)
-    zero = jnp.zeros((), dtype)
     dt = params.horizon_days * (1.0 / 365.0)
     no_vol_shift = jnp.zeros_like(book.quantity)
     coin = jnp.maximum(book.margin_coin, 0)
+    own_coin = book.underlying == coin
+    range_of_position = params.price_scan_range[book.underlying]
 
-    def delta_at(u, step):
-        """Per-position delta when underlying u sits at step price scan ranges (meaningful for u's positions)."""
-        scale = jnp.ones(n_und, dtype).at[u].set(1.0 + step * params.price_scan_range[u])
-        values = lambda sc: position_values(book, Shock(sc, no_vol_shift, dt, zero))  # noqa: E731
-        d_scale = jax.jacfwd(values)(scale)[:, u]  # d value / d (spot_u / spot_u today)
-        coin_price = jnp.where(book.margin_coin >= 0, book.underlying_spot[coin] * scale[coin], 1.0)
+    def delta_at(step):
+        """Per-position delta with each position's underlying at ``step`` price scan ranges."""
+        scale = 1.0 + step * range_of_position
+        values = lambda sc: own_underlying_values(book, sc, no_vol_shift, dt)  # noqa: E731
+        # values are elementwise in positions: one forward pass with unit tangents gives every d value_p / d scale_p
+        d_scale = jax.jvp(values, (scale,), (jnp.ones_like(scale),))[1]
+        coin_price = jnp.where(book.margin_coin >= 0,
+                               book.underlying_spot[coin] * jnp.where(own_coin, scale, 1.0), 1.0)
         return d_scale * coin_price / book.spot
 
-    per_u = jax.vmap(lambda u: jax.vmap(lambda k: delta_at(u, k))(jnp.asarray(COMPOSITE_DELTA_STEPS, dtype)))(
-        jnp.arange(n_und, dtype=book.underlying.dtype))  # (u, 7, n)
-    deltas = jnp.take_along_axis(per_u, book.underlying[None, None, :], axis=0)[0]  # each position's own u
+    deltas = jax.vmap(delta_at)(jnp.asarray(COMPOSITE_DELTA_STEPS, dtype))  # (7, n)
     return jnp.asarray(COMPOSITE_DELTA_WEIGHTS, dtype) @ deltas
 
 

@@ -371,7 +371,8 @@ def test_spot_of_the_margin_coin_carries_no_risk(mkt):
     close(eth["risk_array"], [-w * 10.0 * ETH_S * m / BTC_S for m, w in zip(moves("ETH"), weights("ETH"))])
     close(eth["scan_risk"], 10.0 * ETH_S * 0.20 / BTC_S)
     close(eth["composite_delta"], 10.0)
-    assert btc["inter_credit"] == 0.0 and eth["inter_credit"] == 0.0
+    # no BTC delta to pair: the credit is zero up to the rounding of BTC's composite delta (~1e-16 coins)
+    assert abs(btc["inter_credit"]) < 1e-15 and abs(eth["inter_credit"]) < 1e-15
     close(doc["total"], 10.0 * ETH_S * 0.20 / BTC_S)
     # the same BTC in a USD account loses 16% of its value
     usd = run(mkt, [("BTC", 3.0)])["by_underlying"]["BTC"]
@@ -480,3 +481,40 @@ def test_risk_parameter_file_on_the_bundled_chain_matches_single_positions(marke
     b = one["by_underlying"][pick["underlying"]]
     close([pick[f"L{i}"] for i in range(1, 17)], b["risk_array"], rtol=1e-9, atol=1e-8)
     close(pick["composite_delta"], b["composite_delta"])
+
+
+def test_own_underlying_scan_and_composite_delta_equal_the_full_cross_underlying_reference():
+    """SPAN values each position only under its own underlying's scenarios and takes its composite delta
+    by one forward pass; the reference values every position under every underlying's move (``full_pnl``)
+    and differentiates with respect to the whole vector of underlying scales."""
+    import jax
+
+    from pmjax.bench import random_account_books
+    from pmjax.kernel import Shock, position_values
+    from pmjax.scenarios import COMPOSITE_DELTA_STEPS, COMPOSITE_DELTA_WEIGHTS, full_pnl, own_underlying_pnl
+    from pmjax.span import position_composite_deltas
+
+    params = span_params(load_config())
+    books = random_account_books(12, 10, seed=3)
+    assert set(np.asarray(books.margin_coin).tolist()) == {-1, 0, 1}  # USD, BTC and ETH margin
+    for i in range(12):
+        book = jax.tree_util.tree_map(lambda x: jnp.asarray(x[i]), books)
+        u = np.asarray(book.underlying)
+        full = np.asarray(full_pnl(book, params.grid))  # (u, s, n)
+        ref = full[u, :, np.arange(u.size)].T  # each position's own underlying's row
+        assert np.abs(full).max() > 0
+        np.testing.assert_allclose(np.asarray(own_underlying_pnl(book, params.grid)), ref, rtol=1e-13,
+                                   atol=1e-13 * np.abs(ref).max())
+
+        dt = params.horizon_days / 365.0
+        coin = max(int(book.margin_coin), 0)
+        cds = np.zeros(u.size)
+        for step, w in zip(COMPOSITE_DELTA_STEPS, COMPOSITE_DELTA_WEIGHTS):
+            for k in range(2):
+                scale = jnp.ones(2).at[k].set(1.0 + step * params.price_scan_range[k])
+                jac = jax.jacfwd(lambda sc: position_values(book, Shock(sc, jnp.zeros_like(book.quantity), dt,
+                                                                          jnp.zeros(()))))(scale)[:, k]
+                coin_price = float(book.underlying_spot[coin] * scale[coin]) if int(book.margin_coin) >= 0 else 1.0
+                cds += np.where(u == k, w * np.asarray(jac) * coin_price / np.asarray(book.spot), 0.0)
+        np.testing.assert_allclose(np.asarray(position_composite_deltas(book, params)), cds, rtol=1e-12,
+                                   atol=1e-12 * np.abs(cds).max())
