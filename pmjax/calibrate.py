@@ -343,6 +343,8 @@ def load_history(specs: list[str], *, underlying: str | None = None, dvol_files:
                 closes[u] = history.bundled_close(u)
                 dvols[u] = history.bundled_dvol(u)
             continue
+        if not os.path.isfile(item):
+            raise InputError("cannot read file: no such file", source=item)
         u = (underlying or underlying_from_filename(item) or "").upper()
         if u not in UNDERLYINGS:
             raise InputError(f"cannot tell the underlying ({', '.join(UNDERLYINGS)}) from the file name; give "
@@ -351,7 +353,9 @@ def load_history(specs: list[str], *, underlying: str | None = None, dvol_files:
         if u in closes:
             raise InputError(f"two histories for {u}", source=item)
         closes[u] = history.read_klines(item, name=u)
-    for path in dvol_files or []:
+    for path in [x.strip() for spec in dvol_files or [] for x in str(spec).split(",") if x.strip()]:
+        if not os.path.isfile(path):
+            raise InputError("cannot read file: no such file", source=path)
         u = underlying_from_filename(path) if underlying is None or len(closes) > 1 else underlying.upper()
         if u not in closes:
             raise InputError(f"a DVOL file for an underlying without closes ({u or 'unknown'})", source=path)

@@ -381,3 +381,12 @@ def test_stress_days_run_through_the_margin_command(capsys, tmp_path):
     for name, v in doc["scenarios"].items():
         assert v == pytest.approx(2 * spot * s[name].price_move[0], rel=1e-9)
     assert cli.main(["margin", str(path), "--scenarios", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_missing_history_or_dvol_file_is_named(capsys, tmp_path):
+    from pmjax import cli
+
+    assert cli.main(["calibrate", "--history", str(tmp_path / "BTCUSDT_1d.csv")]) == 2
+    assert "BTCUSDT_1d.csv: cannot read file" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--history", "bundled", "--dvol", f"{tmp_path / 'btc_dvol.csv'},x.csv"]) == 2
+    assert "btc_dvol.csv: cannot read file" in capsys.readouterr().err

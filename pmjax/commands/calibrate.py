@@ -20,8 +20,8 @@ def add_arguments(p):
                         "comma-separate), or 'bundled' for the bundled BTC and ETH closes and DVOL")
     p.add_argument("--underlying", default=None, help="the underlying of a single CSV (default: from its name)")
     p.add_argument("--dvol", action="append", default=None, metavar="CSV",
-                   help="Deribit DVOL CSV(s) (date,...,close in percent) for the vol scan range (default: the "
-                        "bundled DVOL of each underlying)")
+                   help="Deribit DVOL CSV(s) (date,...,close in percent; repeat the flag or comma-separate) for the "
+                        "vol scan range (default: the bundled DVOL of each underlying)")
     p.add_argument("--coverage", type=float, default=0.99, metavar="A", help="coverage target (default 0.99)")
     p.add_argument("--horizon", type=int, default=1, metavar="H", help="horizon in whole days (default 1)")
     p.add_argument("--volatility-model", choices=("ewma", "garch"), default="ewma",
