@@ -7,6 +7,8 @@ Rows (``name``, unit):
   volga, as ``kernel.unit_greeks`` defines them) of a book of options; baseline ``numpy_unit_greeks``
   (closed forms, vectorised numpy, chunked for the cache); ``black76_f64_quantlib``: the same pmjax rate
   next to QuantLib's ``BlackCalculator`` called per option (when QuantLib is importable);
+  ``black76_price_f32``: the price alone (``kernel.black76`` against ``black76_np``), to show what the
+  Greeks cost;
 - ``span_accounts`` (accounts/s): full SPAN (16-scenario scan, composite delta, tiers, spot charge,
   inter credits, short option minimum, NOV) of many accounts; baseline ``numpy_span``;
 - ``mc_revaluations`` (position-path revaluations/s): Monte Carlo losses of an options book (draws,
@@ -491,7 +493,7 @@ TARGETS = (
     ("mc_revaluations", "cpu", ">= 5x the numpy baseline", lambda r: r["speedup"] >= 5.0),
 )
 
-ROW_NAMES = ("black76_f32", "black76_f64", "black76_f64_quantlib", "span_accounts", "mc_revaluations",
+ROW_NAMES = ("black76_f32", "black76_price_f32", "black76_f64", "black76_f64_quantlib", "span_accounts", "mc_revaluations",
              "what_if_latency", "compile")
 
 
@@ -525,6 +527,29 @@ def bench_black76(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) ->
 
     base = median_seconds(run_numpy, sz["numpy_repeats"])
     return _row(f"black76_{tag}", n, "per_s", n / warm, f"numpy closed-form Black-76 + 6 Greeks ({ndtr_name})",
+                nb / base, True, seconds=warm, options=n, baseline_size=nb)
+
+
+def bench_black76_price(sz: dict, ndtr, ndtr_name: str) -> dict:
+    """Black-76 price only, float32 (``kernel.black76`` jitted against ``black76_np``): the part of the
+    pricing row without the Greeks, to show where the time of ``black76_f32`` goes."""
+    from .kernel import black76
+
+    n, nb = sz["options"], sz["numpy_options"]
+    b = jax.device_put(random_option_book(n, jnp.float32, seed=1))
+    price = jax.jit(black76)
+    run = lambda: jax.block_until_ready(price(b.forward, b.strike, b.expiry_years, b.vol, b.is_call))  # noqa: E731
+    warm = median_seconds(run, sz["repeats"])
+    h = host_book(random_option_book(nb, jnp.float32, seed=1))
+    step = 1 << 16
+
+    def run_numpy():
+        for s in range(0, nb, step):
+            black76_np(h["forward"][s:s + step], h["strike"][s:s + step], h["expiry_years"][s:s + step],
+                       h["vol"][s:s + step], h["is_call"][s:s + step], ndtr)
+
+    base = median_seconds(run_numpy, sz["numpy_repeats"])
+    return _row("black76_price_f32", n, "per_s", n / warm, f"numpy closed-form Black-76 price only ({ndtr_name})",
                 nb / base, True, seconds=warm, options=n, baseline_size=nb)
 
 
@@ -712,6 +737,9 @@ def run_bench(sizes: str | dict = "quick", *, dtype=jnp.float64, only=None, use_
     if "black76_f32" in only:
         say("black76 float32 ...")
         results.append(bench_black76(jnp.float32, sz, ndtr, ndtr_name, compile_times))
+    if "black76_price_f32" in only:
+        say("black76 price only, float32 ...")
+        results.append(bench_black76_price(sz, ndtr, ndtr_name))
     if only & {"black76_f64", "black76_f64_quantlib"}:
         say("black76 float64 ...")
         row = bench_black76(jnp.float64, sz, ndtr, ndtr_name, compile_times)

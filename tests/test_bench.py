@@ -156,7 +156,8 @@ def test_bench_json_has_the_spec_keys(monkeypatch):
     assert {"device", "jax", "results"} <= set(doc)
     assert doc["jax"] == jax.__version__
     by = {r["name"]: r for r in doc["results"]}
-    assert {"black76_f32", "black76_f64", "span_accounts", "mc_revaluations", "what_if_latency", "compile"} <= set(by)
+    assert {"black76_f32", "black76_price_f32", "black76_f64", "span_accounts", "mc_revaluations",
+            "what_if_latency", "compile"} <= set(by)
     for r in doc["results"]:
         assert SPEC_ROW_KEYS <= set(r), r
         assert r["pmjax"] > 0 and r["baseline_value"] > 0 and r["baseline"]

@@ -15,8 +15,8 @@ def add_arguments(p):
                    help="size preset: tiny (tests), quick, medium (a few minutes on 2 CPU cores), full (the GPU "
                         "targets: 1e6 paths x 1,000 options, 1e5 accounts x 20 positions); default full")
     p.add_argument("--only", default=None, metavar="ROWS",
-                   help="comma-separated rows to run: black76_f32, black76_f64, black76_f64_quantlib, "
-                        "span_accounts, mc_revaluations, what_if_latency, compile")
+                   help="comma-separated rows to run: black76_f32, black76_price_f32, black76_f64, "
+                        "black76_f64_quantlib, span_accounts, mc_revaluations, what_if_latency, compile")
     p.add_argument("--no-scipy", action="store_true",
                    help="baselines use the numpy-only normal CDF (Cody's erfc) even when scipy is importable")
 
