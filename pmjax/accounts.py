@@ -129,11 +129,14 @@ def span_batch(batch: AccountBatch, params: SpanParams, *, chunk: int = DEFAULT_
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:batch.n_accounts], *parts)
 
 
-def span_sections(batch: AccountBatch, result: SpanResult) -> list[dict]:
-    """The SPEC ``span`` section of each account of a batch result."""
+def span_sections(batch: AccountBatch, result: SpanResult, *, positions: bool = False,
+                  as_of=None) -> list[dict]:
+    """The SPEC ``span`` section of each account of a batch result (with ``by_position`` if ``positions``;
+    ``as_of``: the market's, for exact days to expiry)."""
     host = jax.tree_util.tree_map(np.asarray, result)
     return [span_section(jax.tree_util.tree_map(lambda x: x[i], host),
-                         {x.instrument.underlying for x in p.positions})
+                         {x.instrument.underlying for x in p.positions},
+                         batch.resolved[i] if positions else None, as_of=as_of)
             for i, p in enumerate(batch.portfolios)]
 
 

@@ -18,6 +18,9 @@ Per underlying u (parameters from ``configs/deribit.yaml``, Deribit's own ``mode
   that; initial = round9(risk-matrix margin + add-ons), the add-ons (Deribit's mmp_margin,
   open_orders_margin, spot_margin) being inputs (0 for a plain account).
 
+The scenarios are data: ``DeribitParams.grid`` is the ``scenarios.deribit_grid`` preset (a
+``scenarios.DeribitGrid``: per-scenario price moves, vol states and weights, and the expiry-dependent vol
+rule ``scenarios.RelativeVolShock``), turned into one ``Shock`` batch as SPAN's ``scenarios.Grid`` is.
 Every vector is P&L (gain positive) in coin of the underlying, as Deribit reports a coin-settled book.
 Valuation goes through ``pmjax.kernel.position_values`` (instantaneous: no time passes). The numeric
 core is branch-free, jitted, and vmaps over a leading accounts axis (``deribit_margin_batch``).
@@ -36,18 +39,28 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from .book import OPTION, PERPETUAL, Book, book_from_portfolio
+from .book import PERPETUAL, Book, book_from_portfolio
 from .errors import InputError
 from .instruments import UNDERLYINGS, parse_instrument
 from .kernel import Shock, no_shock, position_values
+from .scenarios import (
+    DERIBIT_DTE_FLOOR_DAYS,
+    DERIBIT_EXTENDED_MOVES,
+    DERIBIT_REFERENCE_DAYS,
+    DERIBIT_VOL_STATES,
+    VOL_SAME,
+    DeribitGrid,
+    RelativeVolShock,
+    deribit_grid,
+)
 
 #: the vol states of each price bucket, in vector order (index 3 i + j)
-VOL_STATES = ("up", "same", "down")
+VOL_STATES = DERIBIT_VOL_STATES
 #: Deribit KB "Portfolio Margin": the extended table's price moves (vol-up only)
-EXTENDED_MOVES = (-0.66, -0.33, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
+EXTENDED_MOVES = DERIBIT_EXTENDED_MOVES
 #: the vol shock is (REFERENCE_DAYS / max(DTE, DTE_FLOOR_DAYS))^power times the vol range
-REFERENCE_DAYS = 30.0
-DTE_FLOOR_DAYS = 1.0
+REFERENCE_DAYS = DERIBIT_REFERENCE_DAYS
+DTE_FLOOR_DAYS = DERIBIT_DTE_FLOOR_DAYS
 #: Deribit states margins to 9 decimals of a coin
 DECIMALS = 9
 
@@ -99,6 +112,19 @@ class DeribitParams(eqx.Module):
     @property
     def n_standard(self) -> int:
         return (2 * self.buckets_count + 1) * len(VOL_STATES)
+
+    @property
+    def vol_rule(self) -> RelativeVolShock:
+        """The options' vol shock (``scenarios.RelativeVolShock``) from these parameters."""
+        return RelativeVolShock(self.volatility_range_up, self.volatility_range_down,
+                                self.min_volatility_for_shock_up, self.short_term_vega_power,
+                                self.long_term_vega_power)
+
+    @property
+    def grid(self) -> DeribitGrid:
+        """The standard + extended scenarios as data (``scenarios.deribit_grid``)."""
+        return deribit_grid(self.price_range, self.buckets_count, self.vol_rule, self.extended_table_factor,
+                            self.extended_moves, dtype=self.price_range.dtype)
 
 
 class DeribitMargin(eqx.Module):
@@ -218,13 +244,7 @@ def _round_half_up(x, decimals: int):
 def vol_shocked(book: Book, params: DeribitParams):
     """(vol up, vol down) of each position: sigma (1 + up f) floored at min_volatility_for_shock_up, and
     max(sigma (1 - down f), 0), with f = (30 / max(DTE, 1))^p (p short-term below 30 days)."""
-    u = book.underlying
-    dte = book.expiry_years * 365.0
-    power = jnp.where(dte < REFERENCE_DAYS, params.short_term_vega_power[u], params.long_term_vega_power[u])
-    f = (REFERENCE_DAYS / jnp.maximum(dte, DTE_FLOOR_DAYS)) ** power
-    up = jnp.maximum(book.vol * (1.0 + params.volatility_range_up[u] * f), params.min_volatility_for_shock_up[u])
-    down = jnp.maximum(book.vol * (1.0 - params.volatility_range_down[u] * f), 0.0)
-    return up, down
+    return params.vol_rule.shocked_vols(book)
 
 
 def _as_usd_book(book: Book) -> Book:
@@ -243,44 +263,26 @@ def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> Deribi
     member = und[:, None] == jnp.arange(n_und, dtype=und.dtype)[None, :]  # (n, u)
     S = book.underlying_spot  # (u,)
     usd_book = _as_usd_book(book)
-    B = params.buckets_count
-    n_vol = len(VOL_STATES)
-
-    # the scenarios: 3 (2B+1) standard then the extended moves, as one Shock batch
-    steps = jnp.arange(2 * B + 1, dtype=dtype) - B
-    moves = steps[:, None] * params.price_range[None, :] / B  # (2B+1, u)
-    ext = params.extended_moves  # (e,)
-    n_ext = ext.shape[0]
-    is_option = book.kind == OPTION
-    vol_up, vol_down = vol_shocked(book, params)
-    up_shift = jnp.where(is_option, vol_up - book.vol, 0.0)  # the kernel takes absolute shifts
-    down_shift = jnp.where(is_option, vol_down - book.vol, 0.0)
-    per_bucket = jnp.stack([up_shift, jnp.zeros_like(up_shift), down_shift])  # VOL_STATES order
-    scale = jnp.concatenate([1.0 + jnp.repeat(moves, n_vol, axis=0),
-                             1.0 + jnp.broadcast_to(ext[:, None], (n_ext, n_und))])  # (s + e, u)
-    vol_shift = jnp.concatenate([jnp.tile(per_bucket, (2 * B + 1, 1)),
-                                 jnp.broadcast_to(up_shift, (n_ext,) + up_shift.shape)])  # (s + e, n)
-    zero = jnp.zeros(scale.shape[0], dtype)
-    shocks = Shock(scale, vol_shift, zero, zero)
+    grid = params.grid  # the scenarios as data: standard table, then the extended one
+    n_std = grid.n_standard
+    shocks = grid.shocks(book)  # (s + e,) through the kernel, like SPAN's grid
+    zero = jnp.zeros(grid.n_scenarios, dtype)
 
     # coin P&L of each position in coin of its underlying, valued at that scenario's coin price
     value_usd = jax.vmap(position_values, in_axes=(None, 0))(usd_book, shocks)  # (s + e, n)
-    coin_price = (S[None, :] * scale)[:, und]
+    coin_price = (S[None, :] * shocks.spot_scale)[:, und]
     today = position_values(usd_book, no_shock(usd_book)) / S[und]
-    pnl = value_usd / coin_price - today
-    n_std = params.n_standard
-    standard = pnl[:n_std]
-    pr = params.price_range[und]
-    edge = 1.0 + jnp.sign(ext)[:, None] * pr[None, :]  # (e, n): the standard range's edge price / S
-    weight = (1.0 + ext[:, None]) * params.extended_table_factor[und] * pr / jnp.abs(ext)[:, None] / edge
-    extended = pnl[n_std:] * weight  # P&L x f pr/|m| at the scenario price, in coin at the edge price
+    pnl = (value_usd / coin_price - today) * grid.weight[und].T  # extended: x f pr/|m|, in coin at the edge
+    standard, extended = pnl[:n_std], pnl[n_std:]
+    ext = grid.price_move[:, n_std:]  # (u, e)
+    moves = grid.price_move[:, :n_std:len(VOL_STATES)]  # (u, 2B+1)
 
     # aggregation per underlying: plain sum, then the dampener (extended) and pnl_offset
     pre_std = _sum_by_underlying(standard, member).T  # (u, s)
     pre_ext = _sum_by_underlying(extended, member).T  # (u, e)
     prU = params.price_range[:, None]
-    excess_ranges = jnp.maximum(jnp.abs(ext)[None, :] / prU, 1.0) - 1.0
-    dampener = excess_ranges * params.extended_dampener[:, None] / (S[:, None] * (1.0 + jnp.sign(ext)[None, :] * prU))
+    excess_ranges = jnp.maximum(jnp.abs(ext) / prU, 1.0) - 1.0
+    dampener = excess_ranges * params.extended_dampener[:, None] / (S[:, None] * (1.0 + jnp.sign(ext) * prU))
     damped = jnp.where(jnp.abs(pre_ext) > dampener, pre_ext - jnp.sign(pre_ext) * dampener, 0.0)  # towards 0
     cap = (params.max_offsetable_pnl / S)[:, None]
     offset = lambda x: jnp.where(x > 0.0, jnp.minimum(x * params.pnl_offset[:, None], cap), x)  # noqa: E731
@@ -290,9 +292,8 @@ def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> Deribi
     both = jnp.concatenate([agg_std, agg_ext], axis=1)
     lowest = jnp.min(both, axis=1)
     worst = jnp.maximum(-lowest, 0.0)
-    k = jnp.arange(both.shape[1])
     is_low = both == lowest[:, None]
-    preferred = is_low & (k < n_std) & (k % n_vol == 1)
+    preferred = is_low & ~grid.is_extended & (grid.vol_state == VOL_SAME)
     worst_index = jnp.where(preferred.any(axis=1), jnp.argmax(preferred, axis=1), jnp.argmax(is_low, axis=1))
 
     # net coin delta of each position: slope of its coin value in its underlying's price (scale 1 -> 1 + ds)
@@ -330,7 +331,7 @@ def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> Deribi
     return DeribitMargin(
         instrument_standard=standard.T, instrument_extended=extended.T,
         pre_aggregated_standard=pre_std, pre_aggregated_extended=pre_ext,
-        standard=agg_std, extended=agg_ext, price_moves=moves.T,
+        standard=agg_std, extended=agg_ext, price_moves=moves,
         worst_case=worst, worst_case_index=worst_index, roll_shock=roll, delta_shock=delta_shock,
         net_delta=net_delta, risk_matrix_margin=rmm, maintenance_coin=maintenance, initial_coin=initial,
         initial=jnp.sum(initial * to_margin), maintenance=jnp.sum(maintenance * to_margin),

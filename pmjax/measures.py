@@ -19,7 +19,7 @@ def _rules(portfolio, market, config, dtype):
 def _span(portfolio, market, config, dtype):
     from .span import span_report
 
-    return span_report(portfolio, market, config, dtype=dtype)
+    return span_report(portfolio, market, config, dtype=dtype, positions=True)  # by_position, parameters
 
 
 def _deribit(portfolio, market, config, dtype):

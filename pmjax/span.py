@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from .book import FUTURE, OPTION, Book, book_from_portfolio, bucket_size, make_book, resolve
 from .errors import InputError
@@ -84,6 +84,7 @@ class SpanResult(eqx.Module):
     position_risk_array: Float[Array, "16 n"]  # weighted losses per position
     position_composite_delta: Float[Array, " n"]  # coins, quantity included
     position_tier: Int[Array, " n"]  # 0-based intra-commodity tier
+    position_in_spot_month: Bool[Array, " n"]  # an option or future with days to expiry < spot_days
     position_value: Float[Array, " n"]  # today's value, margin currency
 
 
@@ -300,7 +301,7 @@ def span_core(book: Book, params: SpanParams) -> SpanResult:
         spot_charge=spot_charge, inter_credit=credit, short_option_minimum=som, composite_delta=cd @ one_hot,
         underlying_risk=risk_u, risk=risk, nov=nov, total=jnp.maximum(risk - nov, 0.0),
         position_risk_array=pos_losses, position_composite_delta=cd, position_tier=tier.astype(jnp.int32),
-        position_value=values,
+        position_in_spot_month=near, position_value=values,
     )
 
 
@@ -316,8 +317,9 @@ def _f(x) -> float:
     return float(np.asarray(x)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def span_section(result: SpanResult, underlyings) -> dict:
-    """The SPEC section 3 ``span`` JSON section of one (unbatched) result, for ``underlyings`` (names)."""
+def span_section(result: SpanResult, underlyings, resolved=None, *, as_of=None) -> dict:
+    """The SPEC section 3 ``span`` JSON section of one (unbatched) result, for ``underlyings`` (names);
+    with ``resolved`` (the book's positions, in book order) it adds ``by_position`` (``position_rows``)."""
     r = jax.tree_util.tree_map(np.asarray, result)
     by = {}
     for u in UNDERLYINGS:
@@ -335,27 +337,67 @@ def span_section(result: SpanResult, underlyings) -> dict:
             "composite_delta": _f(r.composite_delta[i]),
             "risk": _f(r.underlying_risk[i]),
         }
-    return {"risk": _f(r.risk), "nov": _f(r.nov), "total": _f(r.total), "by_underlying": by}
+    doc = {"risk": _f(r.risk), "nov": _f(r.nov), "total": _f(r.total), "by_underlying": by}
+    if resolved is not None:
+        doc["by_position"] = position_rows(r, resolved, as_of=as_of)
+    return doc
 
 
-def position_rows(result: SpanResult, resolved) -> list[dict]:
-    """Per-position detail for reports: risk array (weighted losses), composite delta, tier (1-based), value."""
+def _days_to_expiry(p, as_of) -> float:
+    """Days from ``as_of`` to the expiry (exact for whole days), else from the position's year fraction."""
+    if as_of is not None:
+        return (p.instrument.expiry - as_of).total_seconds() / 86400.0
+    return p.expiry_years * 365.0
+
+
+def position_rows(result: SpanResult, resolved, *, as_of=None) -> list[dict]:
+    """Per-position detail (SPEC section 5 inputs), in book order: instrument, underlying, kind, right
+    (options), quantity (coins), days_to_expiry (None for spot and perpetuals), tier (1-based),
+    in_spot_month, risk_array (16 weighted losses, margin currency), composite_delta (coins, quantity
+    included) and value (today, margin currency). The by-underlying figures are sums over these rows."""
     r = jax.tree_util.tree_map(np.asarray, result)
-    return [{"instrument": p.instrument.name, "quantity": p.quantity,
-             "risk_array": [_f(x) for x in r.position_risk_array[:, i]],
-             "composite_delta": float(r.position_composite_delta[i]), "tier": int(r.position_tier[i]) + 1,
-             "value": float(r.position_value[i])} for i, p in enumerate(resolved)]
+    rows = []
+    for i, p in enumerate(resolved):
+        inst = p.instrument
+        dated = inst.kind in ("option", "future")
+        rows.append({"instrument": inst.name, "underlying": inst.underlying, "kind": inst.kind,
+                     "right": inst.right if inst.is_option else None, "quantity": p.quantity,
+                     "days_to_expiry": _days_to_expiry(p, as_of) if dated else None,
+                     "tier": int(r.position_tier[i]) + 1, "in_spot_month": bool(r.position_in_spot_month[i]),
+                     "risk_array": [_f(x) for x in r.position_risk_array[:, i]],
+                     "composite_delta": _f(r.position_composite_delta[i]), "value": _f(r.position_value[i])})
+    return rows
+
+
+def parameters_section(params: SpanParams, market, margin_currency: str) -> dict:
+    """The SPAN inputs a user needs besides the positions to redo SPEC section 5 by hand: per underlying
+    today's ``spot`` (USD) and its parameters, the inter-commodity spreads in the order they apply, the
+    horizon, and ``usd_to_margin`` (1 for USD, 1 / spot of the margin coin) that converts the USD-stated
+    charges (intra, spot, short option minimum)."""
+    p = jax.tree_util.tree_map(np.asarray, params)
+    unds = {}
+    for i, u in enumerate(UNDERLYINGS):
+        unds[u] = {"spot": float(market.underlyings[u].spot) if u in market.underlyings else None,
+                   **{k: float(getattr(p, k)[i]) for k in UNDERLYING_KEYS if k != "tiers_days"},
+                   "tiers_days": [float(x) for x in p.tiers_days[i] if np.isfinite(x)]}
+    inter = [{"legs": {UNDERLYINGS[int(p.inter_legs[j, k])]: float(p.inter_ratios[j, k]) for k in range(2)},
+              "credit_rate": float(p.inter_credit_rate[j])} for j in range(p.inter_legs.shape[0])]
+    usd_to_margin = 1.0 if margin_currency == "USD" else 1.0 / float(market.spot(margin_currency))
+    return {"horizon_days": float(p.horizon_days), "currency": margin_currency, "usd_to_margin": usd_to_margin,
+            "underlyings": unds, "inter_spreads": inter}
 
 
 def span_report(portfolio, market, config: dict, dtype=jnp.float64, *, positions: bool = False,
                 params: SpanParams | None = None) -> dict:
-    """The ``span`` section of ``pmjax margin`` for one portfolio (with ``by_position`` if ``positions``)."""
+    """The ``span`` section of ``pmjax margin`` for one portfolio; with ``positions`` also ``by_position``
+    (``position_rows``) and ``parameters`` (``parameters_section``), enough to re-derive every figure."""
     params = span_params(config, dtype=dtype) if params is None else params
     book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
     result = span_margin(book, params)
-    doc = span_section(result, {p.instrument.underlying for p in portfolio.positions})
+    doc = span_section(result, {p.instrument.underlying for p in portfolio.positions},
+                       resolved if positions else None, as_of=market.as_of)
     if positions:
-        doc["by_position"] = position_rows(result, resolved)
+        doc["parameters"] = parameters_section(params, market, portfolio.margin_currency)
     return doc
 
 
@@ -440,6 +482,6 @@ def risk_parameter_file(market, config: dict, path: str, dtype=jnp.float64) -> l
     return rows
 
 
-__all__ = ["SpanParams", "SpanResult", "listed_contracts", "position_composite_deltas", "position_rows",
-           "risk_parameter_file", "risk_parameter_rows", "span_core", "span_margin", "span_margin_batch",
+__all__ = ["SpanParams", "SpanResult", "listed_contracts", "parameters_section", "position_composite_deltas",
+           "position_rows", "risk_parameter_file", "risk_parameter_rows", "span_core", "span_margin", "span_margin_batch",
            "span_params", "span_report", "span_section"]

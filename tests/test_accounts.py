@@ -7,6 +7,7 @@ import json
 import logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -98,6 +99,44 @@ def test_one_call_for_1000_accounts_equals_one_by_one(market):
     for i in (0, 1, 2, 999):
         np.testing.assert_allclose(sections[i]["total"], span_report(accounts[i], market, load_config())["total"],
                                    rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_deribit_batch_of_1000_accounts_equals_one_by_one(market):
+    """The path ``pmjax stress --method deribit`` takes (one vmapped call over the padded batch) against
+    ``deribit_margin`` account by account, every field of the result, for all 1000 accounts."""
+    from pmjax.commands.stress import deribit_method
+    from pmjax.deribit import DeribitMargin, deribit_margin, deribit_margin_batch, deribit_params, deribit_report
+
+    config = load_config()
+    params = deribit_params(config)
+    accounts = random_accounts(market, 1000, 20, seed=11)
+    batch = build_batch(accounts, market)
+    assert batch.books.quantity.shape == (1024, 32)
+    together = jax.tree_util.tree_map(lambda x: np.asarray(x)[:1000], deribit_margin_batch(batch.books, params))
+    assert together.initial.shape == (1000,)
+    fields = list(DeribitMargin.__dataclass_fields__)
+    worst_rel = 0.0
+    for i in range(len(accounts)):
+        book = make_book(batch.resolved[i], market, accounts[i].margin_currency, size=batch.size)
+        alone = jax.tree_util.tree_map(np.asarray, deribit_margin(book, params))
+        for name in fields:
+            a, b = getattr(together, name)[i], getattr(alone, name)
+            if name == "worst_case_index":
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} of account {i}")
+                continue
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"{name} of account {i}")
+            big = np.abs(b) > 1e-9
+            if big.any():
+                worst_rel = max(worst_rel, float(np.max(np.abs(a - b)[big] / np.abs(b)[big])))
+    assert worst_rel < 1e-10
+    # the stress command's sections, and a handful through the public single-account report
+    out = deribit_method(batch, market, config, jnp.float64)
+    np.testing.assert_allclose([s["initial"] for s in out.sections], together.initial, rtol=1e-10, atol=1e-12)
+    for i in (0, 1, 2, 999):
+        expected = deribit_report(accounts[i], market, config)
+        np.testing.assert_allclose(out.sections[i]["initial"], expected["initial"], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out.sections[i]["maintenance"], expected["maintenance"], rtol=1e-10, atol=1e-12)
 
 
 def test_a_second_batch_of_the_same_buckets_does_not_recompile(market, caplog):

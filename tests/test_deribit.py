@@ -193,6 +193,49 @@ def test_vega_power_short_vs_long_dated():
     assert np.asarray(up)[1] == 0.5
 
 
+def test_the_grid_is_data_a_preset_of_scenarios():
+    """``DeribitParams.grid`` is the scenarios.deribit_grid preset: 9 price points x (up, same, down) then the
+    8 extended moves under vol up, with the extended weights; its Shock batch through the kernel gives the
+    per-instrument vectors."""
+    import equinox as eqx
+
+    from pmjax.kernel import no_shock, position_values
+    from pmjax.scenarios import VOL_DOWN, VOL_SAME, VOL_UP, DeribitGrid
+
+    config = load_config()
+    params = deribit_params(config)
+    grid = params.grid
+    assert isinstance(grid, DeribitGrid) and grid.n_scenarios == 35 and grid.n_standard == 27
+    p = config["deribit"]["BTC"]
+    pr, f_ext = p["price_range"], p["extended_table_factor"]
+    moves = [(i - 4) * pr / 4 for i in range(9)]
+    np.testing.assert_allclose(np.asarray(grid.price_move[0]), np.repeat(moves, 3).tolist() + list(EXTENDED_MOVES),
+                               rtol=1e-15, atol=1e-17)
+    assert np.asarray(grid.vol_state).tolist() == [VOL_UP, VOL_SAME, VOL_DOWN] * 9 + [VOL_UP] * 8
+    assert np.asarray(grid.is_extended).tolist() == [False] * 27 + [True] * 8
+    ext_w = [(1 + m) * f_ext * pr / abs(m) / (1 + np.sign(m) * pr) for m in EXTENDED_MOVES]
+    np.testing.assert_allclose(np.asarray(grid.weight[0]), [1.0] * 27 + ext_w, rtol=1e-15)
+    # a configured extended table goes through the same preset
+    other = deribit_params(deep_merge(config, {"deribit": {"extended_moves": [-0.5, 0.75]}})).grid
+    assert other.n_scenarios == 29 and np.asarray(other.price_move[0, 27:]).tolist() == [-0.5, 0.75]
+
+    # the grid's shocks, valued by the kernel, are the per-instrument vectors (no time passes)
+    expiry = AS_OF + dt.timedelta(days=10)
+    market = market_with(expiry, 60_500.0, 0.55)
+    positions = [Position(option(expiry, 64_000.0), -2.0), Position(Instrument("BTC", "future", "inverse", expiry),
+                                                                     1.0)]
+    book, _ = book_from_portfolio(make_portfolio(positions, margin_currency="BTC"), market)
+    shocks = grid.shocks(book)
+    usd_book = eqx.tree_at(lambda b: b.margin_coin, book, jnp.full_like(book.margin_coin, -1))
+    value = np.asarray(jax.vmap(position_values, in_axes=(None, 0))(usd_book, shocks))  # (35, n) USD
+    today = np.asarray(position_values(usd_book, no_shock(usd_book)))
+    coin_price = SPOT * np.asarray(shocks.spot_scale)[:, :1]  # BTC's scale in each scenario
+    coin = (value / coin_price - today / SPOT) * np.asarray(grid.weight[0])[:, None]
+    result = deribit_margin(book, params)
+    np.testing.assert_allclose(np.asarray(result.instrument_standard)[:2], coin[:27, :2].T, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(result.instrument_extended)[:2], coin[27:, :2].T, rtol=1e-12, atol=1e-15)
+
+
 def test_extended_table_for_a_short_call():
     """Short OTM call: entry = coin P&L at the move under vol up x (1+m) x pr/|m| / (1 +- pr); the aggregate
     shrinks towards 0 by the dampener; without a dampener the worst case comes from the extended table."""

@@ -518,3 +518,116 @@ def test_own_underlying_scan_and_composite_delta_equal_the_full_cross_underlying
                 cds += np.where(u == k, w * np.asarray(jac) * coin_price / np.asarray(book.spot), 0.0)
         np.testing.assert_allclose(np.asarray(position_composite_deltas(book, params)), cds, rtol=1e-12,
                                    atol=1e-12 * np.abs(cds).max())
+
+
+# ---------------------------------------------------------------- re-deriving every figure from the JSON
+
+#: tiers 1 (3 and 20 days, the 3-day ones in the spot month), 2 (30 days) and 3 (120 days), options and
+#: futures, and BTC long / ETH short delta for the inter pair
+REDERIVE_LEGS = [("BTC-5JAN26", 0.3), ("BTC-5JAN26-98000-P", 2.0), ("BTC-22JAN26", 1.5), ("BTC-1FEB26", -0.5),
+                 ("BTC-1FEB26-100000-C", -1.0), ("BTC-2MAY26-110000-C", -1.0), ("BTC-2MAY26-90000-P", -0.7),
+                 ("BTC-PERPETUAL", 2.0), ("ETH-22JAN26-3000-C", -12.0), ("ETH_USDC-2MAY26", -25.0),
+                 ("ETH-22JAN26-2500-P", -8.0)]
+#: a low ETH cover fraction puts ETH's worst scenario inside 1..14, so its volatility risk is not 0
+REDERIVE_CFG = copy.deepcopy(CFG)
+REDERIVE_CFG["span"]["underlyings"]["ETH"]["extreme_cover_fraction"] = 0.1
+
+
+def rederive_span(span: dict) -> dict:
+    """Every SPAN figure of a ``pmjax margin --json`` ``span`` section from its ``by_position`` and
+    ``parameters`` alone, following SPEC section 5 word for word (numpy, no pmjax)."""
+    par, pos = span["parameters"], span["by_position"]
+    conv = par["usd_to_margin"]
+    out = {}
+    for u, p in par["underlyings"].items():
+        mine = [x for x in pos if x["underlying"] == u]
+        if not mine:
+            continue
+        S = p["spot"]
+        ra = np.sum([x["risk_array"] for x in mine], axis=0)
+        scan = max(0.0, ra.max())
+        worst = int(np.argmax(ra))  # 0-based
+        # tiers: the first tier whose boundary exceeds d; spot and perpetuals in the first
+        n_tiers = len(p["tiers_days"]) + 1
+        tier_delta = np.zeros(n_tiers)
+        for x in mine:
+            d = x["days_to_expiry"]
+            tier = 0 if d is None else sum(b <= d for b in p["tiers_days"])
+            assert x["tier"] == tier + 1, x["instrument"]
+            tier_delta[tier] += x["composite_delta"]
+        spreads = 0.0
+        for a in range(n_tiers):
+            for b in range(a + 1, n_tiers):
+                if tier_delta[a] * tier_delta[b] < 0:
+                    s = min(abs(tier_delta[a]), abs(tier_delta[b]))
+                    spreads += s
+                    tier_delta[a] -= np.sign(tier_delta[a]) * s
+                    tier_delta[b] -= np.sign(tier_delta[b]) * s
+        intra = spreads * p["intra_spread_rate"] * S * conv
+        near = 0.0
+        for x in mine:
+            in_spot = x["days_to_expiry"] is not None and x["days_to_expiry"] < p["spot_days"]
+            assert x["in_spot_month"] == in_spot, x["instrument"]
+            near += x["composite_delta"] if in_spot else 0.0
+        spot = abs(near) * p["spot_rate"] * S * conv
+        calls = sum(max(-x["quantity"], 0.0) for x in mine if x["kind"] == "option" and x["right"] == "call")
+        puts = sum(max(-x["quantity"], 0.0) for x in mine if x["kind"] == "option" and x["right"] == "put")
+        som = p["short_option_minimum"] * S * max(calls, puts) * conv
+        time_risk = (ra[0] + ra[1]) / 2
+        vol_risk = 0.0 if worst >= 14 else (ra[worst] - ra[worst + 1 if worst % 2 == 0 else worst - 1]) / 2
+        price_risk = max(scan - time_risk - vol_risk, 0.0)
+        out[u] = {"risk_array": ra, "scan_risk": scan, "worst_scenario": worst + 1, "intra_spread": intra,
+                  "spot_charge": spot, "short_option_minimum": som, "inter_credit": 0.0,
+                  "composite_delta": sum(x["composite_delta"] for x in mine), "_delta_left": tier_delta.sum(),
+                  "_price_risk": price_risk}
+    left = {u: v["_delta_left"] for u, v in out.items()}
+    for spread in par["inter_spreads"]:
+        (a, ra_), (b, rb_) = spread["legs"].items()
+        da, db = left.get(a, 0.0), left.get(b, 0.0)
+        n = min(abs(da) / ra_, abs(db) / rb_) if da * db < 0 else 0.0
+        for u, r, d in ((a, ra_, da), (b, rb_, db)):
+            if u in out and n > 0:
+                out[u]["inter_credit"] += n * r * out[u]["_price_risk"] / abs(d) * spread["credit_rate"]
+                left[u] -= np.sign(d) * n * r
+    for v in out.values():
+        v["risk"] = max(v["scan_risk"] + v["intra_spread"] + v["spot_charge"] - v["inter_credit"],
+                        v["short_option_minimum"])
+    risk = sum(v["risk"] for v in out.values())
+    nov = sum(x["value"] for x in pos if x["kind"] == "option")
+    return {"by_underlying": out, "risk": risk, "nov": nov, "total": max(risk - nov, 0.0)}
+
+
+@pytest.mark.parametrize("margin", ["USD", "BTC"])
+def test_every_figure_re_derives_from_the_margin_json(mkt, tmp_path, capsys, margin):
+    from pmjax import cli
+
+    (tmp_path / "market.json").write_text(json.dumps(MARKET_DOC))
+    (tmp_path / "config.json").write_text(json.dumps(REDERIVE_CFG))
+    (tmp_path / "book.json").write_text(json.dumps({"account": "rederive", "margin_currency": margin, "positions": [
+        {"instrument": n, "quantity": q} for n, q in REDERIVE_LEGS]}))
+    assert cli.main(["margin", str(tmp_path / "book.json"), "--market", str(tmp_path / "market.json"), "--config",
+                     str(tmp_path / "config.json"), "--method", "span", "--json"]) == 0
+    span = json.loads(capsys.readouterr().out)["span"]
+    assert len(span["by_position"]) == len(REDERIVE_LEGS)
+    assert all(len(x["risk_array"]) == 16 for x in span["by_position"])
+    mine = rederive_span(span)
+    scale = max(abs(span["total"]), abs(span["nov"]), 1e-300)
+
+    def same(a, b, what):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * scale, err_msg=what)
+
+    for u, v in span["by_underlying"].items():
+        d = mine["by_underlying"][u]
+        assert v["worst_scenario"] == d["worst_scenario"]
+        for k in ("risk_array", "scan_risk", "intra_spread", "spot_charge", "inter_credit", "short_option_minimum",
+                  "composite_delta", "risk"):
+            same(v[k], d[k], f"{u}.{k}")
+    for k in ("risk", "nov", "total"):
+        same(span[k], mine[k], k)
+    # the book exercises what it is meant to: three tiers with an intra spread, the spot month, the inter pair
+    btc, eth = span["by_underlying"]["BTC"], span["by_underlying"]["ETH"]
+    assert {x["tier"] for x in span["by_position"]} == {1, 2, 3}
+    assert btc["intra_spread"] > 0 and btc["spot_charge"] > 0
+    assert btc["inter_credit"] > 0 and eth["inter_credit"] > 0
+    assert sum(x["in_spot_month"] for x in span["by_position"]) == 2
+    assert btc["worst_scenario"] == 16 and eth["worst_scenario"] <= 14  # both inter-credit branches
