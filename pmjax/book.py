@@ -62,22 +62,42 @@ class ResolvedPosition:
     vol: float
 
 
-def resolve(instruments: list[Instrument], quantities, market: Market) -> list[ResolvedPosition]:
-    """Look each instrument up in ``market``; raises ``InputError`` naming what is missing."""
+def years_to_expiry(inst: Instrument, market: Market, *, source: str | None = None,
+                    field: str | None = None) -> float:
+    """T of ``inst`` under ``market`` (0 for perpetuals and spot); raises ``InputError`` if it expired before
+    the market's as_of, naming ``source``/``field`` (where the instrument was given) or else the market."""
+    if inst.expiry is None:
+        return 0.0
+    t = market.years_to(inst.expiry)
+    if t < 0:
+        where = dict(source=source, field=field) if source or field else dict(source=market.source, field="as_of")
+        raise InputError(f"{inst.name} expired on {inst.expiry:%Y-%m-%d %H:%M} UTC, before the market's "
+                         f"as_of {market.as_of:%Y-%m-%d %H:%M} UTC ({market.source})", **where)
+    return t
+
+
+def resolve(instruments: list[Instrument], quantities, market: Market, *,
+            origins: list[tuple[str | None, str | None]] | None = None) -> list[ResolvedPosition]:
+    """Look each instrument up in ``market``; raises ``InputError`` naming what is missing.
+
+    ``origins``: (source, field) per instrument where it was given (a portfolio file and its position), so
+    that an expired instrument is reported there; without it the market's as_of is named.
+    """
     out = []
-    for inst, q in zip(instruments, quantities):
+    for i, (inst, q) in enumerate(zip(instruments, quantities)):
         spot = market.spot(inst.underlying)
-        if inst.expiry is not None:
-            t = market.years_to(inst.expiry)
-            if t < 0:
-                raise InputError(f"{inst.name} expired on {inst.expiry:%Y-%m-%d %H:%M} UTC, before the market's "
-                                 f"as_of {market.as_of:%Y-%m-%d %H:%M} UTC", source=market.source, field="as_of")
-        else:
-            t = 0.0
+        source, field = origins[i] if origins is not None else (None, None)
+        t = years_to_expiry(inst, market, source=source, field=field)
         fwd = market.forward(inst.underlying, inst.expiry)
         vol = market.vol(inst.underlying, inst.expiry, inst.strike) if inst.is_option else 0.5
         out.append(ResolvedPosition(inst, float(q), t, spot, fwd, vol))
     return out
+
+
+def resolve_portfolio(portfolio: Portfolio, market: Market) -> list[ResolvedPosition]:
+    """``resolve`` for a portfolio's positions, errors naming the portfolio file and position."""
+    return resolve(portfolio.instruments, [p.quantity for p in portfolio.positions], market,
+                   origins=[portfolio.origin(i) for i in portfolio.instruments])
 
 
 def make_book(resolved: list[ResolvedPosition], market: Market, margin_currency: str = "USD", *,
@@ -115,5 +135,5 @@ def margin_coin_check(margin_currency: str, market: Market) -> str:
 
 def book_from_portfolio(portfolio: Portfolio, market: Market, *, dtype=jnp.float64, size: int | None = None):
     """(Book, resolved positions) for a portfolio under a market."""
-    resolved = resolve(portfolio.instruments, [p.quantity for p in portfolio.positions], market)
+    resolved = resolve_portfolio(portfolio, market)
     return make_book(resolved, market, portfolio.margin_currency, dtype=dtype, size=size), resolved

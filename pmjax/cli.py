@@ -35,19 +35,25 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON document on stdout and nothing else")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    p.add_argument("--precision", choices=("float64", "float32"), default="float64",
+def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """The global flags. They are accepted before the command (``pmjax --json price ...``) and after it
+    (``pmjax price --json ...``): the subcommand's copies default to SUPPRESS, so a flag given before the
+    command is not reset by the subcommand's default."""
+    d = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)  # noqa: E731
+    p.add_argument("--json", action="store_true", default=d(False),
+                   help="print one JSON document on stdout and nothing else")
+    p.add_argument("--debug", action="store_true", default=d(False), help="show Python tracebacks")
+    p.add_argument("--precision", choices=("float64", "float32"), default=d("float64"),
                    help="floating-point precision of the computation (default float64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pmjax", description="Portfolio margin for crypto options books, in JAX.")
+    _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        _common(p)
+        _common(p, top=False)
         importlib.import_module(f"pmjax.commands.{name}").add_arguments(p)
     return parser
 
@@ -76,7 +82,13 @@ def dtype_of(args):
 
 
 def notice(message: str) -> None:
+    """One line on stderr, with or without --json (stdout stays the one document)."""
     print(f"pmjax: notice: {message}", file=sys.stderr)
+
+
+def notices(messages) -> None:
+    for m in messages:
+        notice(m)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,25 @@ def default_config() -> dict:
     return cfg
 
 
+def check_sections(user: dict, defaults: dict, *, source: str, prefix: str = "") -> dict:
+    """``user`` with every key whose default is a mapping (a section: ``var``, ``span``,
+    ``span.underlyings.BTC``, ...) checked to be a mapping too, recursively; an empty section (null) is
+    taken as {} (the defaults). Raises ``InputError`` naming the config file and the section."""
+    out = {}
+    for k, v in user.items():
+        name = f"{prefix}{k}"
+        default = defaults.get(k) if isinstance(defaults, dict) else None
+        if isinstance(default, dict):
+            if v is None:
+                v = {}
+            if not isinstance(v, dict):
+                raise InputError(f"must be a mapping (a section of settings), got {type(v).__name__} {v!r:.60}",
+                                 source=source, field=name)
+            v = check_sections(v, default, source=source, prefix=f"{name}.")
+        out[k] = v
+    return out
+
+
 def load_config(path: str | None = None) -> dict:
     """Defaults, with the YAML/JSON file at ``path`` (if any) merged over them."""
     cfg = default_config()
@@ -40,6 +59,7 @@ def load_config(path: str | None = None) -> dict:
             user = {}
         if not isinstance(user, dict):
             raise InputError("a config must be a mapping", source=path)
+        user = check_sections(user, cfg, source=path)
         cfg = deep_merge(cfg, user)
         cfg["_source"] = path
     return cfg

@@ -140,6 +140,15 @@ def _as_of(value, source) -> dt.datetime:
                            else dt.datetime(value.year, value.month, value.day), source=source, field="as_of")
 
 
+def _mapping(value, source: str, field: str) -> dict:
+    """``value`` if it is a mapping, {} if absent (None); else an InputError naming ``field``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"must be a mapping, got {type(value).__name__} {value!r:.60}", source=source, field=field)
+    return value
+
+
 def market_from_dict(doc, *, source: str) -> Market:
     if not isinstance(doc, dict):
         raise InputError("a market must be a mapping with as_of and underlyings", source=source)
@@ -153,14 +162,18 @@ def market_from_dict(doc, *, source: str) -> Market:
         f = f"underlyings.{name}"
         if u not in UNDERLYINGS:
             raise InputError(f"unknown underlying {name!r} (known: {', '.join(UNDERLYINGS)})", source=source, field=f)
+        if u in out:
+            raise InputError(f"underlying {u} is given twice", source=source, field=f)
         if not isinstance(d, dict):
             raise InputError("must be a mapping with spot", source=source, field=f)
         spot = positive_number(d.get("spot"), source=source, field=f"{f}.spot")
         forwards = {}
-        for e, v in (d.get("forwards") or {}).items():
+        for e, v in _mapping(d.get("forwards"), source, f"{f}.forwards").items():
             exp = expiry_datetime(e, source=source, field=f"{f}.forwards")
             if exp < as_of:
                 raise InputError(f"forward expiry {exp:%Y-%m-%d} is before as_of", source=source, field=f"{f}.forwards")
+            if exp in forwards:
+                raise InputError(f"expiry {exp:%Y-%m-%d %H:%M} is given twice", source=source, field=f"{f}.forwards")
             forwards[exp] = positive_number(v, source=source, field=f"{f}.forwards.{e}")
         rate = d.get("rate")
         rate = None if rate is None else finite_number(rate, source=source, field=f"{f}.rate")
@@ -170,21 +183,35 @@ def market_from_dict(doc, *, source: str) -> Market:
         atm = vol.get("atm")
         atm = None if atm is None else positive_number(atm, source=source, field=f"{f}.vol.atm")
         smiles = {}
-        for e, s in (vol.get("smiles") or {}).items():
+        for e, s in _mapping(vol.get("smiles"), source, f"{f}.vol.smiles").items():
             fs = f"{f}.vol.smiles.{e}"
             exp = expiry_datetime(e, source=source, field=fs)
+            if exp < as_of:
+                raise InputError(f"smile expiry {exp:%Y-%m-%d %H:%M} UTC is before as_of {as_of:%Y-%m-%d %H:%M} UTC",
+                                 source=source, field=fs)
+            if exp in smiles:
+                raise InputError(f"expiry {exp:%Y-%m-%d %H:%M} is given twice", source=source, field=fs)
             if not isinstance(s, dict) or "strikes" not in s or "vols" not in s:
                 raise InputError("a smile needs strikes and vols", source=source, field=fs)
+            for key in ("strikes", "vols"):
+                if not isinstance(s[key], (list, tuple)):
+                    raise InputError(f"must be a list of numbers, got {s[key]!r}", source=source, field=f"{fs}.{key}")
             ks = [positive_number(k, source=source, field=f"{fs}.strikes") for k in s["strikes"]]
             vs = [positive_number(v, source=source, field=f"{fs}.vols") for v in s["vols"]]
             if len(ks) != len(vs) or not ks:
                 raise InputError("strikes and vols must be non-empty and of equal length", source=source, field=fs)
-            order = np.argsort(ks)
-            smiles[exp] = Smile(np.asarray(ks)[order], np.asarray(vs)[order])
+            by_k: dict[float, float] = {}
+            for k, v in zip(ks, vs):
+                if k in by_k and by_k[k] != v:
+                    raise InputError(f"strike {k:g} is quoted twice with different vols ({by_k[k]:g} and {v:g})",
+                                     source=source, field=fs)
+                by_k[k] = v
+            strikes = sorted(by_k)
+            smiles[exp] = Smile(np.asarray(strikes), np.asarray([by_k[k] for k in strikes]))
         out[u] = UnderlyingMarket(spot, forwards, rate, atm, smiles)
     corr = {}
-    for a, row in (doc.get("correlation") or {}).items():
-        for b, rho in (row or {}).items():
+    for a, row in _mapping(doc.get("correlation"), source, "correlation").items():
+        for b, rho in _mapping(row, source, f"correlation.{a}").items():
             r = finite_number(rho, source=source, field=f"correlation.{a}.{b}")
             if not -1.0 <= r <= 1.0:
                 raise InputError(f"correlation must be in [-1, 1], got {rho!r}", source=source,
@@ -204,6 +231,10 @@ def read_chain_rows(path: str) -> tuple[list[dict], list[str]]:
             rows = list(csv.DictReader(fh))
     except OSError as e:
         raise InputError(f"cannot read file: {e.strerror}", source=path) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", source=path) from None
+    except csv.Error as e:
+        raise InputError(f"not valid CSV: {e}", source=path) from None
     if not rows:
         raise InputError("empty option chain", source=path)
     missing = [c for c in _CHAIN_COLUMNS if c not in rows[0]]
@@ -228,6 +259,9 @@ def read_chain_rows(path: str) -> tuple[list[dict], list[str]]:
                 r = dict(r, _instrument=inst)
             except InputError:
                 why = "unparsable instrument_name"
+            else:
+                if not inst.is_option:
+                    why = "instrument_name is not an option"
         if why:
             skipped[why] = skipped.get(why, 0) + 1
         else:
@@ -243,6 +277,13 @@ def market_from_chain(path: str, *, source: str | None = None) -> Market:
     src = source or path
     rows, notices = read_chain_rows(path)
     as_of = expiry_datetime(rows[0]["timestamp"], source=src, field="timestamp")
+    live = [r for r in rows if r["_instrument"].expiry >= as_of]
+    if len(live) < len(rows):  # a chain may carry a just-expired expiry: drop it, as a YAML market may not list it
+        notices.append(f"{path}: skipped {len(rows) - len(live)} row(s): expired before the chain's timestamp "
+                       f"{as_of:%Y-%m-%d %H:%M:%S} UTC")
+    if not live:
+        raise InputError("every option in the chain has expired before its timestamp", source=path)
+    rows = live
     acc: dict[str, dict] = {}
     for r in rows:
         inst = r["_instrument"]

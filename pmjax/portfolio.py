@@ -32,6 +32,13 @@ class Portfolio:
     source: str | None = None
     notices: list[str] = dataclasses.field(default_factory=list)
     collateral: dict[str, float] = dataclasses.field(default_factory=dict)  # currency (USD, BTC, ETH) -> amount
+    #: instrument -> (source, field) where it was first given, e.g. (path, "positions[3].instrument"), so that
+    #: an error found later (an instrument expired before the market's as_of) names the file and position
+    origins: dict[Instrument, tuple[str | None, str]] = dataclasses.field(default_factory=dict)
+
+    def origin(self, instrument: Instrument) -> tuple[str | None, str | None]:
+        """(source, field) of ``instrument`` in the input; (source, "positions") when not recorded."""
+        return self.origins.get(instrument, (self.source, "positions" if self.source else None))
 
     @property
     def instruments(self) -> list[Instrument]:
@@ -41,11 +48,11 @@ class Portfolio:
         """A copy with ``trades`` added (merged into existing positions of the same instrument)."""
         return make_portfolio(list(self.positions) + list(trades), account=self.account,
                               margin_currency=self.margin_currency, source=self.source, allow_empty=True,
-                              merge_notice=False, collateral=self.collateral)
+                              merge_notice=False, collateral=self.collateral, origins=self.origins)
 
 
 def make_portfolio(positions: list[Position], *, account="account", margin_currency="USD", source=None,
-                   allow_empty=False, merge_notice=True, collateral=None) -> Portfolio:
+                   allow_empty=False, merge_notice=True, collateral=None, origins=None) -> Portfolio:
     """Merge duplicate instruments (with a notice) and validate the margin currency."""
     mc = str(margin_currency).upper()
     if mc not in MARGIN_CURRENCIES:
@@ -61,7 +68,7 @@ def make_portfolio(positions: list[Position], *, account="account", margin_curre
     if not merged and not allow_empty:
         raise InputError("portfolio has no positions", source=source, field="positions")
     return Portfolio([Position(i, q) for i, q in merged.items()], str(account), mc, source, notices,
-                     dict(collateral or {}))
+                     dict(collateral or {}), dict(origins or {}))
 
 
 def parse_trades(text: str, *, source: str = "--what-if") -> list[Position]:
@@ -92,6 +99,14 @@ def _position(entry, i: int, source: str) -> Position:
     return Position(inst, qty)
 
 
+def _origins(positions: list[Position], source: str, keys: list[str]) -> dict[Instrument, tuple[str, str]]:
+    """Where each instrument is first given: (source, "positions[i].<key>")."""
+    out: dict[Instrument, tuple[str, str]] = {}
+    for i, (p, key) in enumerate(zip(positions, keys)):
+        out.setdefault(p.instrument, (source, f"positions[{i}].{key}"))
+    return out
+
+
 def read_document(path: str):
     """Read a YAML or JSON file into Python objects, with one-line errors."""
     ext = os.path.splitext(path)[1].lower()
@@ -100,6 +115,8 @@ def read_document(path: str):
             text = fh.read()
     except OSError as e:
         raise InputError(f"cannot read file: {e.strerror}", source=path) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", source=path) from None
     try:
         if ext == ".json":
             return json.loads(text)
@@ -122,12 +139,13 @@ def portfolio_from_dict(doc, *, source: str) -> Portfolio:
     if not isinstance(entries, list):
         raise InputError("positions must be a list", source=source, field="positions")
     positions = [_position(e, i, source) for i, e in enumerate(entries)]
+    origins = _origins(positions, source, ["instrument" if "instrument" in e else "expiry" for e in entries])
     account = doc.get("account", os.path.splitext(os.path.basename(source))[0])
     from .rules import read_collateral  # rules imports this module
 
     collateral = read_collateral(doc.get("collateral") or {}, where=source)
     return make_portfolio(positions, account=account, margin_currency=doc.get("margin_currency", "USD"),
-                          source=source, collateral=collateral)
+                          source=source, collateral=collateral, origins=origins)
 
 
 def _read_csv_rows(path: str) -> list[dict]:
@@ -150,5 +168,6 @@ def load_portfolio(path: str) -> Portfolio:
             raise InputError("CSV portfolio needs the columns instrument,quantity", source=path, field="header")
         positions = [_position(r, i, path) for i, r in enumerate(rows)]
         name = os.path.splitext(os.path.basename(path))[0]
-        return make_portfolio(positions, account=name, source=path)
+        return make_portfolio(positions, account=name, source=path,
+                              origins=_origins(positions, path, ["instrument"] * len(positions)))
     return portfolio_from_dict(read_document(path), source=path)

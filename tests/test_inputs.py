@@ -1,6 +1,7 @@
 """Bad input: one line naming the file and field, exit 2, no traceback (SPEC section 1)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -109,6 +110,18 @@ BAD_PORTFOLIOS = [
 ]
 
 
+def assert_one_error_line(code, out, err, *words):
+    """Exit 2, nothing on stdout, exactly one stderr line ``pmjax: error: ...`` holding every word."""
+    assert code == 2, (code, err)
+    assert out == "", out
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    assert lines[0].startswith("pmjax: error: ") and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
 @pytest.mark.parametrize("name, text, field, words", BAD_PORTFOLIOS)
 def test_bad_portfolio_files_exit_2_with_one_line(tmp_path, capsys, name, text, field, words):
     path = write(tmp_path, name, text)
@@ -116,6 +129,10 @@ def test_bad_portfolio_files_exit_2_with_one_line(tmp_path, capsys, name, text, 
         load_portfolio(path)
     msg = str(e.value)
     assert path in msg and (field is None or field in msg)
+    # and through the command line: exit 2, one line naming the file and the field
+    code, out, err = run_cli(capsys, "margin", path, "--method", "rules")
+    line = assert_one_error_line(code, out, err, path, *([f"field {field}"] if field else []))
+    assert re.search(words, line), line
 
 
 def test_unreadable_portfolio(tmp_path):
@@ -140,12 +157,48 @@ BAD_MARKETS = [
 ]
 
 
+AS_OF = "as_of: 2026-01-02T00:00:00Z\n"
+BAD_MARKETS += [  # mappings and lists of the wrong shape: an InputError naming the field, not a crash
+    ("m8.yaml", AS_OF + "underlyings: {BTC: {spot: 1, vol: {smiles: [1, 2]}}}\n", "underlyings.BTC.vol.smiles",
+     "must be a mapping"),
+    ("m9.yaml", AS_OF + "underlyings: {BTC: {spot: 1, forwards: [90000]}}\n", "underlyings.BTC.forwards",
+     "must be a mapping"),
+    ("m10.json", '{"as_of": "2026-01-02T00:00:00Z", "underlyings": {"BTC": {"spot": 1}}, "correlation": [0.5]}',
+     "correlation", "must be a mapping"),
+    ("m11.yaml", AS_OF + "underlyings: {BTC: {spot: 1}}\ncorrelation: {BTC: [0.5]}\n", "correlation.BTC",
+     "must be a mapping"),
+    ("m12.yaml", AS_OF + "underlyings: {BTC: {spot: 1, vol: {smiles: {2026-03-27: {strikes: 90000, vols: 0.5}}}}}\n",
+     "underlyings.BTC.vol.smiles.2026-03-27.strikes", "must be a list"),
+    ("m13.yaml", AS_OF + "underlyings: {BTC: {spot: 1, vol: {smiles: {2026-03-27: {strikes: [90000], vols: 0.5}}}}}\n",
+     "underlyings.BTC.vol.smiles.2026-03-27.vols", "must be a list"),
+    ("m14.yaml", AS_OF + "underlyings: {BTC: {spot: 1, vol: {smiles: {2026-03-27: [0.5]}}}}\n",
+     "underlyings.BTC.vol.smiles.2026-03-27", "needs strikes and vols"),
+    # a smile dated before as_of, like a forward, is stale data
+    ("m15.yaml", AS_OF + "underlyings: {BTC: {spot: 1, vol: {smiles: {2025-12-26: {strikes: [1], vols: [0.5]}}}}}\n",
+     "underlyings.BTC.vol.smiles.2025-12-26", "before as_of"),
+    # one strike quoted twice with different vols
+    ("m16.yaml", AS_OF + "underlyings: {BTC: {spot: 1, vol: {smiles: {2026-03-27: {strikes: [1, 2, 1], "
+                         "vols: [0.5, 0.6, 0.7]}}}}}\n", "underlyings.BTC.vol.smiles.2026-03-27",
+     "strike 1 is quoted twice with different vols"),
+]
+
+
 @pytest.mark.parametrize("name, text, field, words", BAD_MARKETS)
-def test_bad_market_files(tmp_path, name, text, field, words):
+def test_bad_market_files(tmp_path, capsys, name, text, field, words):
     path = write(tmp_path, name, text)
     with pytest.raises(InputError, match=words) as e:
         pmjax.load_market(path)
     assert path in str(e.value) and field in str(e.value)
+    code, out, err = run_cli(capsys, "price", "--market", path, "BTC")
+    line = assert_one_error_line(code, out, err, path, f"field {field}")
+    assert re.search(words, line), line
+
+
+def test_smile_duplicate_strike_with_the_same_vol_is_one_point(tmp_path):
+    path = write(tmp_path, "m.yaml", AS_OF + "underlyings: {BTC: {spot: 100, vol: {smiles: {2026-03-27: "
+                                            "{strikes: [90, 110, 90], vols: [0.5, 0.6, 0.5]}}}}}\n")
+    smile = next(iter(pmjax.load_market(path).underlying("BTC").smiles.values()))
+    assert smile.strikes.tolist() == [90.0, 110.0] and smile.vols.tolist() == [0.5, 0.6]
 
 
 MARKET = """as_of: 2026-01-02T09:00:00Z
@@ -194,3 +247,136 @@ def test_no_traceback_from_the_console_script(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pmjax", "price", "--market", bad, "BTC"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("pmjax: error: ") and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+NOT_UTF8 = b"positions:\n  - {instrument: BTC, quantity: 1}  # \xff\xfe caf\xe9\n"
+
+
+@pytest.mark.parametrize("name, command", [
+    ("p.yaml", ["margin", "{path}", "--method", "rules"]),
+    ("p.json", ["margin", "{path}", "--method", "rules"]),
+    ("p.csv", ["margin", "{path}", "--method", "rules"]),
+    ("m.yaml", ["price", "--market", "{path}", "BTC"]),
+    ("m.json", ["price", "--market", "{path}", "BTC"]),
+    ("chain.csv", ["price", "--market", "{path}", "BTC"]),
+    ("c.yaml", ["margin", "{portfolio}", "--method", "rules", "--config", "{path}"]),
+])
+def test_non_utf8_files_exit_2_naming_the_file(tmp_path, capsys, name, command):
+    path = tmp_path / name
+    path.write_bytes(NOT_UTF8)
+    portfolio = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC, quantity: 1}\n")
+    argv = [a.format(path=str(path), portfolio=portfolio) for a in command]
+    code, out, err = run_cli(capsys, *argv)
+    line = assert_one_error_line(code, out, err, str(path))
+    assert "UTF-8" in line or "not valid CSV" in line, line
+
+
+EXPIRED = "BTC-26DEC25-90000-C"  # expired a week before the bundled 2026-01-02 market
+
+
+@pytest.mark.parametrize("name, text, field", [
+    ("x.yaml", f"positions:\n  - {{instrument: BTC-PERPETUAL, quantity: 1}}\n  - {{instrument: {EXPIRED}, "
+               "quantity: -1}\n", "positions[1].instrument"),
+    ("x.csv", f"instrument,quantity\nBTC-PERPETUAL,1\n{EXPIRED},-1\n", "positions[1].instrument"),
+    ("x.json", json.dumps({"positions": [{"underlying": "BTC", "type": "future", "expiry": "2025-12-26",
+                                          "quantity": 1}]}), "positions[0].expiry"),
+])
+def test_expired_position_names_the_portfolio_file_and_position(tmp_path, capsys, name, text, field):
+    path = write(tmp_path, name, text)
+    code, out, err = run_cli(capsys, "margin", path, "--method", "rules")
+    line = assert_one_error_line(code, out, err, f"{path}, field {field}:", "expired on 2025-12-26",
+                                 "before the market's as_of")
+    assert "field as_of" not in line
+
+
+def test_expired_instrument_on_the_command_line_names_the_argument(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "price", "BTC-PERPETUAL", EXPIRED)
+    assert_one_error_line(code, out, err, f"command line, field INSTRUMENT {EXPIRED}:", "expired")
+    ok = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", "--what-if", f"BTC:1,{EXPIRED}:1")
+    assert_one_error_line(code, out, err, "--what-if, field trade 2:", "expired")
+
+
+def test_notices_reach_stderr_under_json(tmp_path, capsys):
+    m = write(tmp_path, "m.yaml", MARKET)
+    dup = write(tmp_path, "dup.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n"
+                                      "  - {instrument: BTC-PERPETUAL, quantity: 2}\n")
+    for flags in (["--json"], []):
+        code, out, err = run_cli(capsys, "margin", dup, "--market", m, "--method", "rules", *flags)
+        assert code == 0
+        assert [ln for ln in err.splitlines() if ln.startswith("pmjax: notice:")] == [
+            f"pmjax: notice: {dup}: 2 positions in BTC-PERPETUAL merged into one of quantity 3"], err
+        if flags:
+            assert json.loads(out)["positions"][0]["quantity"] == 3  # stdout: exactly one JSON document
+    # a chain market's skipped rows, under price --json
+    from test_market import GOOD, HEADER
+
+    chain = write(tmp_path, "chain.csv", "\n".join([HEADER, GOOD, GOOD.replace(",0.42,", ",,")]) + "\n")
+    code, out, err = run_cli(capsys, "price", "--json", "--market", chain, "BTC-30JAN26-90000-C")
+    assert code == 0 and json.loads(out)["instruments"][0]["instrument"] == "BTC-30JAN26-90000-C"
+    assert "pmjax: notice:" in err and "skipped 1 row(s)" in err
+
+
+@pytest.mark.parametrize("before, after", [
+    (["--json"], []), ([], ["--json"]), (["--debug", "--json"], []), (["--json", "--precision", "float32"], []),
+    (["--json"], ["--precision", "float32"]), (["--precision", "float32"], ["--json"]),
+])
+def test_global_flags_before_or_after_the_command(tmp_path, capsys, before, after):
+    m = write(tmp_path, "m.yaml", MARKET)
+    code, out, err = run_cli(capsys, *before, "price", "--market", m, "BTC-27MAR26-100000-C", *after)
+    assert code == 0, err
+    doc = json.loads(out)
+    price = doc["instruments"][0]["price_usd"]
+    assert price > 0
+    code, out, err = run_cli(capsys, "price", "--json", "--market", m, "BTC-27MAR26-100000-C")
+    f64 = json.loads(out)["instruments"][0]["price_usd"]
+    if "float32" in before + after:
+        assert price == pytest.approx(f64, rel=1e-5) and price != f64
+    else:
+        assert price == f64
+
+
+def test_debug_before_the_command_is_accepted(tmp_path, capsys):
+    m = write(tmp_path, "m.yaml", MARKET)
+    code, out, err = run_cli(capsys, "--debug", "price", "--market", m, "BTC")
+    assert code == 0 and err == "" and "BTC" in out
+    code, out, err = run_cli(capsys, "--debug", "price", "--market", m, "DOGE-PERPETUAL")
+    assert code == 2 and "Traceback" in err
+    assert err.splitlines()[-1].startswith("pmjax: error: command line, field INSTRUMENT DOGE-PERPETUAL: unknown")
+
+
+@pytest.mark.parametrize("text, section", [
+    ("var: 5\n", "var"),
+    ("var: [1, 2]\n", "var"),
+    ("span: {underlyings: {BTC: 0.1}}\n", "span.underlyings.BTC"),
+    ("deribit: on\n", "deribit"),
+    ("rules: {pm_minimum_equity: 100000}\n", "rules.pm_minimum_equity"),
+    ("monitor: [span]\n", "monitor"),
+])
+def test_config_sections_must_be_mappings(tmp_path, capsys, text, section):
+    cfg = write(tmp_path, "c.yaml", text)
+    ok = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", "--config", cfg)
+    assert_one_error_line(code, out, err, f"{cfg}, field {section}:", "must be a mapping")
+
+
+def test_empty_config_section_means_the_defaults(tmp_path):
+    from pmjax.config import default_config, load_config
+
+    cfg = write(tmp_path, "c.yaml", "var:\nspan: {underlyings: {BTC: }}\n")
+    loaded = load_config(cfg)
+    assert loaded["var"] == default_config()["var"] and loaded["span"] == default_config()["span"]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--seed", "-1"], "--seed: must be in [0, 2**63 - 1], got -1"),
+    (["--paths", "99"], "--paths: must be"),
+    (["--confidence", "1.5"], "--confidence: must be"),
+    (["--what-if", ""], "--what-if: no trades given"),
+    (["--what-if", " , "], "--what-if: no trades given"),
+])
+def test_bad_flags_name_the_flag(tmp_path, capsys, flags, words):
+    ok = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", *flags)
+    line = assert_one_error_line(code, out, err, words)
+    assert "config" not in line

@@ -251,3 +251,66 @@ def test_expiry_before_as_of_is_an_input_error(hand_market, tmp_path):
     path.write_text(MARKET_YAML.replace("2026-02-01: 101000.0,", "2025-12-01: 101000.0,"))
     with pytest.raises(InputError, match="before as_of"):
         load_market(str(path))
+
+
+def test_chain_rows_expired_or_not_options_are_dropped_with_a_notice(tmp_path):
+    """A chain row expiring before the chain's timestamp (as_of) and a futures row are skipped, counted."""
+    expired = GOOD.replace("BTC-30JAN26-90000-C", "BTC-1JAN26-90000-C").replace("2026-01-30T", "2026-01-01T")
+    future = GOOD.replace("BTC-30JAN26-90000-C", "BTC-30JAN26")
+    path = tmp_path / "chain.csv"
+    path.write_text("\n".join([HEADER, GOOD, expired, expired, future]) + "\n")
+    market = load_market(str(path))
+    assert list(market.underlying("BTC").smiles) == [dt.datetime(2026, 1, 30, 8, tzinfo=UTC)]
+    assert any("skipped 2 row(s): expired before the chain's timestamp" in n for n in market.notices), market.notices
+    assert any("skipped 1 row(s): instrument_name is not an option" in n for n in market.notices), market.notices
+    only_expired = tmp_path / "old.csv"
+    only_expired.write_text("\n".join([HEADER, expired]) + "\n")
+    with pytest.raises(InputError, match="expired before its timestamp"):
+        load_market(str(only_expired))
+
+
+def test_chain_not_utf8_is_an_input_error(tmp_path):
+    path = tmp_path / "chain.csv"
+    path.write_bytes((HEADER + "\n" + GOOD + ",caf\xe9\n").encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8") as err:
+        read_chain_rows(str(path))
+    assert err.value.source == str(path)
+
+
+def test_expired_instrument_is_reported_where_it_was_given(hand_market, tmp_path):
+    from pmjax.book import resolve_portfolio
+    from pmjax.portfolio import load_portfolio
+
+    expired = Instrument("BTC", "option", "inverse", dt.datetime(2025, 12, 26, 8, tzinfo=UTC), 100_000.0, "put")
+    with pytest.raises(InputError, match="expired on 2025-12-26") as err:
+        resolve([expired], [1.0], hand_market, origins=[("p.yaml", "positions[4].instrument")])
+    assert (err.value.source, err.value.field) == ("p.yaml", "positions[4].instrument")
+    path = tmp_path / "p.yaml"
+    path.write_text("positions:\n  - {instrument: BTC, quantity: 1}\n  - {instrument: BTC, quantity: 1}\n"
+                    "  - {instrument: BTC-26DEC25-100000-P, quantity: 1}\n")
+    portfolio = load_portfolio(str(path))  # the BTC lines merge: the expired one is merged row 1, file row 2
+    assert portfolio.positions[1].instrument.expiry.year == 2025
+    with pytest.raises(InputError, match="expired") as err:
+        resolve_portfolio(portfolio, hand_market)
+    assert (err.value.source, err.value.field) == (str(path), "positions[2].instrument")
+
+
+def test_data_readme_states_the_spot_the_market_uses():
+    """pmjax/data/README.md: option counts, expiries and spot (median index_price) of each bundled chain."""
+    import re
+
+    readme = (bundled_path(CHAINS[0]).rsplit("/", 1)[0]) + "/README.md"
+    text = open(readme, encoding="utf-8").read()
+    for name, file in BUNDLED_MARKETS.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {file} |"))
+        market = load_market(name)
+        rows, _ = read_chain_rows(bundled_path(name))
+        for u in ("BTC", "ETH"):
+            stated = float(re.search(rf"{u} ([\d,]+\.\d+)", row.split("spot", 1)[1]).group(1).replace(",", ""))
+            assert stated == market.spot(u) == np.median([float(r["index_price"]) for r in rows
+                                                           if r["_instrument"].underlying == u])
+            n = sum(r["_instrument"].underlying == u for r in rows)
+            assert f"{n:,} {u}" in row
+        assert f"{len(rows):,} options" in row
+        assert f"{len(market.underlying('BTC').smiles)} expiries each" in row
+        assert len(market.underlying("ETH").smiles) == len(market.underlying("BTC").smiles)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..accounts import build_batch, load_scenarios, stress_pnl
-from ..cli import dtype_of, notice
+from ..book import resolve_portfolio, years_to_expiry
+from ..cli import dtype_of, notices
 from ..config import load_config
 from ..errors import InputError
 from ..market import DEFAULT_MARKET, load_market
@@ -39,13 +40,15 @@ def parse_methods(text: str) -> list[str]:
 
 
 def var_overrides(args, config: dict) -> dict:
-    """--paths/--seed/--confidence over the config's var section, validated."""
-    var = dict(config.get("var", {}))
+    """--paths/--seed/--confidence over the config's var section, validated (errors name the flag)."""
+    var = dict(config.get("var") or {})  # load_config has checked that it is a mapping
     if args.paths is not None:
-        if args.paths < 100:
-            raise InputError(f"must be at least 100, got {args.paths}", source="--paths")
+        if not 100 <= args.paths <= 2**32 - 2:
+            raise InputError(f"must be in [100, 2**32 - 2], got {args.paths}", source="--paths")
         var["paths"] = args.paths
     if args.seed is not None:
+        if not 0 <= args.seed <= 2**63 - 1:
+            raise InputError(f"must be in [0, 2**63 - 1], got {args.seed}", source="--seed")
         var["seed"] = args.seed
     if args.confidence is not None:
         if not 0.5 <= args.confidence < 1.0:
@@ -55,26 +58,28 @@ def var_overrides(args, config: dict) -> dict:
 
 
 def load_inputs(args):
-    """(portfolio, market, config, dtype) from the command line; notices go to stderr unless --json."""
+    """(portfolio, market, config, dtype) from the command line, checked against each other (an expired
+    position is reported in the portfolio file); notices go to stderr, with or without --json."""
     portfolio = load_portfolio(args.portfolio)
     market = load_market(args.market)
     config = var_overrides(args, load_config(args.config))
-    if not args.json:
-        for n in market.notices + portfolio.notices:
-            notice(n)
+    resolve_portfolio(portfolio, market)
+    notices(market.notices + portfolio.notices)
     return portfolio, market, config, dtype_of(args)
 
 
 def run(args):
     methods = parse_methods(args.method)
+    trades = parse_trades(args.what_if) if args.what_if is not None else None  # "" is an error, not "none"
     portfolio, market, config, dtype = load_inputs(args)
+    for i, t in enumerate(trades or []):
+        years_to_expiry(t.instrument, market, source="--what-if", field=f"trade {i + 1}")
     scenarios = load_scenarios(args.scenarios) if getattr(args, "scenarios", None) else []
     doc = margin_document(portfolio, market, config, methods, dtype=dtype)
     if scenarios:
         pnl = stress_pnl(build_batch([portfolio], market, dtype=dtype), scenarios)[0]
         doc["scenarios"] = {s.name: float(x) for s, x in zip(scenarios, pnl)}
-    if args.what_if:
-        trades = parse_trades(args.what_if)
+    if trades is not None:
         after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)
         before_fig = {m: HEADLINE[m](doc[m]) for m in methods}
         after_fig = {m: HEADLINE[m](after[m]) for m in methods}

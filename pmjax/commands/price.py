@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..cli import dtype_of, notice
+from ..book import years_to_expiry
+from ..cli import dtype_of, notices
 from ..greeks import price_instruments
 from ..instruments import parse_instrument
 from ..market import DEFAULT_MARKET, load_market
@@ -16,11 +17,11 @@ def add_arguments(p):
 
 
 def run(args):
+    instruments = [parse_instrument(s, source="command line", field=f"INSTRUMENT {s}") for s in args.instruments]
     market = load_market(args.market)
-    if not args.json:
-        for n in market.notices:
-            notice(n)
-    instruments = [parse_instrument(s, source="command line") for s in args.instruments]
+    notices(market.notices)  # on stderr, with or without --json
+    for s, inst in zip(args.instruments, instruments):
+        years_to_expiry(inst, market, source="command line", field=f"INSTRUMENT {s}")
     rows = price_instruments(instruments, market, dtype=dtype_of(args))
     doc = {"as_of": market.as_of.isoformat(), "market": market.source, "instruments": rows}
     text = table([[r["instrument"], r["price_usd"], r["price_coin"], r["forward"], r["vol"], r["delta"], r["gamma"],
