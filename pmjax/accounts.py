@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .book import Book, ResolvedPosition, bucket_size, make_book, resolve
+from .book import Book, ResolvedPosition, bucket_size, make_book, resolve_portfolio
 from .errors import InputError
 from .instruments import UNDERLYINGS, finite_number
 from .kernel import Shock, position_pnl
@@ -91,7 +91,7 @@ def build_batch(portfolios: list[Portfolio], market: Market, *, dtype=jnp.float6
     accounts axis to ``n_padded`` (default: the accounts' bucket size) with empty accounts."""
     if not portfolios:
         raise InputError("no accounts")
-    resolved = [resolve(p.instruments, [x.quantity for x in p.positions], market) for p in portfolios]
+    resolved = [resolve_portfolio(p, market) for p in portfolios]  # errors name the account file and position
     size = bucket_size(max(len(r) for r in resolved)) if size is None else size
     n_padded = bucket_size(len(portfolios), minimum=1) if n_padded is None else n_padded
     books = [make_book(r, market, p.margin_currency, dtype=dtype, size=size) for r, p in zip(resolved, portfolios)]

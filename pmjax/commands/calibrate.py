@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 
 from ..calibrate import CalibrationSettings, calibrate, calibration_config, load_history, write_config
-from ..cli import notice
+from ..cli import notices
 from ..errors import InputError
 from ..tables import table
 
@@ -78,9 +78,7 @@ def run(args):
     if args.out:
         write_config(calibration_config(cal), args.out, command=_command_line(args))
         doc = dict(doc, config=args.out)
-    if not args.json:
-        for n in data.notices:
-            notice(n)
+    notices(data.notices)  # stderr, with or without --json
     rows = []
     for u, e in doc["underlyings"].items():
         b = e["backtest"]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from ..accounts import AccountBatch, build_batch, load_accounts, load_scenarios, span_batch, span_sections, stress_pnl
-from ..cli import dtype_of, notice
+from ..cli import dtype_of, notices
 from ..config import load_config
 from ..errors import InputError
 from ..instruments import UNDERLYINGS
@@ -104,9 +104,7 @@ def run(args):
     market = load_market(args.market)
     portfolios = load_accounts(args.accounts)
     scenarios = load_scenarios(args.scenarios) if args.scenarios else []
-    if not args.json:
-        for n in market.notices + [n for p in portfolios for n in p.notices]:
-            notice(n)
+    notices(market.notices + [n for p in portfolios for n in p.notices])  # stderr, with or without --json
     start = time.perf_counter()
     batch = build_batch(portfolios, market, dtype=dtype)
     outputs = {m: METHODS[m](batch, market, config, dtype) for m in methods}
