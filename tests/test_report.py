@@ -3,9 +3,11 @@
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
 
 import jax.numpy as jnp
 import matplotlib.image as mpimg
@@ -16,7 +18,7 @@ from pmjax.cli import main
 from pmjax.config import load_config
 from pmjax.demo import rescaled_market, seed_portfolio, seed_strategies
 from pmjax.measures import compute_margins
-from pmjax.report import comparison
+from pmjax.report import comparison, histogram_view, plot_pnl_histogram, plot_risk_heatmap
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -100,3 +102,132 @@ def test_report_renders_in_headless_chromium_without_console_errors(report_dir, 
     console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
     assert_real_png(shot.read_bytes())
+
+
+# ---------------------------------------------------------------- applicable requirement, worst scenarios, --out
+
+def _write_book(path, book, collateral=None, currency="USD"):
+    text = f"account: {path.stem}\nmargin_currency: {currency}\n"
+    if collateral:
+        text += "collateral: {" + ", ".join(f"{k}: {v}" for k, v in collateral.items()) + "}\n"
+    path.write_text(text + "positions:\n" + "".join(
+        f"  - {{instrument: {p.instrument.name}, quantity: {p.quantity}}}\n" for p in book.positions))
+    return path
+
+
+def test_report_json_has_applicable_worst_scenarios_and_greeks(report_dir, market):
+    doc = json.loads((report_dir / "report.json").read_text())
+    app = doc["applicable"]
+    assert app["regime"] == "portfolio margin" and app["margin"] == pytest.approx(doc["span"]["total"])
+    assert [r["method"] for r in doc["comparison"] if r["applies"]] == ["span"]
+    cfg = load_config()
+    rows = doc["worst_scenarios"]
+    for u, v in doc["span"]["by_underlying"].items():
+        (r,) = [r for r in rows if r["method"] == "SPAN" and r["underlying"] == u]
+        i = v["worst_scenario"]
+        assert r["scenario"] == str(i) and r["loss"] == pytest.approx(v["risk_array"][i - 1])
+        assert r["loss"] == pytest.approx(v["scan_risk"])
+        steps = [0, 0, 1 / 3, 1 / 3, -1 / 3, -1 / 3, 2 / 3, 2 / 3, -2 / 3, -2 / 3, 1, 1, -1, -1]
+        c = cfg["span"]["underlyings"][u]
+        m = steps[i - 1] if i <= 14 else (c["extreme_move_multiple"] * (1 if i == 15 else -1))
+        assert r["price_move_fraction"] == pytest.approx(m * c["price_scan_range"])
+    for u, v in doc["deribit"]["by_underlying"].items():
+        (r,) = [r for r in rows if r["method"] == "Deribit grid" and r["underlying"] == u]
+        assert r["unit"] == u and r["loss"] == pytest.approx(v["worst_case"])
+        assert r["loss_usd"] == pytest.approx(v["worst_case"] * market.spot(u))
+        assert r["loss"] == pytest.approx(-min(v["standard"] + v["extended"]))
+        if r["scenario"].startswith("standard"):
+            k = int(r["scenario"].split("#")[1].split()[0]) - 1
+            assert r["price_move_fraction"] == pytest.approx(v["price_moves"][k // 3])
+            assert r["vol_move"] == ["up", "same", "down"][k % 3]
+    mc = {r["scenario"]: r["loss"] for r in rows if r["method"] == "Monte Carlo"}
+    assert mc["VaR 0.99"] == doc["var"]["var"] and mc["ES 0.99"] == doc["var"]["es"]
+    g = doc["greeks"]
+    assert [p["instrument"] for p in g["positions"]] == [p["instrument"] for p in doc["positions"]]
+    html = (report_dir / "report.html").read_text()
+    for text in ("Worst scenarios", "Rules: split by position", "Values and Greeks", "unit (settlement coin)",
+                 "initial (USD at today&#x27;s index)", "Applicable requirement"):
+        assert text in html, text
+
+
+def test_below_minimum_account_is_margined_by_rules(tmp_path, market, capsys):
+    """No collateral: the seed book's equity (its spot and option values) is below rules.pm_minimum_equity, so the
+    applicable requirement is rules initial, in the text, the JSON and the HTML."""
+    pf = _write_book(tmp_path / "small.yaml", seed_portfolio(market))
+    out = tmp_path / "r"
+    assert main(["report", str(pf), "--out", str(out), "--paths", "2000"]) == 0
+    text = capsys.readouterr().out
+    assert "margined by rules" in text and "= rules initial" in text
+    assert main(["report", str(pf), "--out", str(out), "--paths", "2000", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    q = doc["qualification"]
+    assert q["qualifies"] is False and q["equity"] < q["minimum"] and q["applies"] == "rules"
+    app = doc["applicable"]
+    assert app["regime"] == "rules" and app["method"] == "rules" and app["margin"] == doc["rules"]["initial"]
+    assert [r["method"] for r in doc["comparison"] if r["applies"]] == ["rules"]
+    assert "Applicable requirement:" in text
+    html = (out / "report.html").read_text()
+    assert "margined by rules" in html and "rules initial" in html and 'class="headline rules"' in html
+    assert json.loads((out / "report.json").read_text())["applicable"]["regime"] == "rules"
+
+
+def test_report_with_scenarios_matches_margin(tmp_path, market, capsys):
+    scen = "configs/scenarios/stress_days.yaml"
+    pf = _write_book(tmp_path / "book.yaml", seed_portfolio(market), {"USD": 50000})
+    assert main(["margin", str(pf), "--method", "rules", "--scenarios", scen, "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)["scenarios"]
+    assert main(["report", str(pf), "--out", str(tmp_path / "r"), "--paths", "2000", "--scenarios", scen,
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["scenarios"].keys() == want.keys()
+    for k, v in want.items():
+        assert doc["scenarios"][k] == pytest.approx(v, rel=1e-12)
+    assert [r["scenario"] for r in doc["scenario_table"]] == list(want)
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Stress scenarios" in html and next(iter(want)) in html
+
+
+@pytest.mark.parametrize("argv", [["report", "BOOK", "--out", "/proc/pmjax-x"], ["report", "BOOK", "--out", "FILE"],
+                                  ["demo", "--out", "/proc/pmjax-foo"], ["demo", "--out", "FILE/sub"]])
+def test_bad_out_is_input_error_before_computing(tmp_path, market, capsys, argv):
+    if "/proc" in " ".join(argv) and not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    pf = _write_book(tmp_path / "book.yaml", seed_portfolio(market), {"USD": 50000})
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    argv = [a.replace("BOOK", str(pf)).replace("FILE", str(f)) for a in argv]
+    t0 = time.perf_counter()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pmjax: error: --out") and "internal error" not in err and len(err.splitlines()) == 1
+    assert time.perf_counter() - t0 < 5.0  # nothing was computed
+    assert f.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["book.yaml", "file.txt"]
+
+
+def test_histogram_view_clips_the_far_tail():
+    rng = np.random.default_rng(0)
+    pnl = np.concatenate([rng.normal(0, 1000, 100_000), [-40_000.0, -35_000.0]])
+    counts, edges = np.histogram(pnl, bins=60)
+    q = {f"{p:g}": float(x) for p, x in zip((0.001, 0.5, 0.999), np.quantile(pnl, (0.001, 0.5, 0.999)))}
+    lo, hi, below, above = histogram_view({"edges": edges, "counts": counts}, es=3000.0, quantiles=q)
+    assert -3000.0 > lo > -5000.0 and 3000.0 < hi < 5000.0
+    assert below == int(counts[edges[1:] <= lo].sum()) >= 2 and above == int(counts[edges[:-1] >= hi].sum())
+    # the ES line is always in view, even beyond the 0.1% quantile
+    lo2, *_ = histogram_view({"edges": edges, "counts": counts}, es=20_000.0, quantiles=q)
+    assert lo2 < -20_000.0
+    png = plot_pnl_histogram({"edges": edges.tolist(), "counts": counts.tolist()}, 2500.0, 3000.0, 0.99, "USD", q)
+    assert_real_png(png)
+
+
+def test_coin_heatmap_labels_are_short(market):
+    """A BTC-margined book's risk arrays are small coin amounts: labels keep ~3 significant digits of the largest
+    cell, not long decimals."""
+    from pmjax.report import _cell_format
+
+    fmt = _cell_format(0.0431)
+    assert fmt(0.04314) == "0.0431" and fmt(-0.00012) == "-0.0001" and len(fmt(-0.0126)) <= 7
+    assert _cell_format(6203.5)(6203.5) == "6,204" and _cell_format(255.4)(-16.03) == "-16"
+    assert _cell_format(25.4)(-16.03) == "-16.0"
+    by_u = {"BTC": {"risk_array": list(np.linspace(-0.04, 0.043, 16))},
+            "ETH": {"risk_array": list(np.linspace(-0.003, 0.0029, 16))}}
+    assert_real_png(plot_risk_heatmap(by_u, "BTC"))

@@ -304,6 +304,53 @@ def test_covered_put_with_short_future(mkt, cfg):
     assert s["maintenance"] == pytest.approx(10 * (mb + 10 * ms) * S_ETH, rel=1e-12)
 
 
+def test_covered_put_with_short_spot_by_hand(mkt, cfg):
+    """A short put against short (borrowed) spot: nothing on the put; the short spot keeps its own requirement,
+    the delta-one rate on its whole size: 2 coins x (2% + 2 x 0.005%) x index 90,000 = 3,618 initial,
+    2 x (1% + 2 x 0.005%) x 90,000 = 1,818 maintenance (configs/rules.yaml BTC futures rates)."""
+    put = "BTC-27MAR26-80000-P"
+    r = rules_margin(book((put, -2), ("BTC", -2)), mkt, cfg)
+    s = only_strategy(r)
+    b, sz, mb, ms = FUT["BTC"]
+    assert (b, sz, mb, ms) == (0.02, 0.00005, 0.01, 0.00005)
+    assert s["type"] == "covered_put" and s["quantity"] == 2
+    assert {(g["instrument"], g["quantity"]) for g in s["legs"]} == {(put, -2), ("BTC", -2)}
+    assert s["initial"] == pytest.approx(2 * (0.02 + 2 * 0.00005) * 90_000, rel=1e-12) == pytest.approx(3618.0)
+    assert s["maintenance"] == pytest.approx(2 * (0.01 + 2 * 0.00005) * 90_000, rel=1e-12) == pytest.approx(1818.0)
+    assert r["initial"] == pytest.approx(naked("BTC", -2, mkt)[0], rel=1e-12)
+    # margined alone, the put would add its own requirement (15% less OTM, floored at 10%, of the index + mark)
+    alone = naked(put, -2, mkt)[0]
+    assert alone == pytest.approx(2 * (max(0.15 - (F["27MAR26"] - 80_000) / F["27MAR26"], 0.10) * 90_000
+                                       + mark(put, mkt)), rel=1e-12)
+    assert r["standard"]["initial"] == pytest.approx(alone + 3618.0, rel=1e-12)
+    check_totals(r)
+    # long spot does not cover a short put
+    r = rules_margin(book((put, -1), ("BTC", 1)), mkt, cfg)
+    assert r["strategies"] == []
+
+
+def test_put_calendar_net_debit_by_hand(mkt, cfg):
+    """Short the January 85,000 put, long the June one: the requirement is the net debit, the far mark less the
+    near mark (both from the kernel), floored at 0; the legs alone would cost the short put's requirement plus
+    the long put's premium."""
+    near, far = "BTC-30JAN26-85000-P", "BTC-26JUN26-85000-P"
+    r = rules_margin(book((near, -1.5), (far, 1.5)), mkt, cfg)
+    s = only_strategy(r)
+    m_near, m_far = mark(near, mkt), mark(far, mkt)
+    debit = m_far - m_near
+    assert s["type"] == "calendar" and s["quantity"] == 1.5 and debit > 0
+    assert s["initial"] == pytest.approx(1.5 * debit, rel=1e-12)
+    assert s["maintenance"] == pytest.approx(1.5 * debit, rel=1e-12)
+    U = F["30JAN26"]
+    short_alone = max(max(0.15 - (U - 85_000) / U, 0.10) * 90_000 + m_near, max(0.075 * 90_000, 0.075 * m_near) + m_near)
+    assert r["standard"]["initial"] == pytest.approx(1.5 * (short_alone + m_far), rel=1e-12)
+    assert r["initial"] < r["standard"]["initial"]
+    check_totals(r)
+    # without the premium charge a debit needs nothing
+    r0 = rules_margin(book((near, -1.5), (far, 1.5)), mkt, with_rules(cfg, long_option_charge="none"))
+    assert only_strategy(r0)["initial"] == 0.0
+
+
 def test_calendar_net_debit(mkt, cfg):
     near, far = "BTC-30JAN26-95000-C", "BTC-26JUN26-95000-C"
     r = rules_margin(book((near, -1), (far, 1)), mkt, cfg)

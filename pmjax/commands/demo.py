@@ -1,14 +1,16 @@
-"""``pmjax demo [--out DIR]``: the seed's strategies and portfolio on the bundled market, every method."""
+"""``pmjax demo [--out DIR]``: the seed's strategies and portfolio on the bundled market, every method, report
+written (default reports/demo)."""
 
 from __future__ import annotations
 
 from ..cli import dtype_of
-from ..demo import run_demo
+from ..demo import DEFAULT_OUT, run_demo
 from ..market import DEFAULT_MARKET
 
 
 def add_arguments(p):
-    p.add_argument("--out", default=None, help="directory for report.html, its PNG plots and report.json")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help=f"directory for report.html, its PNG plots and report.json (default {DEFAULT_OUT})")
     p.add_argument("--market", default=DEFAULT_MARKET, help=f"market (default the bundled {DEFAULT_MARKET})")
 
 
