@@ -12,18 +12,30 @@ Equity (margin currency) = collateral valued at the update's index prices + posi
 monitor started (their entry price is the forward at the first market: linear q (F - F0) USD, inverse
 q F0 (1/F0 - 1/F) coins at the index).
 
-Each method's requirement compared with equity:
+Each method has a maintenance and an initial level (margin currency); ``requirement`` (what a margin
+call compares equity with) is the maintenance level on the equity basis, ``initial_requirement`` the
+initial one:
 
-- ``span``: total + nov (= max(risk, nov)). SPAN's total = max(risk - nov, 0) is the requirement on
-  collateral *excluding* option values; equity includes them (nov), so the equivalent test on equity is
-  equity >= total + nov, i.e. collateral + futures P&L >= total;
-- ``deribit``: maintenance (Deribit compares it with an equity that includes options' value);
-- ``rules``: maintenance (Deribit standard margin, whose short-option figures include the mark);
-- ``var``: es (expected shortfall of the horizon's loss).
+- ``deribit``: maintenance = mm_factor x risk-matrix margin and initial = the risk-matrix margin (plus
+  add-ons, 0 here), Deribit's own two figures, compared with an equity that includes options' value;
+- ``rules``: maintenance and initial of Deribit standard margin (short-option figures include the mark);
+- ``span``: SPAN computes one figure, ``total`` = max(risk - nov, 0). As in ``pmjax margin`` (and its
+  what-if) it is read as the *initial* requirement; the maintenance level scales the risk down by
+  ``span_initial_ratio`` r (CME-style: the initial risk requirement = r x the maintenance one, r = 1.1
+  by default, CME's ratio for speculative accounts; the net option value is not scaled):
+  maintenance = max(risk / r - nov, 0). Both are requirements on collateral *excluding* option values;
+  equity includes them (nov), so on equity the levels are maintenance + nov and total + nov (= max(risk,
+  nov)), i.e. the margin call is collateral + futures P&L < max(risk / r - nov, 0);
+- ``var``: es (expected shortfall of the horizon's loss) for both levels.
 
-Events, for the primary method (``monitor.primary``), level-triggered on every update that meets them:
-``margin_call`` when equity < requirement; ``liquidation_warning`` as well when equity <
-``liquidation_fraction`` x requirement (margin usage requirement / equity above 1 / fraction).
+Events, for the primary method (``monitor.primary``, Deribit's maintenance by default), level-triggered
+on every update that meets them, one status per record (``STATUSES``, by severity):
+
+- ``initial_breach`` when maintenance requirement <= equity < initial requirement: a warning, no call
+  (the account may not add risk);
+- ``margin_call`` when equity < maintenance requirement;
+- ``liquidation_warning`` as well (after the margin call) when equity < ``liquidation_fraction`` x
+  maintenance requirement (margin usage requirement / equity above 1 / fraction).
 
 A position whose expiry passes during the replay settles at the first update past its expiry, at that
 update's index (options to intrinsic value, futures to the index): the proceeds become collateral (coins
@@ -53,10 +65,15 @@ from .market import BUNDLED_MARKETS, Market, load_market
 from .measures import METHODS, compute_margins
 from .portfolio import Portfolio, make_portfolio, read_document
 
-STATUSES = ("ok", "margin_call", "liquidation_warning")  # in order of severity
+STATUSES = ("ok", "initial_breach", "margin_call", "liquidation_warning")  # in order of severity
+#: statuses that are a margin call (the liquidation warning comes on top of one)
+CALL_STATUSES = ("margin_call", "liquidation_warning")
 BATCH_METHODS = ("span", "deribit")
-#: the method's figure logged as its margin (SPEC section 3 names)
-MARGIN_FIGURE = {"span": "total", "deribit": "maintenance", "rules": "maintenance", "var": "es"}
+#: the method's (initial, maintenance) figures, SPEC section 3 names (span: see the module docstring)
+MARGIN_FIGURE = {"span": ("total", "total"), "deribit": ("initial", "maintenance"),
+                 "rules": ("initial", "maintenance"), "var": ("es", "es")}
+#: default primary method when the config names none: the first of these among the methods
+PRIMARY_PREFERENCE = ("deribit", "rules", "span", "var")
 #: collateral currencies, in the order of the collateral array: USD then UNDERLYINGS
 COLLATERAL_ORDER = ("USD",) + UNDERLYINGS
 
@@ -68,15 +85,21 @@ class MonitorSettings:
     methods: tuple[str, ...]
     primary: str
     liquidation_fraction: float
+    span_initial_ratio: float = 1.1
 
 
 def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fraction=None) -> MonitorSettings:
-    """The validated ``monitor:`` section of a merged config, with command-line overrides."""
+    """The validated ``monitor:`` section of a merged config, with command-line overrides.
+
+    ``primary``: the command line's, else the config's, else the first of ``PRIMARY_PREFERENCE`` among the
+    methods. A config primary that is not among methods given on the command line (``--methods span``)
+    gives way to that default; a ``--primary`` not among the methods is an error."""
     src = config.get("_source", "configs/monitor.yaml")
     sec = config.get("monitor") or {}
     if not isinstance(sec, dict):
         raise InputError("must be a mapping", source=src, field="monitor")
-    where = "--methods" if methods is not None else src
+    methods_from_cli = methods is not None
+    where = "--methods" if methods_from_cli else src
     methods = sec.get("methods", ["span", "deribit"]) if methods is None else methods
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
@@ -87,9 +110,13 @@ def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fr
     if bad:
         raise InputError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(METHODS)})", source=where,
                          field="monitor.methods")
+    default = next((m for m in PRIMARY_PREFERENCE if m in methods), methods[0])
     where = "--primary" if primary is not None else src
-    primary = sec.get("primary") if primary is None else primary
-    primary = methods[0] if primary is None else str(primary).lower()
+    if primary is None:
+        primary = sec.get("primary")
+        if primary is not None and methods_from_cli and str(primary).lower() not in methods:
+            primary = None  # the config's choice is not among the methods asked for
+    primary = default if primary is None else str(primary).lower()
     if primary not in methods:
         raise InputError(f"the primary method {primary!r} is not among the methods ({', '.join(methods)})",
                          source=where, field="monitor.primary")
@@ -98,7 +125,10 @@ def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fr
     frac = finite_number(frac, source=where, field="monitor.liquidation_fraction")
     if not 0.0 < frac <= 1.0:
         raise InputError(f"must be in (0, 1], got {frac:g}", source=where, field="monitor.liquidation_fraction")
-    return MonitorSettings(methods, primary, frac)
+    ratio = finite_number(sec.get("span_initial_ratio", 1.1), source=src, field="monitor.span_initial_ratio")
+    if not 1.0 <= ratio <= 10.0:
+        raise InputError(f"must be in [1, 10], got {ratio:g}", source=src, field="monitor.span_initial_ratio")
+    return MonitorSettings(methods, primary, frac, ratio)
 
 
 # ---------------------------------------------------------------- jitted equity
@@ -258,29 +288,33 @@ class Monitor:
                   self.collateral.astype(batch.books.quantity.dtype))
         eq = np.concatenate([np.asarray(equity_batch(*part)) for part in _tree_chunks(inputs, DEFAULT_CHUNK)])
         eq = eq[:n].astype(np.float64)
-        margin, requirement = {}, {}
+        figures = {}  # method -> (initial, maintenance, initial requirement, maintenance requirement), (n,) each
         for m in self.settings.methods:
             if m == "span":
                 res = span_batch(batch, self._span)
-                margin[m] = np.asarray(res.total, np.float64)
-                requirement[m] = margin[m] + np.asarray(res.nov, np.float64)
+                total, nov = np.asarray(res.total, np.float64), np.asarray(res.nov, np.float64)
+                risk = np.asarray(res.risk, np.float64)
+                maint = np.maximum(risk / self.settings.span_initial_ratio - nov, 0.0)  # <= total
+                figures[m] = (total, maint, total + nov, maint + nov)
             elif m == "deribit":
                 from .deribit import deribit_margin_batch
 
-                parts = [np.asarray(deribit_margin_batch(b, self._deribit).maintenance)
-                         for b in _chunks(batch, DEFAULT_CHUNK)]
-                margin[m] = requirement[m] = np.concatenate(parts)[:n].astype(np.float64)
+                parts = [deribit_margin_batch(b, self._deribit) for b in _chunks(batch, DEFAULT_CHUNK)]
+                init, maint = (np.concatenate([np.asarray(getattr(r, f)) for r in parts])[:n].astype(np.float64)
+                               for f in ("initial", "maintenance"))
+                figures[m] = (init, maint, init, maint)
             else:
                 figs = []
                 for a in range(n):
                     p = self._live_portfolio(a)
                     if not p.positions:
-                        figs.append(0.0)
+                        figs.append((0.0, 0.0))
                         continue
                     sec = compute_margins(p, market, self.config, [m], dtype=self.dtype)[m]
-                    figs.append(float(sec[MARGIN_FIGURE[m]]))
-                margin[m] = requirement[m] = np.asarray(figs)
-        records = [self._record(a, market, eq[a], {m: (margin[m][a], requirement[m][a]) for m in margin},
+                    figs.append(tuple(float(sec[k]) for k in MARGIN_FIGURE[m]))
+                init, maint = (np.asarray(x, np.float64).reshape(n) for x in zip(*figs))
+                figures[m] = (init, maint, init, maint)
+        records = [self._record(a, market, eq[a], {m: tuple(x[a] for x in f) for m, f in figures.items()},
                                 settled[a]) for a in range(n)]
         self.step += 1
         return records
@@ -291,16 +325,20 @@ class Monitor:
         equity = collateral + positions + futures
         frac = self.settings.liquidation_fraction
         margins = {}
-        for m, (fig, req) in figures.items():
-            fig, req = float(fig), float(req)
-            margins[m] = {"margin": fig, "requirement": req, "excess": equity - req,
-                          "usage": req / equity if equity > 0 else None, "status": _status(equity, req, frac)}
+        for m, (init, maint, init_req, req) in figures.items():
+            init, maint, init_req, req = float(init), float(maint), float(init_req), float(req)
+            margins[m] = {"initial": init, "maintenance": maint, "requirement": req,
+                          "initial_requirement": init_req, "excess": equity - req,
+                          "usage": req / equity if equity > 0 else None,
+                          "status": _status(equity, req, init_req, frac)}
         prim = self.settings.primary
-        req = margins[prim]["requirement"]
+        req, init_req = margins[prim]["requirement"], margins[prim]["initial_requirement"]
         status = margins[prim]["status"]
         events = []
-        for kind in STATUSES[1:STATUSES.index(status) + 1]:
-            threshold = req if kind == "margin_call" else frac * req
+        kinds = {"ok": [], "initial_breach": ["initial_breach"], "margin_call": ["margin_call"],
+                 "liquidation_warning": ["margin_call", "liquidation_warning"]}[status]
+        for kind in kinds:
+            threshold = {"initial_breach": init_req, "margin_call": req, "liquidation_warning": frac * req}[kind]
             events.append({"type": kind, "method": prim, "equity": equity, "threshold": threshold,
                            "shortfall": threshold - equity})
         return {"step": self.step, "as_of": market.as_of.isoformat(), "market": market.source, "account": p.account,
@@ -309,11 +347,14 @@ class Monitor:
                 "status": status, "events": events, "settled": settled}
 
 
-def _status(equity: float, requirement: float, fraction: float) -> str:
+def _status(equity: float, requirement: float, initial_requirement: float, fraction: float) -> str:
+    """The status of ``equity`` against a method's maintenance and initial requirements (``STATUSES``)."""
     if equity < fraction * requirement:
         return "liquidation_warning"
     if equity < requirement:
         return "margin_call"
+    if equity < initial_requirement:
+        return "initial_breach"
     return "ok"
 
 
@@ -469,10 +510,13 @@ def plot_equity(records: list[dict], path: str, methods) -> None:
         t = [dt.datetime.fromisoformat(r["as_of"]) for r in rs]
         ax.plot(t, [r["equity"] for r in rs], "k-o", lw=2, ms=3, label="equity")
         for m in methods:
-            ax.plot(t, [r["margins"][m]["requirement"] for r in rs], "--", marker=".", label=f"{m} requirement")
-        calls = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] != "ok"]
+            ax.plot(t, [r["margins"][m]["requirement"] for r in rs], "--", marker=".", label=f"{m} maintenance")
+        calls = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] in CALL_STATUSES]
+        breaches = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] == "initial_breach"]
         if calls:
             ax.scatter(*zip(*calls), color="red", zorder=5, s=40, label="margin call")
+        if breaches:
+            ax.scatter(*zip(*breaches), color="orange", zorder=5, s=30, label="below initial")
         ax.set_title(f"{name} ({rs[0]['currency']})", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
@@ -480,11 +524,12 @@ def plot_equity(records: list[dict], path: str, methods) -> None:
         fig.autofmt_xdate()
     for ax in list(axes.flat)[len(accounts):]:
         ax.axis("off")
-    fig.suptitle("Equity against margin requirement (primary method raises the events)", fontsize=10)
+    fig.suptitle("Equity against maintenance requirement (primary method raises the events)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 
-__all__ = ["COLLATERAL_ORDER", "MARGIN_FIGURE", "Monitor", "MonitorSettings", "STATUSES", "equity_batch",
-           "market_at", "monitor_settings", "plot_equity", "read_spot_path", "replay", "replay_markets", "write_log"]
+__all__ = ["CALL_STATUSES", "COLLATERAL_ORDER", "MARGIN_FIGURE", "Monitor", "MonitorSettings", "PRIMARY_PREFERENCE",
+           "STATUSES", "equity_batch", "market_at", "monitor_settings", "plot_equity", "read_spot_path", "replay",
+           "replay_markets", "write_log"]

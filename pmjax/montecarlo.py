@@ -13,12 +13,14 @@ with unit variance and correlation matrix C over (returns..., vols...):
   times sqrt(h). The vol factor is Gaussian given zr: zv = A zr + M e with A = C_vr C_rr^-1 and
   M M' = C_vv - A C_rv.
 
-Over h days with annual vol s (default: the underlying's ATM implied vol at 30 days) the log-return
-is r = s sqrt(h/365) zr - s^2 h / (2 365); the log change of the 30-day ATM vol is
-x = w sqrt(h/365) zv - w^2 h / (2 365) with w the vol of vol (annual, from DVOL history), so both
-exp(r) and exp(x) have mean 1 under the normal model. Scenario: spot and every forward of u scale
-by exp(r); each of u's implied vols moves by the absolute shift atm_vol_u (exp(x) - 1) (the smile
-shifts in parallel), floored at ``vol_floor``; time advances h/365 years.
+Over h days with annual vol s (default: the underlying's ATM implied vol at 30 days; for ``fhs`` with
+``fhs_scale: filtered``, the EWMA/GARCH filter's forecast for the market's day, so the residuals are
+rescaled to the vol they were filtered with) the log-return is r = s sqrt(h/365) zr - s^2 h / (2 365);
+the log change of the 30-day ATM vol is x = w sqrt(h/365) zv - w^2 h / (2 365) with w the vol of vol
+(annual, from DVOL history), so both exp(r) and exp(x) have mean 1 under the normal model. Scenario:
+spot and every forward of u scale by exp(r); each of u's implied vols moves by the absolute shift
+atm_vol_u (exp(x) - 1) (the smile shifts in parallel), floored at ``vol_floor``; time advances h/365
+years.
 
 C comes from daily history (Binance closes and Deribit DVOL, up to the day before the market's
 as_of); its return block is replaced by the market's ``correlation`` when the market gives one, and
@@ -60,8 +62,10 @@ DEFAULTS = {
     "antithetic": False, "ewma_lambda": 0.94, "volatility_model": "ewma", "burn_in_days": 30,
     "vol_moves": True, "vol_floor": 0.01, "atm_days": 30, "history_start": None, "history_end": None,
     "vol": {}, "vol_of_vol": {}, "spot_vol_correlation": {}, "correlation": None, "historical": True,
-    "progress": None,
+    "progress": None, "fhs_scale": "implied",
 }
+#: fhs: what scales the standardized residuals (``var.fhs_scale``)
+FHS_SCALES = ("implied", "filtered")
 
 
 # ---------------------------------------------------------------- settings
@@ -93,6 +97,7 @@ class VarSettings:
     correlation: float | None
     historical: bool
     progress: bool | None
+    fhs_scale: str = "implied"
 
 
 def _number(v, field, source, *, low=-math.inf, high=math.inf, integer=False, low_open=False, high_open=False):
@@ -143,6 +148,9 @@ def var_settings(config: dict | None = None, **overrides) -> VarSettings:
     model = v["model"]
     if model not in MODELS:
         raise InputError(f"must be one of {', '.join(MODELS)}, got {model!r}", source=source, field=f("model"))
+    if v["fhs_scale"] not in FHS_SCALES:
+        raise InputError(f"must be one of {', '.join(FHS_SCALES)}, got {v['fhs_scale']!r}", source=source,
+                         field=f("fhs_scale"))
     vm = v["volatility_model"]
     if vm not in history.VOLATILITY_MODELS:
         raise InputError(f"must be one of {', '.join(history.VOLATILITY_MODELS)}, got {vm!r}", source=source,
@@ -185,6 +193,7 @@ def var_settings(config: dict | None = None, **overrides) -> VarSettings:
         correlation=None if rho is None else _number(rho, f("correlation"), source, low=-1.0, high=1.0),
         historical=v["historical"],
         progress=v["progress"],
+        fhs_scale=v["fhs_scale"],
     )
 
 
@@ -325,7 +334,13 @@ def build_model(market: Market, settings: VarSettings, *, dtype=jnp.float64) -> 
         info["fhs"] = {"days": len(resid), "start": str(res.dates[0]), "end": str(res.dates[-1]),
                        "volatility_model": res.model,
                        "residual_correlation": float(np.corrcoef(resid.T)[0, 1]),
-                       "filtered_vol": {u: float(x) for u, x in zip(us, res.annual_next_vol())}}
+                       "filtered_vol": {u: float(x) for u, x in zip(us, res.annual_next_vol())},
+                       "scale": settings.fhs_scale}
+        if settings.fhs_scale == "filtered":  # s = today's filter forecast (a config ``vol`` still wins)
+            filtered = res.annual_next_vol()
+            vol = np.array([settings.vol.get(u, f) if p else 0.0 for u, f, p in zip(us, filtered, present)])
+            info["volatility"] = {u: float(x) for u, x, p in zip(us, vol, present) if p}
+            sources["vol"] = "config" if settings.vol else f"filtered {res.model}"
         if res.model == "ewma":
             info["fhs"]["ewma_lambda"] = settings.ewma_lambda
         else:
@@ -442,23 +457,36 @@ def _chunk_size(chunk: int, paths: int, n_devices: int) -> int:
 
 
 class _Progress:
-    def __init__(self, total: int, enabled: bool, label: str):
-        self.total, self.enabled, self.label = total, enabled, label
+    """Paths done so far, reported after each chunk's result is ready: a line on stderr (``enabled``
+    True) or a call ``callback(done, total)``."""
+
+    def __init__(self, total: int, enabled, label: str):
+        self.callback = enabled if callable(enabled) else None
+        self.total, self.enabled, self.label = total, bool(enabled), label
 
     def update(self, done: int) -> None:
-        if self.enabled:
+        if self.callback is not None:
+            self.callback(done, self.total)
+        elif self.enabled:
             sys.stderr.write(f"\r{self.label}: {done:,}/{self.total:,} paths ({100.0 * done / self.total:5.1f}%)")
             sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.callback is None:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
 
 def _map_chunks(fn, spec, book, params, seed, indices: np.ndarray, chunk: int, devices, progress, label):
     """Run ``fn(spec, book, params, key, idx)`` over ``indices`` in padded chunks sharded over ``devices``
-    (padding rows repeat path 0 and are dropped); returns the per-chunk outputs and valid rows in each."""
+    (padding rows repeat path 0 and are dropped); returns the per-chunk outputs and valid rows in each.
+
+    Progress (``progress`` True, or a callable ``(done, total)``): JAX dispatches asynchronously, so a
+    chunk counts as done only once its result is ready. The loop keeps one chunk in flight behind the
+    one being dispatched: it dispatches chunk k + 1, then blocks on chunk k and reports it, so the
+    device never waits for the host and the count never runs ahead of the work. The outputs are the
+    same with progress on or off (blocking changes when the host waits, not what is computed).
+    """
     devices = list(devices) if devices is not None else jax.local_devices()
     n = len(indices)
     size = _chunk_size(chunk, max(n, 1), len(devices))
@@ -472,13 +500,21 @@ def _map_chunks(fn, spec, book, params, seed, indices: np.ndarray, chunk: int, d
         progress = sys.stderr.isatty() and n > size
     bar = _Progress(n, progress, label)
     outs, valid = [], []
+    pending = None  # (output, paths done once it is ready) of the chunk dispatched last
     for start in range(0, n, size):
         stop = min(start + size, n)
         idx = np.zeros(size, np.uint32)
         idx[: stop - start] = indices[start:stop]
         outs.append(fn(spec, book, params, key, jax.device_put(idx, rows)))
         valid.append(stop - start)
-        bar.update(stop)
+        if bar.enabled:
+            if pending is not None:  # chunk k + 1 is queued: wait for chunk k, then report it
+                jax.block_until_ready(pending[0])
+                bar.update(pending[1])
+            pending = (outs[-1], stop)
+    if pending is not None:
+        jax.block_until_ready(pending[0])
+        bar.update(pending[1])
     bar.close()
     return outs, valid
 
@@ -489,7 +525,8 @@ def simulate_losses(book: Book, spec: ModelSpec, params: ScenarioParams, *, path
 
     Memory is bounded by ``chunk`` paths times the book size; the result is the same for any ``chunk``
     and any ``devices`` (default: every local device, the paths axis sharded across them).
-    ``progress``: a progress line on stderr (None: when stderr is a terminal and there is more than one chunk).
+    ``progress``: a progress line on stderr, updated as each chunk's result is ready (None: when stderr is a
+    terminal and there is more than one chunk), or a callable ``progress(done, total)`` called once per chunk.
     """
     indices = np.arange(paths, dtype=np.uint32)
     outs, valid = _map_chunks(_losses, spec, book, params, seed, indices, chunk, devices, progress,

@@ -1,18 +1,30 @@
-"""What-if margin, fast: the incremental margin of candidate trades on an account, warm in well under a
+"""What-if margin, fast: the incremental margin of candidate trades on an account, warm in about a
 millisecond on a CPU for SPAN and the Deribit grid.
 
 ``WhatIf(portfolio, market, config)`` resolves the account once into a book padded with spare rows and
-keeps it on the host as one packed matrix (one row per book field). ``incremental(trades)`` resolves only
-the trades' instruments that the account does not hold (a market lookup each), writes them into spare
-rows, raises the quantities of those it holds, and makes ONE jitted call that stacks the book before
-and after the trades and runs SPAN and/or the Deribit grid on both: one host-to-device transfer of the
-packed matrix, one small array back. Figures are those of ``pmjax margin --what-if`` (SPEC section 3):
-span ``total``, deribit ``initial`` (margin currency); rules ``initial`` and var ``es`` go through the
-regular path (``pmjax.measures``), as neither is a jitted book function.
+keeps it on the host as one packed matrix (one row per book field); the figures *before* the trades
+are computed once, there. ``incremental(trades)`` resolves only the trades' instruments that the
+account does not hold (a market lookup each), writes them into spare rows, raises the quantities of
+those it holds, and sends the packed matrix to the device in one transfer: a small jitted call unpacks
+it into the book after the trades (casts only), then the regular path's own compiled functions
+(``pmjax.span.span_margin``, the Deribit grid of ``pmjax.deribit.deribit_margin``) run on it. Figures
+are those of ``pmjax margin --what-if`` (SPEC section 3): span ``total``, deribit ``initial`` (margin
+currency); rules ``initial`` and var ``es`` go through the regular path (``pmjax.measures``), as
+neither is a jitted book function.
 
-Book rows are laid out as the regular path lays them out (``Portfolio.with_trades``: held instruments
-keep their row, new ones follow in trade order), so where the regular path's book has the same bucket
-size the two computations are the same arithmetic.
+Exactness. ``before`` and ``after`` are bitwise the regular margin functions' figures on the same
+padded book (the same compiled executable on the same arrays), and ``incremental`` is ``after -
+before`` exactly (one float64 subtraction). Book rows are laid out as the regular path lays them out
+(``Portfolio.with_trades``: held instruments keep their row, new ones follow in trade order); the
+what-if book is padded to ``bucket_size(positions + min_spare)`` rows where ``pmjax margin`` pads to
+``bucket_size(positions)``. Padding rows hold quantity 0 and add exact zeros, so the two agree bitwise
+wherever XLA reduces the longer axis in the same order, which it does on the CPU for every case in
+tests/test_whatif.py; XLA does not promise it, and a reduction reordered by the padding would differ
+by a few ulps of the figure (about 1e-16 relative per addition). An earlier version evaluated before
+and after in one fused, vmapped call: XLA compiled that differently from the single-book functions
+and moved the Deribit figure by up to ~1e-10 relative (a last-bit change in a coin worst case, then
+amplified by the rounding to 1e-9 coin and the conversion to the margin currency); SPAN moved by a
+few ulps. Evaluating with the regular compiled functions removes that.
 """
 
 from __future__ import annotations
@@ -26,13 +38,13 @@ import numpy as np
 
 from .book import Book, bucket_size, make_book, resolve
 from .config import load_config
-from .deribit import _deribit_margin, deribit_params
+from .deribit import deribit_margin, deribit_params
 from .errors import InputError
 from .instruments import UNDERLYINGS, Instrument
 from .market import Market, load_market
 from .measures import HEADLINE, METHODS, compute_margins
 from .portfolio import Portfolio, Position, make_portfolio, parse_trades
-from .span import span_core, span_params
+from .span import span_margin, span_params
 
 #: methods the jitted fast path computes; the others use the regular path
 FAST_METHODS = ("span", "deribit")
@@ -45,38 +57,21 @@ _FIELDS = ("underlying", "kind", "inverse", "is_call", "strike", "expiry_years",
 _ROW = {f: i for i, f in enumerate(_FIELDS)}
 
 
-def _unpack(packed, underlying_spot, margin_coin) -> Book:
-    """One book whose ``quantity`` is (2, n): before (row 0) and after (row 1) the trades; every other
-    field is shared (vmapped over quantity only, so valuations per unit are computed once)."""
+def _unpack(packed, underlying_spot, margin_coin, quantity_row: int) -> Book:
+    """The book of the packed matrix with row ``quantity_row``'s quantities, every field cast to the dtype
+    ``pmjax.book.make_book`` gives it (so the regular path's compiled functions take it as they are)."""
     dtype = underlying_spot.dtype
     return Book(
         underlying=packed[0].astype(jnp.int32), kind=packed[1].astype(jnp.int32), inverse=packed[2] != 0,
-        is_call=packed[3] != 0, strike=packed[4].astype(dtype), quantity=packed[9:11].astype(dtype),
+        is_call=packed[3] != 0, strike=packed[4].astype(dtype), quantity=packed[quantity_row].astype(dtype),
         expiry_years=packed[5].astype(dtype), spot=packed[6].astype(dtype), forward=packed[7].astype(dtype),
         vol=packed[8].astype(dtype), underlying_spot=underlying_spot, margin_coin=margin_coin,
     )
 
 
-#: vmap axes of the two-quantity book: only ``quantity`` is batched
-_QUANTITY_AXIS = Book(underlying=None, kind=None, inverse=None, is_call=None, strike=None, quantity=0,
-                      expiry_years=None, spot=None, forward=None, vol=None, underlying_spot=None, margin_coin=None)
-
-
-def _pair_margins(packed, underlying_spot, margin_coin, span_p, deribit_p, methods):
-    """(len(methods), 2) headline figures before and after: span total, deribit initial."""
-    books = _unpack(packed, underlying_spot, margin_coin)
-    out = []
-    for m in methods:  # static: the compiled code holds only the methods asked for
-        if m == "span":
-            out.append(jax.vmap(span_core, in_axes=(_QUANTITY_AXIS, None))(books, span_p).total)
-        else:
-            addons = jnp.zeros(underlying_spot.shape, underlying_spot.dtype)
-            grid = jax.vmap(_deribit_margin, in_axes=(_QUANTITY_AXIS, None, None))
-            out.append(grid(books, deribit_p, addons).initial)
-    return jnp.stack(out)
-
-
-_pair_margins_jit = jax.jit(_pair_margins, static_argnames=("methods",))
+#: the book after the trades, on the device, from the packed host matrix (one transfer, casts only)
+_after_book = jax.jit(lambda packed, underlying_spot, margin_coin:
+                      _unpack(packed, underlying_spot, margin_coin, _ROW["quantity_after"]))
 
 
 class WhatIf:
@@ -112,6 +107,7 @@ class WhatIf:
         self._margin_coin = jax.device_put(book.margin_coin)
         self._span = span_params(self.config, dtype=dtype) if "span" in self.fast else None
         self._deribit = deribit_params(self.config, dtype) if "deribit" in self.fast else None
+        self._before = self._figures(book)  # the account as built, on its padded book: computed once
         self._slow_before: dict | None = None
 
     @property
@@ -150,14 +146,20 @@ class WhatIf:
                 qa[c] = r.quantity
         return packed
 
+    def _figures(self, book: Book) -> np.ndarray:
+        """(len(fast methods),) figures of ``book`` by the regular path's compiled functions: span total
+        (``span_margin``), deribit initial (``deribit_margin``, no add-ons), dispatched together."""
+        outs = [span_margin(book, self._span).total if m == "span"
+                else deribit_margin(book, self._deribit).initial for m in self.fast]
+        return np.array([float(o) for o in outs], np.float64)
+
     def fast_figures(self, trades: list[Position]) -> np.ndarray:
-        """(len(fast methods), 2) figures before and after the trades, from one jitted call."""
+        """(len(fast methods), 2) figures before and after the trades (before: computed at construction)."""
         packed = self._packed_after(trades)
         if not self.fast:
             return np.zeros((0, 2))
-        out = _pair_margins_jit(packed, self._underlying_spot, self._margin_coin, self._span, self._deribit,
-                                methods=self.fast)
-        return np.asarray(out, np.float64)
+        after = self._figures(_after_book(packed, self._underlying_spot, self._margin_coin))
+        return np.stack([self._before, after], axis=1)
 
     def incremental(self, trades) -> dict:
         """SPEC's ``what_if`` section: {"trades", "before", "after", "incremental"} by method.
@@ -224,7 +226,8 @@ def synthetic_account(market: Market, n_positions: int = 100, *, seed: int = 0) 
 def whatif_latency(n_positions: int = 100, *, repeats: int = 200, methods=FAST_METHODS, market: Market | None = None,
                    config: dict | None = None, dtype=jnp.float64, seed: int = 0) -> float:
     """Median warm latency, seconds, of ``WhatIf.incremental`` of one new listed option (1 coin short) on an
-    ``n_positions`` account of the bundled market: resolve, write, one jitted call, figures back."""
+    ``n_positions`` account of the bundled market: resolve, write, one transfer, the jitted unpack and margin
+    calls, figures back."""
     market = load_market() if market is None else market
     portfolio = synthetic_account(market, n_positions, seed=seed)
     held = set(portfolio.instruments)

@@ -1,6 +1,7 @@
-"""The margin monitor: a replay of the January -> February 2026 sell-off margin-calls a short-put account,
-equity follows hand-derived values, every update after the first compiles nothing, and the log is the
-same bytes run after run."""
+"""The margin monitor: a replay of the January -> February 2026 sell-off margin-calls a short-put account
+(equity below the default primary's maintenance requirement), equity between maintenance and initial is an
+initial breach and not a call, equity follows hand-derived values, every update after the first compiles
+nothing, and the log is the same bytes run after run."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pmjax.errors import InputError
 from pmjax.greeks import price_instruments
 from pmjax.market import bundled_path, load_market
 from pmjax.monitor import Monitor, monitor_settings, replay, replay_markets
+from pmjax.rules import rules_margin
 from pmjax.portfolio import parse_trades
 from pmjax.span import span_report
 
@@ -56,15 +58,50 @@ def by(records, account, step):
 
 def test_sell_off_margin_calls_the_short_put_account(records):
     start, end = by(records, "short-puts", 0), by(records, "short-puts", 1)
-    for m in ("span", "deribit", "rules"):  # healthy at the start by every method
-        assert start["margins"][m]["excess"] > 0 and start["margins"][m]["status"] == "ok", m
+    assert start["primary"] == end["primary"] == "deribit"  # the default: a real maintenance level
+    for m in ("span", "deribit", "rules"):  # no margin call at the start by any method
+        assert start["margins"][m]["excess"] > 0 and start["margins"][m]["status"] in ("ok", "initial_breach"), m
+    assert start["equity"] >= start["margins"]["deribit"]["initial_requirement"]  # above initial too
     assert start["status"] == "ok" and start["events"] == []
-    assert end["equity"] < end["margins"]["span"]["requirement"]
-    assert end["status"] != "ok"
+    d = end["margins"]["deribit"]
+    assert d["requirement"] == d["maintenance"] < d["initial"] == d["initial_requirement"]
+    assert end["equity"] < d["requirement"]  # below Deribit's maintenance margin
+    assert end["status"] in ("margin_call", "liquidation_warning")
     assert [e["type"] for e in end["events"]][0] == "margin_call"
-    assert end["events"][0]["method"] == "span"
-    assert end["events"][0]["shortfall"] == pytest.approx(end["margins"]["span"]["requirement"] - end["equity"])
+    assert end["events"][0]["method"] == "deribit"
+    assert end["events"][0]["threshold"] == d["maintenance"]
+    assert end["events"][0]["shortfall"] == pytest.approx(d["maintenance"] - end["equity"])
     assert end["equity"] < start["equity"] - 100_000  # the puts went deep in the money
+
+
+@pytest.mark.parametrize("primary", ["deribit", "span", "rules"])
+def test_equity_between_maintenance_and_initial_is_a_breach_not_a_call(accounts_file, markets, primary):
+    """The short-put account on 2026-01-02 with its USD collateral set so that its equity lies just below
+    the initial requirement, between the two levels, and just below the maintenance requirement (the
+    margin figures do not depend on USD collateral in a USD account; thresholds from the computed ones)."""
+    config = load_config()
+    accounts = load_accounts(accounts_file)[:1]
+    base = Monitor(accounts, markets[0], config, methods=["span", "deribit", "rules"], primary=primary)
+    rec = base.update(markets[0])[0]
+    m = rec["margins"][primary]
+    maint, init = m["requirement"], m["initial_requirement"]
+    assert 0.0 < maint < init
+    gap = init - maint
+    for target, status, events in ((init + 1e-6 * gap, "ok", []),
+                                   (init - 1e-6 * gap, "initial_breach", ["initial_breach"]),
+                                   (0.5 * (maint + init), "initial_breach", ["initial_breach"]),
+                                   (maint + 1e-6 * gap, "initial_breach", ["initial_breach"]),
+                                   (maint - 1e-6 * gap, "margin_call", ["margin_call"])):
+        mon = Monitor(accounts, markets[0], config, methods=["span", "deribit", "rules"], primary=primary)
+        mon.collateral[0, 0] += target - rec["equity"]  # USD collateral: equity moves one for one
+        r = mon.update(markets[0])[0]
+        assert r["equity"] == pytest.approx(target, rel=1e-12)
+        assert r["margins"][primary]["requirement"] == maint and r["margins"][primary]["initial_requirement"] == init
+        assert r["status"] == status, (target, maint, init)
+        assert [e["type"] for e in r["events"]] == events
+        if events:
+            threshold = init if status == "initial_breach" else maint
+            assert r["events"][0]["threshold"] == threshold and r["events"][0]["shortfall"] > 0
 
 
 def test_equity_is_collateral_plus_marks_plus_futures_pnl(records, markets):
@@ -98,11 +135,20 @@ def test_batch_margins_equal_the_single_account_reports(records, markets, accoun
     live.positions = [p for p in live.positions if p.quantity != 0.0]
     for step, (p, m) in enumerate([(portfolios[0], markets[0]), (portfolios[0], markets[1]), (live, markets[1])]):
         rec = by(records, p.account, 0 if step == 0 else 1)
-        span = span_report(p, m, config)
-        assert rec["margins"]["span"]["margin"] == pytest.approx(span["total"], rel=1e-12, abs=1e-12)
-        assert rec["margins"]["span"]["requirement"] == pytest.approx(span["total"] + span["nov"], rel=1e-12)
-        assert rec["margins"]["deribit"]["margin"] == pytest.approx(deribit_report(p, m, config)["maintenance"],
-                                                                    rel=1e-12)
+        span, ratio = span_report(p, m, config), config["monitor"]["span_initial_ratio"]
+        s = rec["margins"]["span"]
+        assert s["initial"] == pytest.approx(span["total"], rel=1e-12, abs=1e-12)
+        maintenance = max(span["risk"] / ratio - span["nov"], 0.0)
+        assert s["maintenance"] == pytest.approx(maintenance, rel=1e-12, abs=1e-12)
+        assert s["initial_requirement"] == pytest.approx(span["total"] + span["nov"], rel=1e-12)
+        assert s["requirement"] == pytest.approx(maintenance + span["nov"], rel=1e-12)
+        deribit = deribit_report(p, m, config)
+        for k in ("initial", "maintenance"):
+            assert rec["margins"]["deribit"][k] == pytest.approx(deribit[k], rel=1e-12)
+        assert rec["margins"]["deribit"]["requirement"] == rec["margins"]["deribit"]["maintenance"]
+        rules = rules_margin(p, m, config)
+        for k in ("initial", "maintenance"):
+            assert rec["margins"]["rules"][k] == pytest.approx(rules[k], rel=1e-12)
 
 
 def test_market_updates_do_not_recompile(accounts_file, markets, compile_log):
@@ -180,6 +226,15 @@ def test_spot_path_replay_is_sticky_strike_and_fraction_sets_the_warning(tmp_pat
 def test_settings_and_sources_are_validated(tmp_path):
     config = load_config()
     assert monitor_settings(config).methods == ("span", "deribit")
+    assert monitor_settings(config).primary == "deribit"  # a method with a maintenance level by default
+    assert monitor_settings(config, methods="span").primary == "span"  # the config's primary left out
+    assert monitor_settings(config, methods="var,rules").primary == "rules"
+    assert monitor_settings(deep_merge(config, {"monitor": {"primary": None}}), methods="span,var").primary == "span"
+    assert monitor_settings(config).span_initial_ratio == 1.1
+    with pytest.raises(InputError, match="span_initial_ratio"):
+        monitor_settings(deep_merge(config, {"monitor": {"span_initial_ratio": 0.9}}))
+    with pytest.raises(InputError, match="primary"):  # config primary and methods disagree
+        monitor_settings(deep_merge(config, {"monitor": {"methods": ["span"]}}))
     with pytest.raises(InputError, match="liquidation_fraction"):
         monitor_settings(deep_merge(config, {"monitor": {"liquidation_fraction": 0}}))
     with pytest.raises(InputError, match="primary"):
@@ -192,3 +247,20 @@ def test_settings_and_sources_are_validated(tmp_path):
     bad.write_text("timestamp,BTC\n2026-01-10T00:00:00Z,80000\n2026-01-09T00:00:00Z,70000\n")
     with pytest.raises(InputError, match="must not decrease"):
         replay_markets(str(bad))
+
+
+def test_unwritable_out_fails_before_the_replay_in_one_line(tmp_path, accounts_file, monkeypatch, capsys):
+    from pmjax import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    called = []
+    monkeypatch.setattr(monitor_cmd, "replay_markets", lambda *a, **k: called.append(a))
+    with pytest.raises(InputError, match="cannot write"):
+        run_command(accounts_file, blocker / "sub", SELL_OFF)
+    assert called == []  # nothing replayed
+    capsys.readouterr()
+    rc = cli.main(["monitor", accounts_file, "--replay", SELL_OFF, "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert rc == 2 and called == []
+    assert err.count("\n") == 1 and err.startswith("pmjax: error:") and "cannot write" in err

@@ -278,6 +278,117 @@ def test_fhs_draws_whole_historical_days():
     assert np.var(zr3[:, 0]) == pytest.approx(1.0, abs=0.05)
 
 
+def _joint_daily_returns(market, s):
+    start, end = mc.history_window(s, market)
+    return history.bundled_joint_returns(UNDERLYINGS, h=1, start=start, end=end)
+
+
+def _ewma_by_hand(r, lam, warmup):
+    """EWMA variance forecasts, one more row than r, by the RiskMetrics recursion (numpy, written out)."""
+    out = [np.mean(r[:warmup] ** 2, axis=0)]
+    for x in r:
+        out.append(lam * out[-1] + (1 - lam) * x * x)
+    return np.array(out)
+
+
+def _standardized(r, s2, burn_in):
+    z = (r / np.sqrt(s2[:-1]))[burn_in:]
+    z = z - z.mean(axis=0)
+    return z / z.std(axis=0)
+
+
+def test_fhs_filtered_scale_uses_todays_filtered_vol(market):
+    portfolio = options_portfolio(market, "USD")
+    book = pmjax.book_from_portfolio(portfolio, market)[0]
+    s = settings(2, model="fhs", fhs_scale="filtered", paths=8_000, seed=13, chunk=4096)
+    res = run(market, book, s)
+    p = res.params
+    r = _joint_daily_returns(market, s).values
+    s2 = _ewma_by_hand(r, s.ewma_lambda, s.burn_in_days)
+    filtered = np.sqrt(s2[-1] * 365.0)  # today's forecast, annualised
+    np.testing.assert_allclose(np.asarray(p.vol), filtered, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(p.residuals), _standardized(r, s2, s.burn_in_days), rtol=1e-9, atol=1e-12)
+    assert res.info["sources"]["vol"] == "filtered ewma" and res.info["fhs"]["scale"] == "filtered"
+    assert res.info["volatility"] == pytest.approx(dict(zip(UNDERLYINGS, filtered)), rel=1e-12)
+    assert np.all(np.abs(np.asarray(p.vol) / np.asarray(p.atm_vol) - 1) > 0.01)  # not the implied vol
+    # the same draws revalued in numpy with the filtered vol as s
+    zr, zv = mc.scenario_factors(res.spec, p, s.seed, np.arange(s.paths))
+    pnl = numpy_pnl(portfolio, market, zr, zv, vol=filtered, atm=np.asarray(p.atm_vol),
+                    vov=np.asarray(p.vol_of_vol), horizon=2, floor=0.01)
+    losses = -pnl.sum(axis=1)
+    np.testing.assert_allclose(res.losses, losses, rtol=1e-6, atol=1e-9 * np.abs(losses).max())
+    # implied (the default) keeps the ATM implied vol, on the very same factor draws
+    implied = settings(2, model="fhs", paths=8_000, seed=13, chunk=4096)
+    spec_i, p_i, info_i = mc.build_model(market, implied)
+    assert implied.fhs_scale == "implied" and info_i["fhs"]["scale"] == "implied"
+    np.testing.assert_array_equal(np.asarray(p_i.vol), np.asarray(p.atm_vol))
+    zr_i, _ = mc.scenario_factors(spec_i, p_i, s.seed, np.arange(s.paths))
+    np.testing.assert_array_equal(zr_i, zr)
+    with pytest.raises(InputError) as e:
+        mc.var_settings({"var": {"fhs_scale": "garch"}})
+    assert e.value.field == "var.fhs_scale"
+
+
+def test_fhs_with_garch_standardizes_by_the_garch_vol(market):
+    portfolio = options_portfolio(market, "USD")
+    s = mc.var_settings({"horizon_days": 1, "var": {"model": "fhs", "volatility_model": "garch", "paths": 2000,
+                                                    "seed": 3, "historical": False}})
+    spec, p, info = mc.build_model(market, s)
+    r = _joint_daily_returns(market, s).values
+    fits = [history.fit_garch(r[:, j], warmup=s.burn_in_days) for j in range(r.shape[1])]
+    s2 = np.empty((len(r) + 1, r.shape[1]))  # the GARCH(1,1) recursion written out
+    for j, g in enumerate(fits):
+        s2[0, j] = g.initial
+        for t in range(len(r)):
+            s2[t + 1, j] = g.omega + g.alpha * r[t, j] ** 2 + g.beta * s2[t, j]
+    np.testing.assert_allclose(np.asarray(p.residuals), _standardized(r, s2, s.burn_in_days), rtol=1e-9, atol=1e-12)
+    ewma = _standardized(r, _ewma_by_hand(r, s.ewma_lambda, s.burn_in_days), s.burn_in_days)
+    assert np.abs(np.asarray(p.residuals) - ewma).max() > 0.05  # not the EWMA residuals
+    assert info["fhs"]["volatility_model"] == "garch"
+    for u, g in zip(UNDERLYINGS, fits):
+        assert info["fhs"]["garch"][u] == {"omega": g.omega, "alpha": g.alpha, "beta": g.beta}
+        assert 0 < g.alpha and 0 < g.beta and g.persistence < 1
+    assert info["fhs"]["filtered_vol"] == pytest.approx(dict(zip(UNDERLYINGS, np.sqrt(s2[-1] * 365.0))), rel=1e-12)
+    doc = var.var_report(portfolio, market, {"horizon_days": 1, "var": {
+        "model": "fhs", "volatility_model": "garch", "fhs_scale": "filtered", "paths": 2000, "seed": 3,
+        "historical": False}})
+    assert doc["scenario"]["sources"]["vol"] == "filtered garch"
+    assert doc["scenario"]["volatility"] == pytest.approx(info["fhs"]["filtered_vol"], rel=1e-12)
+    assert 0 < doc["var"] <= doc["es"] and math.isfinite(doc["es_stderr"])
+    assert sum(doc["contributions"]) == pytest.approx(doc["es"], rel=1e-9)
+
+
+def test_progress_reports_each_chunk_once_its_result_is_ready(monkeypatch, capsys):
+    market = pmjax.load_market()
+    book = pmjax.book_from_portfolio(options_portfolio(market, "USD"), market)[0]
+    s = settings(1, model="student_t", paths=10_000, seed=8)
+    spec, params, _ = mc.build_model(market, s)
+    quiet = mc.simulate_losses(book, spec, params, paths=s.paths, seed=8, chunk=2048, progress=False)
+    dispatched, calls = [], []
+    real = mc._losses
+
+    def recording(*a):
+        out = real(*a)
+        dispatched.append(out)
+        return out
+
+    def callback(done, total):
+        calls.append((done, total, len(dispatched)))
+        assert all(o.is_ready() for o in dispatched[:len(calls)])  # the chunks counted are computed
+
+    monkeypatch.setattr(mc, "_losses", recording)
+    watched = mc.simulate_losses(book, spec, params, paths=s.paths, seed=8, chunk=2048, progress=callback)
+    assert [c[:2] for c in calls] == [(2048, 10_000), (4096, 10_000), (6144, 10_000), (8192, 10_000),
+                                      (10_000, 10_000)]  # once per chunk, increasing, ending at the total
+    assert [c[2] for c in calls] == [2, 3, 4, 5, 5]  # chunk k reported after chunk k + 1 was dispatched
+    capsys.readouterr()
+    shown = mc.simulate_losses(book, spec, params, paths=s.paths, seed=8, chunk=2048, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("paths (") == 5 and err.rstrip().endswith("10,000/10,000 paths (100.0%)")
+    np.testing.assert_array_equal(watched, quiet)  # bitwise the same with the bar on or off
+    np.testing.assert_array_equal(shown, quiet)
+
+
 def test_antithetic_paths_are_mirror_pairs():
     market = flat_market()
     for model in ("normal", "student_t", "fhs"):

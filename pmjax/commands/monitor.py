@@ -1,7 +1,8 @@
 """``pmjax monitor ACCOUNTS --replay SOURCE [--market M] [--methods ...] [--out DIR]``
 
 Replays a sequence of markets over many accounts (``pmjax.monitor``): every account's equity and margin
-by each method at every step, margin calls and liquidation warnings. With ``--out DIR`` it writes
+(maintenance and initial) by each method at every step, initial-margin breaches, margin calls (equity
+below the primary method's maintenance requirement) and liquidation warnings. With ``--out DIR`` it writes
 ``DIR/monitor_log.jsonl`` (one JSON record per account per step; the same inputs give the same bytes)
 and ``DIR/monitor_equity.png`` (equity against each method's requirement, per account). Timing goes to
 stderr only.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 
 from ..accounts import load_accounts
@@ -18,7 +20,7 @@ from ..cli import dtype_of, notice
 from ..config import load_config
 from ..errors import InputError
 from ..market import DEFAULT_MARKET
-from ..monitor import Monitor, monitor_settings, plot_equity, replay_markets, write_log
+from ..monitor import CALL_STATUSES, Monitor, monitor_settings, plot_equity, replay_markets, write_log
 from ..tables import table
 
 LOG_NAME = "monitor_log.jsonl"
@@ -37,10 +39,10 @@ def add_arguments(p):
                    help=f"the chain a spot path moves (default {DEFAULT_MARKET})")
     p.add_argument("--methods", default=None,
                    help="comma-separated: span, deribit, rules, var (default: config monitor.methods)")
-    p.add_argument("--primary", default=None, help="the method whose requirement raises events "
-                                                   "(default: config monitor.primary)")
+    p.add_argument("--primary", default=None, help="the method whose maintenance and initial requirements raise "
+                                                   "events (default: config monitor.primary, deribit)")
     p.add_argument("--liquidation-fraction", dest="liquidation_fraction", type=float, default=None,
-                   help="liquidation warning when equity < this x requirement (default: config, 0.8)")
+                   help="liquidation warning when equity < this x maintenance requirement (default: config, 0.8)")
     p.add_argument("--config", default=None, help="config YAML/JSON merged over the defaults in configs/")
     p.add_argument("--out", default=None, metavar="DIR", help=f"write {LOG_NAME} and {PLOT_NAME} there")
 
@@ -49,6 +51,8 @@ def run(args):
     config = load_config(args.config)
     settings = monitor_settings(config, methods=args.methods, primary=args.primary,
                                 liquidation_fraction=args.liquidation_fraction)
+    if args.out:
+        check_writable(args.out)  # before the replay: a bad --out fails at once, in one line
     portfolios = load_accounts(args.accounts)
     markets = replay_markets(args.replay, args.market)
     dtype = dtype_of(args)
@@ -69,7 +73,7 @@ def run(args):
           f"(first step {times[0]:.2f} s with compilation{warm})", file=sys.stderr)
 
     doc = {"methods": list(settings.methods), "primary": settings.primary,
-           "liquidation_fraction": settings.liquidation_fraction,
+           "liquidation_fraction": settings.liquidation_fraction, "span_initial_ratio": settings.span_initial_ratio,
            "steps": [{"step": i, "as_of": m.as_of.isoformat(), "market": m.source} for i, m in enumerate(markets)],
            "accounts": _summary(records, portfolios), "records": records}
     if args.out:
@@ -84,14 +88,26 @@ def run(args):
     return doc, render(doc, settings.methods)
 
 
+def check_writable(out: str) -> None:
+    """Create ``out`` if needed and check that a file can be written there; ``InputError`` otherwise."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write to the output directory: {e.strerror}", source=f"--out {out}") from None
+
+
 def _summary(records: list[dict], portfolios) -> list[dict]:
     out = []
     for p in portfolios:
         rs = [r for r in records if r["account"] == p.account]
-        calls = [r for r in rs if r["status"] != "ok"]
+        calls = [r for r in rs if r["status"] in CALL_STATUSES]
+        breaches = [r for r in rs if r["status"] == "initial_breach"]
+        first = lambda xs: None if not xs else {"step": xs[0]["step"], "as_of": xs[0]["as_of"]}  # noqa: E731
         out.append({"account": p.account, "currency": p.margin_currency, "equity_start": rs[0]["equity"],
                     "equity_end": rs[-1]["equity"], "status_end": rs[-1]["status"],
-                    "first_margin_call": None if not calls else {"step": calls[0]["step"], "as_of": calls[0]["as_of"]},
+                    "first_margin_call": first(calls), "first_initial_breach": first(breaches),
                     "events": sum(len(r["events"]) for r in rs)})
     return out
 
@@ -101,8 +117,8 @@ def render(doc: dict, methods) -> str:
             + [r["margins"][m]["requirement"] for m in methods] + [r["status"]] for r in doc["records"]]
     head = ["step", "as_of", "account", "ccy", "equity"] + [f"{m} req." for m in methods] + ["status"]
     title = (f"Margin monitor: {len(doc['accounts'])} accounts over {len(doc['steps'])} markets; events by "
-             f"{doc['primary']} (margin call: equity < requirement; liquidation warning: equity < "
-             f"{doc['liquidation_fraction']:g} x requirement)")
+             f"{doc['primary']} (req. = maintenance requirement; initial breach: equity < initial requirement; "
+             f"margin call: equity < req.; liquidation warning: equity < {doc['liquidation_fraction']:g} x req.)")
     if len(rows) > 200:  # a long replay: the rows that raised events only
         rows = [row for row, r in zip(rows, doc["records"]) if r["status"] != "ok"]
         title += "; rows with events only"
