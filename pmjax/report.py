@@ -533,8 +533,8 @@ def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sectio
     if "var" in doc:
         v = doc["var"]
         content = (f"<p>{html.escape(str(v['model']))} model, {v['paths']:,} paths, seed {v['seed']}, "
-                   f"horizon {v['horizon_days']} day(s): VaR {v['var']:,.2f} &plusmn; {v['var_stderr']:,.2f}, "
-                   f"ES {v['es']:,.2f} &plusmn; {v['es_stderr']:,.2f} {cur} at {v['confidence']:g}</p>")
+                   f"horizon {v['horizon_days']} day(s): VaR {_num(v['var'])} &plusmn; {_num(v['var_stderr'])}, "
+                   f"ES {_num(v['es'])} &plusmn; {_num(v['es_stderr'])} {cur} at {v['confidence']:g}</p>")
         if "pnl_histogram" in v:
             images["pnl_histogram"] = plot_pnl_histogram(v["pnl_histogram"], v["var"], v["es"], v["confidence"], cur,
                                                          v.get("pnl_quantiles"))

@@ -132,5 +132,5 @@ def test_too_many_new_instruments_and_unknown_method_are_input_errors(market, co
 
 def test_latency_helper_returns_a_warm_median(market, config):
     latency = whatif_latency(100, repeats=20, market=market, config=config)
-    assert isinstance(latency, float) and 0.0 < latency < 0.05  # generous: a shared 2-core machine
-    assert np.isfinite(latency)
+    # a median of warm wall times (seconds); its size is measured by pmjax bench, never asserted here
+    assert isinstance(latency, float) and np.isfinite(latency) and latency > 0.0

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..market import DEFAULT_MARKET, load_market
 from ..measures import HEADLINE, METHODS, compute_margins, margin_document
 from ..portfolio import load_portfolio, parse_trades
-from ..tables import table
+from ..tables import fmt, table
 
 
 def add_arguments(p):
@@ -98,15 +98,17 @@ def render(doc: dict, methods: list[str]) -> str:
     for m in methods:
         d = doc[m]
         if m == "rules":
-            rows.append(["rules", d["initial"], d["maintenance"],
-                         ", ".join(s["type"] for s in d.get("strategies", [])) or "no strategies recognised"])
+            detail = ", ".join(s["type"] for s in d.get("strategies", [])) or "no strategies recognised"
+            if d.get("naked"):
+                detail += "; naked: " + ", ".join(f"{n['instrument']} {n['quantity']:+g}" for n in d["naked"])
+            rows.append(["rules", d["initial"], d["maintenance"], detail])
         elif m == "span":
-            rows.append(["span", d["total"], None, f"risk {d['risk']:,.2f}, nov {d['nov']:,.2f}"])
+            rows.append(["span", d["total"], None, f"risk {fmt(d['risk'])}, nov {fmt(d['nov'])}"])
         elif m == "deribit":
             rows.append(["deribit", d["initial"], d["maintenance"], ""])
         elif m == "var":
             rows.append([f"var {d['model']}", d["es"], None,
-                         f"VaR {d['var']:,.2f} +- {d['var_stderr']:,.2f}, ES +- {d['es_stderr']:,.2f} "
+                         f"VaR {fmt(d['var'])} +- {fmt(d['var_stderr'])}, ES +- {fmt(d['es_stderr'])} "
                          f"at {d['confidence']:g}, {d['paths']:,} paths"])
     parts.append(table(rows, ["method", f"initial ({cur})", f"maintenance ({cur})", "detail"],
                        title="Margin by method (span: total; var: expected shortfall)"))
