@@ -196,7 +196,10 @@ def like_for_like_notes(strategies: list[dict]) -> list[str]:
             notes.append(f"{both(s)}: SPAN total is 0 because the net option value {fmt0(d['nov'])} (the long "
                          f"option's value less the short's) exceeds the SPAN risk {fmt0(s['span_risk'])}: SPAN counts "
                          f"the long option's value against the risk, while rules charge the net debit "
-                         f"{fmt0(s['rules'])} as a requirement, so the like-for-like saving is all of it.")
+                         f"{fmt0(s['rules'])} as the requirement. Either way the debit is paid to open the "
+                         f"position; the difference is that SPAN asks for nothing beyond the positions' own value "
+                         f"(and would release the debit's excess over the risk, {fmt0(d['nov'] - s['span_risk'])}, "
+                         f"as collateral for other positions), which is what the 100% on this basis means.")
     return notes
 
 
