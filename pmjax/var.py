@@ -85,9 +85,21 @@ def pnl_quantiles(losses, probabilities: Sequence[float] = PNL_PROBABILITIES) ->
     return {f"{p:g}": float(q) for p, q in zip(probabilities, np.quantile(pnl, probabilities))}
 
 
-def pnl_histogram(losses, bins: int = 60) -> dict:
-    """Histogram of the P&L (gain positive) for plots: bin ``edges`` (bins + 1) and ``counts``."""
-    counts, edges = np.histogram(-np.asarray(losses, dtype=np.float64), bins=bins)
+def pnl_histogram(losses, bins: int = 80, tail: float = 2e-4) -> dict:
+    """Histogram of the P&L (gain positive) for plots: bin ``edges`` and ``counts``.
+
+    ``bins`` equal bins span the ``tail`` .. 1 - ``tail`` quantiles (the body a plot shows); one wide bin
+    on each side holds the far tails, so ``edges[0]`` and ``edges[-1]`` are the worst and best paths and
+    the counts sum to the number of paths."""
+    pnl = -np.asarray(losses, dtype=np.float64)
+    lo, hi = np.quantile(pnl, (tail, 1.0 - tail))
+    worst, best = float(pnl.min()), float(pnl.max())
+    if not hi > lo:  # (nearly) constant P&L: plain equal bins over the whole range
+        counts, edges = np.histogram(pnl, bins=bins)
+        return {"edges": edges.tolist(), "counts": counts.tolist()}
+    inner = np.linspace(lo, hi, bins + 1)
+    edges = np.concatenate([[worst] if worst < lo else [], inner, [best] if best > hi else []])
+    counts, _ = np.histogram(pnl, bins=edges)
     return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 

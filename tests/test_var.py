@@ -554,3 +554,20 @@ def test_shipped_config_is_valid():
     s = mc.var_settings(config_mod.load_config())
     assert (s.model, s.nu, s.confidence, s.paths, s.seed, s.chunk) == ("student_t", 4.0, 0.99, 100_000, 0, 65_536)
     assert mc.var_settings(config_mod.load_config(), paths=7, seed=2, confidence=0.95).paths == 7
+
+
+def test_pnl_histogram_bins_the_body_finely_and_keeps_the_tails():
+    from pmjax.var import pnl_histogram
+
+    rng = np.random.default_rng(3)
+    losses = np.concatenate([rng.standard_t(3, 50_000) * 1000.0, [40_000.0, -30_000.0]])
+    h = pnl_histogram(losses, bins=80, tail=2e-4)
+    edges, counts = np.asarray(h["edges"]), np.asarray(h["counts"])
+    pnl = -losses
+    assert counts.sum() == len(losses) and len(edges) == len(counts) + 1
+    assert edges[0] == pnl.min() and edges[-1] == pnl.max() and np.all(np.diff(edges) > 0)
+    lo, hi = np.quantile(pnl, (2e-4, 1 - 2e-4))
+    assert np.allclose(edges[1:-1], np.linspace(lo, hi, 81))  # 80 equal bins over the body
+    assert counts[0] == np.sum(pnl < lo) and counts[-1] == np.sum(pnl > hi)
+    flat = pnl_histogram(np.zeros(100))
+    assert sum(flat["counts"]) == 100
