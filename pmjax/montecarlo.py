@@ -58,7 +58,7 @@ MODELS = ("normal", "student_t", "fhs")
 DAYS_PER_YEAR = 365.0
 #: defaults of the ``var`` config section (configs/var.yaml documents each)
 DEFAULTS = {
-    "model": "student_t", "nu": 4.0, "confidence": 0.99, "paths": 100_000, "seed": 0, "chunk": 65_536,
+    "model": "student_t", "nu": 4.0, "confidence": 0.99, "paths": 100_000, "seed": 0, "chunk": "auto",
     "antithetic": False, "ewma_lambda": 0.94, "volatility_model": "ewma", "burn_in_days": 30,
     "vol_moves": True, "vol_floor": 0.01, "atm_days": 30, "history_start": None, "history_end": None,
     "vol": {}, "vol_of_vol": {}, "spot_vol_correlation": {}, "correlation": None, "historical": True,
@@ -80,7 +80,7 @@ class VarSettings:
     confidence: float
     paths: int
     seed: int
-    chunk: int
+    chunk: int | None  # None: auto_chunk (from the memory available)
     antithetic: bool
     horizon_days: float
     ewma_lambda: float
@@ -174,7 +174,8 @@ def var_settings(config: dict | None = None, **overrides) -> VarSettings:
         confidence=_number(v["confidence"], f("confidence"), source, low=0.5, high=1.0, high_open=True),
         paths=_number(v["paths"], f("paths"), source, low=1, high=2**32 - 2, integer=True),
         seed=_number(v["seed"], f("seed"), source, low=0, high=2**63 - 1, integer=True),
-        chunk=_number(v["chunk"], f("chunk"), source, low=1, high=2**28, integer=True),
+        chunk=None if v["chunk"] in (None, "auto") else _number(v["chunk"], f("chunk"), source, low=1, high=2**28,
+                                                                  integer=True),
         antithetic=v["antithetic"],
         horizon_days=horizon,
         ewma_lambda=_number(v["ewma_lambda"], f("ewma_lambda"), source, low=0.0, high=1.0, low_open=True,

@@ -119,6 +119,25 @@ class MonteCarloResult:
     seed: int
 
 
+#: largest automatic chunk (paths per compiled call): on a CPU larger chunks only cost memory; an
+#: accelerator keeps more paths in flight
+AUTO_CHUNK_CAP = {"cpu": 1 << 16}
+AUTO_CHUNK_CAP_ACCELERATOR = 1 << 20
+
+
+def auto_chunk(rows: int, dtype, devices=None) -> int:
+    """``var.chunk: auto``: paths per compiled call for a ``rows``-row book, the largest power of two whose
+    estimated footprint (``pmjax.sharding.mc_chunk``) fits a quarter of the memory free now, capped at
+    65,536 on a CPU and 2^20 on an accelerator. The figures do not depend on it (paths are drawn per index)."""
+    import jax
+
+    from .sharding import mc_chunk
+
+    devices = list(devices) if devices is not None else jax.local_devices()
+    cap = AUTO_CHUNK_CAP.get(devices[0].platform, AUTO_CHUNK_CAP_ACCELERATOR)
+    return mc_chunk(rows, dtype, n_devices=len(devices), cap=cap)
+
+
 def monte_carlo(book: Book, market: Market, settings: montecarlo.VarSettings, *, devices=None,
                 model=None) -> MonteCarloResult:
     """Simulate ``settings.paths`` paths of ``book`` and estimate VaR/ES with ES contributions.
@@ -128,11 +147,12 @@ def monte_carlo(book: Book, market: Market, settings: montecarlo.VarSettings, *,
     """
     dtype = book.quantity.dtype
     spec, params, info = model if model is not None else montecarlo.build_model(market, settings, dtype=dtype)
+    chunk = settings.chunk or auto_chunk(book.size, dtype, devices)
     losses = montecarlo.simulate_losses(book, spec, params, paths=settings.paths, seed=settings.seed,
-                                        chunk=settings.chunk, devices=devices, progress=settings.progress)
+                                        chunk=chunk, devices=devices, progress=settings.progress)
     est = var_es(losses, settings.confidence)
     _, parts = montecarlo.tail_allocation(book, spec, params, seed=settings.seed, indices=est.tail,
-                                          chunk=settings.chunk, devices=devices)
+                                          chunk=chunk, devices=devices)
     return MonteCarloResult(losses, est, parts, spec, params, info, settings.seed)
 
 

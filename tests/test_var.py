@@ -552,7 +552,7 @@ def test_config_errors_name_the_field(section, field):
 
 def test_shipped_config_is_valid():
     s = mc.var_settings(config_mod.load_config())
-    assert (s.model, s.nu, s.confidence, s.paths, s.seed, s.chunk) == ("student_t", 4.0, 0.99, 100_000, 0, 65_536)
+    assert (s.model, s.nu, s.confidence, s.paths, s.seed, s.chunk) == ("student_t", 4.0, 0.99, 100_000, 0, None)
     assert mc.var_settings(config_mod.load_config(), paths=7, seed=2, confidence=0.95).paths == 7
 
 
@@ -571,3 +571,26 @@ def test_pnl_histogram_bins_the_body_finely_and_keeps_the_tails():
     assert counts[0] == np.sum(pnl < lo) and counts[-1] == np.sum(pnl > hi)
     flat = pnl_histogram(np.zeros(100))
     assert sum(flat["counts"]) == 100
+
+
+def test_auto_chunk_fits_the_memory_budget_and_leaves_the_figures_unchanged(monkeypatch):
+    """var.chunk: auto picks the largest power of two whose estimated footprint fits the budget (capped
+    at 65,536 on a CPU); a smaller budget gives a smaller chunk and the same figures."""
+    import pmjax.sharding as sh
+    from pmjax import var as var_mod
+
+    market = pmjax.load_market()
+    book = pmjax.book_from_portfolio(options_portfolio(market, "USD"), market)[0]
+    rows, dtype = book.size, book.quantity.dtype
+    c = var_mod.auto_chunk(rows, dtype)
+    assert c & (c - 1) == 0 and c <= 65_536
+    assert c == 65_536 or sh.mc_chunk_bytes(2 * c, rows, dtype) > sh.memory_budget()
+    assert sh.mc_chunk_bytes(c, rows, dtype) <= sh.memory_budget() or c == 1
+    s = settings(1, paths=6_000, seed=5)
+    assert s.chunk is None
+    big = var_mod.monte_carlo(book, market, s)
+    budget = sh.mc_chunk_bytes(1024, rows, dtype)  # room for 1,024 paths a call only
+    monkeypatch.setattr(sh, "memory_budget", lambda *a, **k: budget)
+    assert var_mod.auto_chunk(rows, dtype) == 1024
+    small = var_mod.monte_carlo(book, market, s)
+    assert np.array_equal(big.losses, small.losses) and np.array_equal(big.contributions, small.contributions)
