@@ -6,8 +6,10 @@ keeps it on the host as one packed matrix (one row per book field); the figures 
 are computed once, there. ``incremental(trades)`` resolves only the trades' instruments that the
 account does not hold (a market lookup each), writes them into spare rows, raises the quantities of
 those it holds, and sends the packed matrix to the device in one transfer: a small jitted call unpacks
-it into the book after the trades (casts only), then the regular path's own compiled functions
-(``pmjax.span.span_margin``, the Deribit grid of ``pmjax.deribit.deribit_margin``) run on it. Figures
+it into the book after the trades (casts only), then the regular path's own jitted functions
+(``pmjax.span.span_margin``, the Deribit grid of ``pmjax.deribit.deribit_margin``) run on it, compiled
+ahead of time for the account's shapes (``.lower(...).compile()`` at construction: the same lowering,
+hence the same executable, called without jit's per-call dispatch). Figures
 are those of ``pmjax margin --what-if`` (SPEC section 3): span ``total``, deribit ``initial`` (margin
 currency); rules ``initial`` and var ``es`` go through the regular path (``pmjax.measures``), as
 neither is a jitted book function.
@@ -38,7 +40,7 @@ import numpy as np
 
 from .book import Book, bucket_size, make_book, resolve
 from .config import load_config
-from .deribit import deribit_margin, deribit_params
+from .deribit import _addons, _deribit_margin_jit, deribit_params
 from .errors import InputError
 from .instruments import UNDERLYINGS, Instrument
 from .market import Market, load_market
@@ -107,6 +109,15 @@ class WhatIf:
         self._margin_coin = jax.device_put(book.margin_coin)
         self._span = span_params(self.config, dtype=dtype) if "span" in self.fast else None
         self._deribit = deribit_params(self.config, dtype) if "deribit" in self.fast else None
+        # the regular path's jitted functions, compiled ahead of time for this book's shapes: the same
+        # lowering, so the same executable and bitwise the same figures, without the per-call jit dispatch
+        self._compiled = {}
+        if "span" in self.fast:
+            self._compiled["span"] = span_margin.lower(book, self._span).compile()
+        if "deribit" in self.fast:
+            self._addons = _addons(None, book.underlying_spot.shape, book.quantity.dtype)
+            self._compiled["deribit"] = _deribit_margin_jit.lower(book, self._deribit, self._addons).compile()
+        self._unpack = _after_book.lower(self._packed, self._underlying_spot, self._margin_coin).compile()
         self._before = self._figures(book)  # the account as built, on its padded book: computed once
         self._slow_before: dict | None = None
 
@@ -149,8 +160,8 @@ class WhatIf:
     def _figures(self, book: Book) -> np.ndarray:
         """(len(fast methods),) figures of ``book`` by the regular path's compiled functions: span total
         (``span_margin``), deribit initial (``deribit_margin``, no add-ons), dispatched together."""
-        outs = [span_margin(book, self._span).total if m == "span"
-                else deribit_margin(book, self._deribit).initial for m in self.fast]
+        outs = [self._compiled["span"](book, self._span).total if m == "span"
+                else self._compiled["deribit"](book, self._deribit, self._addons).initial for m in self.fast]
         return np.array([float(o) for o in outs], np.float64)
 
     def fast_figures(self, trades: list[Position]) -> np.ndarray:
@@ -158,7 +169,7 @@ class WhatIf:
         packed = self._packed_after(trades)
         if not self.fast:
             return np.zeros((0, 2))
-        after = self._figures(_after_book(packed, self._underlying_spot, self._margin_coin))
+        after = self._figures(self._unpack(packed, self._underlying_spot, self._margin_coin))
         return np.stack([self._before, after], axis=1)
 
     def incremental(self, trades) -> dict:
