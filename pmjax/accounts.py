@@ -25,7 +25,8 @@ from .scenarios import VOL_FLOOR
 from .span import SpanParams, SpanResult, span_margin_batch, span_section
 
 PORTFOLIO_EXTENSIONS = (".yaml", ".yml", ".json", ".csv")
-#: accounts per jitted call; larger batches run in chunks of this many (results are the same)
+#: a fixed chunk for callers that want one (``span_batch``, ``stress_pnl`` and ``pmjax stress`` take theirs
+#: from the memory at hand: ``pmjax.sharding.span_chunk``, ``stress_chunk``, ``deribit_chunk``)
 DEFAULT_CHUNK = 4096
 
 
@@ -114,12 +115,18 @@ def _chunks(batch: AccountBatch, chunk: int):
         yield part
 
 
-def span_batch(batch: AccountBatch, params: SpanParams, *, chunk: int = DEFAULT_CHUNK,
+def span_batch(batch: AccountBatch, params: SpanParams, *, chunk: int | None = None,
                devices=None) -> SpanResult:
     """SPAN of every account, in jitted vmapped calls; a ``SpanResult`` of host (numpy) arrays whose
     leading axis holds the batch's real accounts only (slicing on the host compiles nothing). With
-    several ``devices`` (default: every local device) the accounts are sharded over them."""
+    several ``devices`` (default: every local device) the accounts are sharded over them. ``chunk``:
+    accounts per call (default ``sharding.span_chunk`` of the memory at hand, a multiple of the device
+    count); the results are the same for any chunk."""
+    from .sharding import span_chunk
+
     devices = list(devices) if devices is not None else jax.local_devices()
+    if chunk is None:
+        chunk = span_chunk(batch.size, batch.books.quantity.dtype, n_devices=len(devices))
     if len(devices) > 1:
         from .sharding import span_margin_sharded
 
@@ -211,9 +218,14 @@ def _account_stress_pnl(book: Book, price_move, vol_shift, dt):
 stress_pnl_batch = jax.jit(jax.vmap(_account_stress_pnl, in_axes=(0, None, None, None)))
 
 
-def stress_pnl(batch: AccountBatch, scenarios: list[StressScenario], *, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
-    """(accounts, scenarios) P&L matrix in each account's margin currency (gain positive)."""
+def stress_pnl(batch: AccountBatch, scenarios: list[StressScenario], *, chunk: int | None = None) -> np.ndarray:
+    """(accounts, scenarios) P&L matrix in each account's margin currency (gain positive). ``chunk``: accounts
+    per call (default ``sharding.stress_chunk`` of the memory at hand); the results are the same for any."""
+    from .sharding import stress_chunk
+
     dtype = batch.books.quantity.dtype
+    if chunk is None:
+        chunk = stress_chunk(batch.size, len(scenarios), dtype, n_devices=1)
     pm = jnp.asarray([s.price_move for s in scenarios], dtype)
     vs = jnp.asarray([s.vol_shift for s in scenarios], dtype)
     dt = jnp.asarray([s.days / 365.0 for s in scenarios], dtype)

@@ -4,17 +4,23 @@ computations, timed in the same run (SPEC section 1; the JSON document is descri
 Rows (``name``, unit):
 
 - ``black76_f32`` / ``black76_f64`` (options/s): price and six Greeks (delta, gamma, vega, theta, vanna,
-  volga, as ``kernel.unit_greeks`` defines them) of a book of options; baseline ``numpy_unit_greeks``
-  (closed forms, vectorised numpy, chunked for the cache); ``black76_f64_quantlib``: the same pmjax rate
-  next to QuantLib's ``BlackCalculator`` called per option (when QuantLib is importable);
-  ``black76_price_f32``: the price alone (``kernel.black76`` against ``black76_np``), to show what the
-  Greeks cost;
+  volga, as ``kernel.unit_greeks`` defines them) of a book of options by pmjax's closed-form path,
+  ``fast_greeks.unit_greeks_fast`` (blocks of 16,384 float32 / 8,192 float64 options, split over every
+  local device); ``black76_autodiff_f32`` / ``black76_autodiff_f64``: the same Greeks by the autodiff kernel
+  ``kernel.unit_greeks_jit`` on the same book and devices, against the same baseline: ``numpy_unit_greeks``
+  (closed forms, vectorised numpy, chunked for the cache, one thread); ``black76_f64_quantlib``: the
+  closed-form float64 rate next to QuantLib's ``BlackCalculator`` called per option (when QuantLib is
+  importable); ``black76_price_f32``: the price alone (``kernel.black76`` against ``black76_np``), to show
+  what the Greeks cost. Each row's ``path`` says what it timed;
 - ``span_accounts`` (accounts/s): full SPAN (16-scenario scan, composite delta, tiers, spot charge,
-  inter credits, short option minimum, NOV) of many accounts; baseline ``numpy_span``;
+  inter credits, short option minimum, NOV) of many accounts, sharded over the devices; baseline ``numpy_span``;
 - ``mc_revaluations`` (position-path revaluations/s): Monte Carlo losses of an options book (draws,
   shocks, full Black-76 revaluation, sum); baseline ``numpy_monte_carlo`` (numpy draws of the same model);
 - ``what_if_latency`` (s): median warm latency of ``whatif.whatif_latency`` (SPAN incremental margin of a
   new option on a 100-position account); baseline ``numpy_span`` of the before and after books;
+  ``what_if_latency_span_deribit``: the same with SPAN and the Deribit grid; baseline pmjax's regular path
+  (resolve, ``make_book``, ``span_margin`` and ``deribit_margin`` of the before and after books: there is
+  no numpy Deribit grid);
 - ``compile`` (s): trace + lower + compile of ``span_margin_batch`` at the bench chunk shape; baseline: the
   numpy SPAN of one chunk of that shape (so speedup > 1 means compiling costs less than numpy's run).
 
@@ -23,6 +29,12 @@ repeats after a warm-up call, with ``jax.block_until_ready``. The numpy baseline
 pmjax on small sizes (tests/test_bench.py), so they compute the same numbers. The normal CDF of the
 baselines is ``scipy.special.ndtr`` when scipy is importable, else ``ndtr_cody`` (W. J. Cody's rational
 Chebyshev erfc, vectorised numpy, ~1e-16 relative); each row's ``baseline`` says which.
+
+Devices: every row uses every local device. ``pmjax bench`` calls ``use_all_cpu_cores`` before the JAX
+backend starts, so a CPU gets one device per core (XLA's CPU client runs each fusion of a device's program on
+one thread: with one device the other cores mostly idle); the header prints the count. Targets
+(``TARGETS``) are checked for the platform at hand; the GPU targets are stated in float32 (``pmjax bench
+--precision float32``) and a run in another precision reports them not measured.
 """
 
 from __future__ import annotations
@@ -481,20 +493,25 @@ SIZES = {
              "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000},
 }
 
-#: targets per platform: (row name, platform, text, check(row) -> True / False / None when not measurable)
+#: targets per platform: (row name, platform, text, check(row) -> True / False / None when not measurable,
+#: precision the target is stated in or None). GPU targets are float32 (``pmjax bench --precision float32``);
+#: a run in another precision reports them "not measured at this precision"
 TARGETS = (
-    ("black76_f32", "gpu", ">= 5e10 options/s", lambda r: r["pmjax"] >= 5e10),
-    ("mc_revaluations", "gpu", ">= 1e11 revaluations/s", lambda r: r["pmjax"] >= 1e11),
-    ("mc_revaluations", "gpu", "1e6 paths x 1,000 options < 1 s",
-     lambda r: r["seconds"] < 1.0 if r["paths"] >= 1_000_000 and r["options"] >= 1000 else None),
-    ("span_accounts", "gpu", "1e5 accounts x 20 positions < 1 s",
-     lambda r: r["seconds"] < 1.0 if r["accounts"] >= 100_000 and r["positions"] >= 20 else None),
-    ("black76_f32", "cpu", ">= 8x the numpy baseline", lambda r: r["speedup"] >= 8.0),
-    ("mc_revaluations", "cpu", ">= 5x the numpy baseline", lambda r: r["speedup"] >= 5.0),
+    ("black76_f32", "gpu", ">= 5e10 options/s (float32)", lambda r: r["pmjax"] >= 5e10, "float32"),
+    ("mc_revaluations", "gpu", ">= 1e11 revaluations/s (float32)", lambda r: r["pmjax"] >= 1e11, "float32"),
+    ("mc_revaluations", "gpu", "1e6 paths x 1,000 options < 1 s (float32)",
+     lambda r: r["seconds"] < 1.0 if r["paths"] >= 1_000_000 and r["options"] >= 1000 else None, "float32"),
+    ("span_accounts", "gpu", "1e5 accounts x 20 positions < 1 s (float32)",
+     lambda r: r["seconds"] < 1.0 if r["accounts"] >= 100_000 and r["positions"] >= 20 else None, "float32"),
+    ("black76_f32", "cpu", ">= 8x the numpy baseline (float32)", lambda r: r["speedup"] >= 8.0, "float32"),
+    ("mc_revaluations", "cpu", ">= 5x the numpy baseline", lambda r: r["speedup"] >= 5.0, None),
+    ("what_if_latency", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
+    ("what_if_latency_span_deribit", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
 )
 
-ROW_NAMES = ("black76_f32", "black76_price_f32", "black76_f64", "black76_f64_quantlib", "span_accounts", "mc_revaluations",
-             "what_if_latency", "compile")
+ROW_NAMES = ("black76_f32", "black76_autodiff_f32", "black76_price_f32", "black76_f64", "black76_autodiff_f64",
+             "black76_f64_quantlib", "span_accounts", "mc_revaluations", "what_if_latency",
+             "what_if_latency_span_deribit", "compile")
 
 
 def _row(name, size, unit, pmjax_value, baseline, baseline_value, higher_is_better: bool, **extra) -> dict:
@@ -509,14 +526,28 @@ def _row(name, size, unit, pmjax_value, baseline, baseline_value, higher_is_bett
 # ---------------------------------------------------------------- the measurements
 
 
-def bench_black76(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> dict:
+def _sharded_option_book(n: int, dtype, seed: int) -> Book:
+    """``random_option_book`` placed on the devices the way the pricing rows compute it: split over every
+    local device (``fast_greeks.place_options``), so no row moves data between devices while it is timed."""
+    from .fast_greeks import place_options
+
+    return place_options(random_option_book(n, dtype, seed=seed))
+
+
+def bench_black76(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict, *, closed_form: bool = True,
+                  autodiff: bool = True) -> list[dict]:
+    """Price + 6 Greeks of ``sz["options"]`` options in ``dtype``: ``black76_<tag>`` times the closed-form path
+    (``fast_greeks.unit_greeks_fast``: blocks, every local device), ``black76_autodiff_<tag>`` the autodiff
+    kernel (``kernel.unit_greeks_jit`` on the same book split over the same devices); both against one
+    numpy baseline measured here."""
+    from .fast_greeks import _layout, default_block, unit_greeks_fast
     from .kernel import unit_greeks_jit
 
     n = sz["options"]
     tag = "f32" if jnp.dtype(dtype) == jnp.float32 else "f64"
-    book = jax.device_put(random_option_book(n, dtype, seed=1))
-    first, warm = _first_and_warm(lambda: jax.block_until_ready(unit_greeks_jit(book)), sz["repeats"])
-    compile_times[f"black76_{tag}"] = max(first - warm, 0.0)
+    precision = str(jnp.dtype(dtype))
+    n_dev = jax.local_device_count()
+    book = _sharded_option_book(n, dtype, seed=1)
     nb = sz["numpy_options"]
     host = host_book(random_option_book(nb, dtype, seed=1))
     step = 1 << 16  # numpy in cache-sized chunks: faster than whole-array passes
@@ -526,8 +557,24 @@ def bench_black76(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) ->
             numpy_unit_greeks({k: (v[s:s + step] if np.ndim(v) else v) for k, v in host.items()}, ndtr)
 
     base = median_seconds(run_numpy, sz["numpy_repeats"])
-    return _row(f"black76_{tag}", n, "per_s", n / warm, f"numpy closed-form Black-76 + 6 Greeks ({ndtr_name})",
-                nb / base, True, seconds=warm, options=n, baseline_size=nb)
+    label = f"numpy closed-form Black-76 + 6 Greeks ({ndtr_name})"
+    rows = []
+    if closed_form:
+        block = _layout(n, n_dev, default_block(dtype))[0]
+        first, warm = _first_and_warm(lambda: jax.block_until_ready(unit_greeks_fast(book)), sz["repeats"])
+        compile_times[f"black76_{tag}"] = max(first - warm, 0.0)
+        rows.append(_row(f"black76_{tag}", n, "per_s", n / warm, label, nb / base, True, seconds=warm, options=n,
+                         baseline_size=nb, precision=precision, devices=n_dev, block=block,
+                         path=f"pmjax.fast_greeks.unit_greeks_fast: closed forms, blocks of {block:,} options "
+                              f"(lax.map) on {n_dev} device(s) (shard_map)"))
+    if autodiff:
+        first, warm = _first_and_warm(lambda: jax.block_until_ready(unit_greeks_jit(book)), sz["repeats"])
+        compile_times[f"black76_autodiff_{tag}"] = max(first - warm, 0.0)
+        rows.append(_row(f"black76_autodiff_{tag}", n, "per_s", n / warm, label, nb / base, True, seconds=warm,
+                         options=n, baseline_size=nb, precision=precision, devices=n_dev,
+                         path=f"pmjax.kernel.unit_greeks_jit: autodiff of unit_value_usd, book split over "
+                              f"{n_dev} device(s)"))
+    return rows
 
 
 def bench_black76_price(sz: dict, ndtr, ndtr_name: str) -> dict:
@@ -536,7 +583,7 @@ def bench_black76_price(sz: dict, ndtr, ndtr_name: str) -> dict:
     from .kernel import black76
 
     n, nb = sz["options"], sz["numpy_options"]
-    b = jax.device_put(random_option_book(n, jnp.float32, seed=1))
+    b = _sharded_option_book(n, jnp.float32, seed=1)
     price = jax.jit(black76)
     run = lambda: jax.block_until_ready(price(b.forward, b.strike, b.expiry_years, b.vol, b.is_call))  # noqa: E731
     warm = median_seconds(run, sz["repeats"])
@@ -575,7 +622,8 @@ def bench_quantlib(sz: dict, pmjax_rate: float) -> dict | None:
     base = median_seconds(run, 1)
     return _row("black76_f64_quantlib", sz["options"], "per_s", pmjax_rate,
                 "QuantLib BlackCalculator per option (value, delta, gamma, vega, vanna, volga, 1-day theta)",
-                m / base, True, baseline_size=m)
+                m / base, True, baseline_size=m, precision="float64",
+                path="pmjax.fast_greeks.unit_greeks_fast (the black76_f64 rate)")
 
 
 def bench_span(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> tuple[dict, dict]:
@@ -608,10 +656,11 @@ def bench_span(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> tu
     numpy_chunk_seconds = base / na * chunk
     label = f"numpy SPAN, full method, vectorised over accounts ({ndtr_name})"
     span_row = _row("span_accounts", f"{a}x{npos}", "per_s", a / warm, label, na / base, True, seconds=warm,
-                    accounts=a, positions=npos, book_rows=rows, chunk=chunk, devices=n_dev, baseline_size=na)
+                    accounts=a, positions=npos, book_rows=rows, chunk=chunk, devices=n_dev, baseline_size=na,
+                    precision=str(jnp.dtype(dtype)))
     compile_row = _row("compile", f"span_margin_batch {chunk}x{rows}", "s", t2 - t0,
                        f"numpy SPAN of one {chunk}-account chunk (nothing to compile)", numpy_chunk_seconds, False,
-                       trace_lower_s=t1 - t0, compile_s=t2 - t1,
+                       trace_lower_s=t1 - t0, compile_s=t2 - t1, precision=str(jnp.dtype(dtype)),
                        note="speedup = numpy seconds for one chunk / pmjax compile seconds")
     return span_row, compile_row
 
@@ -638,7 +687,8 @@ def bench_mc(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> dict
     return _row("mc_revaluations", f"{paths}x{n_opt}", "per_s", paths * n_opt / warm,
                 f"numpy {spec.model} draws + Black-76 revaluation, chunked ({ndtr_name})", np_paths * n_opt / base,
                 True, seconds=warm, paths=paths, options=n_opt, chunk=min(chunk, paths), model=spec.model,
-                devices=jax.local_device_count(), baseline_size=f"{np_paths}x{n_opt}")
+                devices=jax.local_device_count(), baseline_size=f"{np_paths}x{n_opt}",
+                precision=str(jnp.dtype(dtype)))
 
 
 def whatif_latency_fallback(n_positions: int = 100, *, repeats: int = 100, dtype=jnp.float64) -> float:
@@ -663,48 +713,98 @@ def whatif_latency_fallback(n_positions: int = 100, *, repeats: int = 100, dtype
     return median_seconds(once, repeats, warmup=2)
 
 
-def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str) -> dict:
+def _whatif_account(market, dtype):
+    """The what-if rows' account (``whatif.synthetic_account``, 100 positions), the trade (a listed BTC option
+    it does not hold, 1 coin short), and its before and after books on one padded size."""
     from .book import make_book, resolve
-    from .config import load_config
-    from .market import load_market
-    from .span import span_params
+    from .whatif import listed_options, synthetic_account
 
-    repeats = sz["whatif_repeats"]
-    market = load_market()
-    try:
-        from .whatif import listed_options, synthetic_account, whatif_latency
-    except ImportError:
-        pm = whatif_latency_fallback(100, repeats=repeats, dtype=dtype)
-        how = "span_margin before/after on a padded book, trade in a spare row (pmjax.whatif missing)"
-        book = random_option_book(100, dtype, seed=4, size=bucket_size(104))
-        pair = jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * 2), book)
-    else:
-        pm = whatif_latency(100, repeats=repeats, methods=("span",), market=market, dtype=dtype)
-        how = "pmjax.whatif.whatif_latency (SPAN; resolve, write, one jitted call)"
-        portfolio = synthetic_account(market, 100, seed=0)
-        held = set(portfolio.instruments)
-        trade = [i for i in listed_options(market, ("BTC",)) if i not in held]
-        trade = trade[len(trade) // 2]
-        instruments = list(portfolio.instruments)
-        qty = [p.quantity for p in portfolio.positions]
-        size = bucket_size(len(instruments) + 4)
+    portfolio = synthetic_account(market, 100, seed=0)
+    held = set(portfolio.instruments)
+    trade = [i for i in listed_options(market, ("BTC",)) if i not in held]
+    trade = trade[len(trade) // 2]
+    instruments = list(portfolio.instruments)
+    qty = [p.quantity for p in portfolio.positions]
+    size = bucket_size(len(instruments) + 4)
+
+    def books():
         before = make_book(resolve(instruments, qty, market), market, portfolio.margin_currency, dtype=dtype,
                            size=size)
         after = make_book(resolve(instruments + [trade], qty + [-1.0], market), market, portfolio.margin_currency,
                           dtype=dtype, size=size)
+        return before, after
+
+    return portfolio, trade, books
+
+
+def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str, *, span_only: bool = True,
+                 span_deribit: bool = True) -> list[dict]:
+    """``what_if_latency``: median warm latency of ``whatif.whatif_latency`` with SPAN (baseline: numpy SPAN of
+    the before and after books); ``what_if_latency_span_deribit``: the same with SPAN and the Deribit grid
+    (baseline: pmjax's regular path, resolve + make_book + ``span_margin`` + ``deribit_margin`` of the before
+    and after books, there being no numpy Deribit grid)."""
+    from .config import load_config
+    from .market import load_market
+    from .span import span_margin, span_params
+
+    repeats = sz["whatif_repeats"]
+    market = load_market()
+    config = load_config()
+    params = span_params(config, dtype=dtype)
+    precision = str(jnp.dtype(dtype))
+    rows = []
+    try:
+        from .whatif import whatif_latency
+    except ImportError:
+        if not span_only:
+            return rows
+        pm = whatif_latency_fallback(100, repeats=repeats, dtype=dtype)
+        how = "span_margin before/after on a padded book, trade in a spare row (pmjax.whatif missing)"
+        book = random_option_book(100, dtype, seed=4, size=bucket_size(104))
+        host = host_book(jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * 2), book))
+        base = median_seconds(lambda: numpy_span(host, params, ndtr), max(5, repeats // 4))
+        return [_row("what_if_latency", "100 positions + 1 trade", "s", pm,
+                     f"numpy SPAN of the before and after books ({ndtr_name})", base, False, method=how, seconds=pm,
+                     methods="span", precision=precision)]
+    _, _, books = _whatif_account(market, dtype)
+    before, after = books()
+    if span_only:
+        pm = whatif_latency(100, repeats=repeats, methods=("span",), market=market, config=config, dtype=dtype)
         pair = jax.tree_util.tree_map(lambda x, y: np.stack([np.asarray(x), np.asarray(y)]), before, after)
-    params = span_params(load_config(), dtype=dtype)
-    host = host_book(pair)
-    base = median_seconds(lambda: numpy_span(host, params, ndtr), max(5, repeats // 4))
-    return _row("what_if_latency", "100 positions + 1 trade", "s", pm,
-                f"numpy SPAN of the before and after books ({ndtr_name})", base, False, method=how)
+        host = host_book(pair)
+        base = median_seconds(lambda: numpy_span(host, params, ndtr), max(5, repeats // 4))
+        rows.append(_row("what_if_latency", "100 positions + 1 trade", "s", pm,
+                         f"numpy SPAN of the before and after books ({ndtr_name})", base, False,
+                         method="pmjax.whatif.whatif_latency (SPAN; resolve, write, one jitted call)", seconds=pm,
+                         methods="span", precision=precision))
+    if span_deribit:
+        from .deribit import deribit_margin, deribit_params
+
+        dparams = deribit_params(config, dtype)
+        pm = whatif_latency(100, repeats=repeats, methods=("span", "deribit"), market=market, config=config,
+                            dtype=dtype)
+
+        def regular():
+            figures = []
+            for b in books():
+                figures += [span_margin(b, params).total, deribit_margin(b, dparams).initial]
+            return [float(f) for f in figures]
+
+        base = median_seconds(regular, max(5, repeats // 4), warmup=2)
+        rows.append(_row("what_if_latency_span_deribit", "100 positions + 1 trade", "s", pm,
+                         "pmjax regular path: resolve + make_book + span_margin + deribit_margin of the before and "
+                         "after books (no numpy Deribit grid)", base, False,
+                         method="pmjax.whatif.whatif_latency (SPAN and Deribit; resolve, write, one jitted call)",
+                         seconds=pm, methods="span,deribit", precision=precision))
+    return rows
 
 
 def device_info() -> dict:
     d = jax.devices()[0]
     kind = getattr(d, "device_kind", d.platform)
     return {"platform": d.platform, "kind": kind, "count": jax.local_device_count(), "name": f"{d.platform}: {kind}",
-            "host": platform.processor() or platform.machine(), "cpu_count": _cpu_count()}
+            "host": platform.processor() or platform.machine(), "cpu_count": _cpu_count(),
+            "cpu_devices": CPU_DEVICES.get("how")}
 
 
 def _cpu_count() -> int:
@@ -716,13 +816,56 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+#: how ``use_all_cpu_cores`` set the CPU device count this process (shown in the bench header)
+CPU_DEVICES: dict = {}
+
+
+def use_all_cpu_cores(n: int | None = None) -> str:
+    """Make the CPU backend one device per core (``n``, default the cores this process may use) so that
+    ``pmjax bench`` on a CPU runs on every core: XLA's CPU client runs one partitioned program per device,
+    each fusion of it on one thread, so one device leaves the other cores mostly idle. Must run before the
+    JAX backend is initialised (importing jax or pmjax does not initialise it; the first device query or
+    array does). Leaves the count alone when ``XLA_FLAGS`` already has
+    ``--xla_force_host_platform_device_count``, ``JAX_NUM_CPU_DEVICES`` is set, ``n`` is 0 or the backend
+    is already up. Returns (and keeps in ``CPU_DEVICES``) a line saying what was done. On a GPU machine
+    this changes only the CPU backend, which the bench does not use."""
+    import os
+
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # a jax without it: try, and treat a refusal as "already up"
+        backends_are_initialized = lambda: False  # noqa: E731
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        how = "host device count from XLA_FLAGS"
+    elif os.environ.get("JAX_NUM_CPU_DEVICES"):
+        how = "host device count from JAX_NUM_CPU_DEVICES"
+    elif n == 0:
+        how = "one CPU device (--cpu-devices 0)"
+    elif backends_are_initialized():
+        how = "JAX backend already initialised: device count as it was"
+    else:
+        n = _cpu_count() if n is None else int(n)
+        how = f"{n} CPU devices, one per core (pmjax bench)"
+        try:
+            jax.config.update("jax_num_cpu_devices", n)
+        except AttributeError:  # an older jax without the option: the XLA flag does the same
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                       f" --xla_force_host_platform_device_count={n}").strip()
+        except RuntimeError:  # the backend started after all
+            how = "JAX backend already initialised: device count as it was"
+    CPU_DEVICES["how"] = how
+    return how
+
+
 def run_bench(sizes: str | dict = "quick", *, dtype=jnp.float64, only=None, use_scipy: bool | None = None,
               progress=None) -> dict:
     """Run the benchmark; returns the SPEC bench document ``{"device", "jax", "results", ...}``.
 
     ``sizes``: a preset of ``SIZES`` or a dict like one; ``dtype``: precision of SPAN, Monte Carlo and the
     what-if (pricing runs both float32 and float64); ``only``: row names to run (default all);
-    ``progress``: a callable taking a line of text (e.g. to stderr)."""
+    ``progress``: a callable taking a line of text (e.g. to stderr). Every row uses every local device
+    (``use_all_cpu_cores`` before the backend starts makes one per CPU core)."""
     preset = sizes if isinstance(sizes, str) else "custom"
     sz = dict(SIZES[sizes]) if isinstance(sizes, str) else dict(sizes)
     only = set(only) if only else set(ROW_NAMES)
@@ -733,21 +876,25 @@ def run_bench(sizes: str | dict = "quick", *, dtype=jnp.float64, only=None, use_
     ndtr, ndtr_name = baseline_ndtr(use_scipy)
     compile_times: dict[str, float] = {}
     results = []
+    load_at_start = _load_average()
     started = dt.datetime.now(dt.timezone.utc)
-    if "black76_f32" in only:
+    say(f"{jax.local_device_count()} device(s): {jax.devices()[0].platform}")
+    if only & {"black76_f32", "black76_autodiff_f32"}:
         say("black76 float32 ...")
-        results.append(bench_black76(jnp.float32, sz, ndtr, ndtr_name, compile_times))
+        results += bench_black76(jnp.float32, sz, ndtr, ndtr_name, compile_times, closed_form="black76_f32" in only,
+                                 autodiff="black76_autodiff_f32" in only)
     if "black76_price_f32" in only:
         say("black76 price only, float32 ...")
         results.append(bench_black76_price(sz, ndtr, ndtr_name))
-    if only & {"black76_f64", "black76_f64_quantlib"}:
+    if only & {"black76_f64", "black76_autodiff_f64", "black76_f64_quantlib"}:
         say("black76 float64 ...")
-        row = bench_black76(jnp.float64, sz, ndtr, ndtr_name, compile_times)
-        if "black76_f64" in only:
-            results.append(row)
+        rows = bench_black76(jnp.float64, sz, ndtr, ndtr_name, compile_times,
+                             closed_form=bool(only & {"black76_f64", "black76_f64_quantlib"}),
+                             autodiff="black76_autodiff_f64" in only)
+        results += [r for r in rows if r["name"] in only]
         if "black76_f64_quantlib" in only:
             say("QuantLib per option ...")
-            ql_row = bench_quantlib(sz, row["pmjax"])
+            ql_row = bench_quantlib(sz, rows[0]["pmjax"])
             if ql_row is not None:
                 results.append(ql_row)
     if only & {"span_accounts", "compile"}:
@@ -757,26 +904,41 @@ def run_bench(sizes: str | dict = "quick", *, dtype=jnp.float64, only=None, use_
     if "mc_revaluations" in only:
         say("Monte Carlo ...")
         results.append(bench_mc(dtype, sz, ndtr, ndtr_name, compile_times))
-    if "what_if_latency" in only:
+    if only & {"what_if_latency", "what_if_latency_span_deribit"}:
         say("what-if latency ...")
-        results.append(bench_whatif(dtype, sz, ndtr, ndtr_name))
+        results += bench_whatif(dtype, sz, ndtr, ndtr_name, span_only="what_if_latency" in only,
+                                span_deribit="what_if_latency_span_deribit" in only)
     info = device_info()
     target_platform = "cpu" if info["platform"] == "cpu" else "gpu"
     by_name = {r["name"]: r for r in results}
     targets = []
-    for name, plat, text, check in TARGETS:
+    for name, plat, text, check, precision in TARGETS:
         if plat != target_platform or name not in by_name:
             continue
-        met = check(by_name[name])
-        targets.append({"result": name, "target": text, "platform": plat,
-                        "status": "not measured at this size" if met is None else ("met" if met else "not met"),
-                        "met": met})
+        row = by_name[name]
+        if precision is not None and row.get("precision", precision) != precision:
+            met, status = None, f"not measured at this precision (run with --precision {precision})"
+        else:
+            met = check(row)
+            status = "not measured at this size" if met is None else ("met" if met else "not met")
+        targets.append({"result": name, "target": text, "platform": plat, "status": status, "met": met})
     return {"device": info["name"], "jax": jax.__version__, "results": results,
             "device_info": info, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
             "numpy": np.__version__, "precision": str(jnp.dtype(dtype)), "sizes": {"preset": preset, **sz},
             "baseline_ndtr": ndtr_name, "first_call_compile_s": compile_times, "targets": targets,
-            "date": started.isoformat(timespec="seconds"),
+            "load_average_at_start": load_at_start, "date": started.isoformat(timespec="seconds"),
             "seconds": (dt.datetime.now(dt.timezone.utc) - started).total_seconds()}
+
+
+def _load_average() -> list[float] | None:
+    """The host's 1, 5 and 15-minute load averages (taken before the first row: other work skews CPU
+    timings, and the bench's own work would show in them afterwards)."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _num(x, unit=None) -> str:
@@ -793,31 +955,37 @@ def format_bench(doc: dict) -> str:
 
     info = doc["device_info"]
     sz = doc["sizes"]
-    head = [f"device: {doc['device']} x{info['count']} ({info['cpu_count']} host cores)  jax {doc['jax']}  "
+    how = f"; {info['cpu_devices']}" if info.get("cpu_devices") and info["platform"] == "cpu" else ""
+    load = doc.get("load_average_at_start")
+    head = [f"device: {doc['device']} x{info['count']} ({info['cpu_count']} host cores{how})  jax {doc['jax']}  "
             f"numpy {doc['numpy']}  precision {doc['precision']} (black76 rows: their own)",
             f"sizes: {sz['preset']}: options {sz['options']:,}; accounts {sz['accounts']:,} x {sz['positions']} "
             f"positions; Monte Carlo {sz['paths']:,} paths x {sz['mc_options']:,} options; baselines on "
             f"{sz['numpy_options']:,} options, {sz['numpy_accounts']:,} accounts, {sz['numpy_paths']:,} paths",
-            f"normal CDF of the baselines: {doc['baseline_ndtr']}   date {doc['date']}"]
+            f"normal CDF of the baselines: {doc['baseline_ndtr']}   date {doc['date']}" +
+            (f"   load average at start {' '.join(f'{x:.2f}' for x in load)}" if load else "")]
     rows = [[r["name"], r["size"], r["unit"], _num(r["pmjax"], r["unit"]), _num(r["baseline_value"], r["unit"]),
              "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", r["baseline"]] for r in doc["results"]]
     text = table(rows, ["result", "size", "unit", "pmjax", "baseline", "speedup", "baseline computation"],
                  title="\n".join(head))
-    compile_line = "first call - warm call, s: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                             doc["first_call_compile_s"].items())
-    lines = [text, "", compile_line]
+    lines = [text]
+    paths = [f"  {r['name']}: {r['path']}" for r in doc["results"] if r.get("path")]
+    if paths:
+        lines += ["", "pmjax computation of the pricing rows:"] + paths
+    lines += ["", "first call - warm call, s: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                          doc["first_call_compile_s"].items())]
     if doc["targets"]:
         lines += ["", f"targets ({'cpu' if info['platform'] == 'cpu' else 'gpu'}):"]
         by = {r["name"]: r for r in doc["results"]}
         for t in doc["targets"]:
             r = by[t["result"]]
             got = (f"{r['speedup']:.2f}x numpy" if "numpy" in t["target"] else
-                   f"{r['seconds']:.3f} s" if "<" in t["target"] else f"{r['pmjax']:.3e}/s")
-            lines.append(f"  {t['result']:<16} {t['target']:<36} measured {got:<20} {t['status']}")
+                   _num(r["seconds"], "s") if "<" in t["target"] else f"{r['pmjax']:.3e}/s")
+            lines.append(f"  {t['result']:<28} {t['target']:<42} measured {got:<16} {t['status']}")
     return "\n".join(lines)
 
 
-__all__ = ["SIZES", "TARGETS", "baseline_ndtr", "black76_np", "erfc_cody", "format_bench", "host_book",
-           "median_seconds", "ndtr_cody", "numpy_factors", "numpy_losses", "numpy_monte_carlo", "numpy_span",
-           "numpy_span_chunked", "numpy_unit_greeks", "random_account_books", "random_option_book", "run_bench",
-           "whatif_latency_fallback"]
+__all__ = ["CPU_DEVICES", "ROW_NAMES", "SIZES", "TARGETS", "baseline_ndtr", "black76_np", "erfc_cody", "format_bench",
+           "host_book", "median_seconds", "ndtr_cody", "numpy_factors", "numpy_losses", "numpy_monte_carlo",
+           "numpy_span", "numpy_span_chunked", "numpy_unit_greeks", "random_account_books", "random_option_book",
+           "run_bench", "use_all_cpu_cores", "whatif_latency_fallback"]

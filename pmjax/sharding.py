@@ -7,13 +7,18 @@ and run through the usual jitted, vmapped batch function (``span_margin_batch``,
 accounts, and the parameters are replicated. Every account is computed by the same arithmetic as on one
 device, so the results agree to the last bit or two (XLA compiles the per-device program separately;
 ``tests/test_sharding.py`` measures <= 1e-16 relative on 4 forced host devices and bounds it at 1e-14).
-``accounts.span_batch`` and ``pmjax stress`` take this path whenever there is more than one local device. Monte Carlo paths are sharded the same way in ``pmjax.montecarlo`` (a 'paths' mesh axis).
+``accounts.span_batch`` and ``pmjax stress`` take this path whenever there is more than one local device. Monte
+Carlo paths are sharded the same way in ``pmjax.montecarlo`` (a 'paths' mesh axis), and the closed-form Greeks
+in ``pmjax.fast_greeks`` (an 'options' axis).
 
 Memory: ``memory_budget`` is a fraction of the memory available now (``/proc/meminfo`` MemAvailable on a
-CPU, ``device.memory_stats()`` bytes_limit - bytes_in_use on an accelerator); ``span_chunk`` and
-``mc_chunk`` pick the largest power-of-two batch whose estimated bytes (``span_chunk_bytes``,
-``mc_chunk_bytes``: arguments + outputs + XLA temporaries, from per-row constants measured with
-``Compiled.memory_analysis()``) stay under it. Chunking never changes a result. Multi-host: docs/scaling.md.
+CPU, ``device.memory_stats()`` bytes_limit - bytes_in_use on an accelerator; host devices share the host's,
+so each gets its share); ``span_chunk``, ``deribit_chunk``, ``stress_chunk`` and ``mc_chunk`` pick the device
+count times the largest power of two per device whose estimated bytes (``span_chunk_bytes``,
+``deribit_chunk_bytes``, ``stress_chunk_bytes``, ``mc_chunk_bytes``: arguments + outputs + XLA temporaries, from
+per-row constants measured with ``Compiled.memory_analysis()``) stay under it. ``accounts.span_batch``,
+``accounts.stress_pnl`` and ``pmjax stress`` take their chunks from these by default. Chunking never changes a
+result. Multi-host: docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -39,6 +44,14 @@ SPAN_FLOATS_PER_ROW = 64
 #: the same for one Monte Carlo path-row of ``montecarlo._losses``: 1.01-1.08 measured (XLA fuses the whole
 #: revaluation; one (paths, rows) P&L buffer remains); 4 leaves room for a backend that keeps a few
 MC_FLOATS_PER_ROW = 4
+#: the same for one account-row of ``deribit_margin_batch``: 239-256 measured (float32 and float64, 8 to 32-row
+#: books: the standard and extended scenario grids per position) plus a term growing with the book (the (n, n)
+#: same-expiry matrices of the roll shock: 56 more at 128 rows, 440 at 512); ``deribit_chunk_bytes`` counts
+#: ``DERIBIT_FLOATS_PER_ROW + rows`` floats per account-row
+DERIBIT_FLOATS_PER_ROW = 320
+#: one account-row of ``accounts.stress_pnl_batch``: 12-14 floats measured plus 1.1-1.6 per scenario (5 with one
+#: scenario); counted as ``STRESS_FLOATS_PER_ROW + 2 x scenarios``
+STRESS_FLOATS_PER_ROW = 16
 #: fixed bytes per compiled call (parameters, keys, small buffers)
 OVERHEAD_BYTES = 1 << 20
 
@@ -91,31 +104,67 @@ def mc_chunk_bytes(paths: int, rows: int, dtype) -> int:
     return paths * rows * _itemsize(dtype) * MC_FLOATS_PER_ROW + OVERHEAD_BYTES
 
 
+def deribit_chunk_bytes(accounts: int, rows: int, dtype) -> int:
+    """Estimated peak bytes of one ``deribit_margin_batch`` call on ``accounts`` books of ``rows`` rows."""
+    return accounts * rows * _itemsize(dtype) * (DERIBIT_FLOATS_PER_ROW + rows) + OVERHEAD_BYTES
+
+
+def stress_chunk_bytes(accounts: int, rows: int, scenarios: int, dtype) -> int:
+    """Estimated peak bytes of one ``accounts.stress_pnl_batch`` call (``scenarios`` joint shocks)."""
+    return accounts * rows * _itemsize(dtype) * (STRESS_FLOATS_PER_ROW + 2 * scenarios) + OVERHEAD_BYTES
+
+
 def _largest_chunk(bytes_of: Callable[[int], int], budget: int, n_devices: int, cap: int) -> int:
-    """The largest power of two c (a multiple of ``n_devices`` when it can be; at least n_devices) with
-    bytes_of(c / n_devices) <= budget per device, capped at ``cap``."""
-    c = 1
-    while c * 2 <= cap and bytes_of(max(1, (c * 2) // n_devices)) <= budget:
-        c *= 2
-    return max(c, n_devices) if c % n_devices else c
+    """``n_devices`` x the largest power of two p with bytes_of(p) <= budget (p items per device) and
+    n_devices x p <= cap; at least one item per device. Always a multiple of ``n_devices`` (a power of two
+    when the device count is one)."""
+    n_devices = max(1, int(n_devices))
+    p = 1
+    while (p * 2) * n_devices <= cap and bytes_of(p * 2) <= budget:
+        p *= 2
+    return p * n_devices
+
+
+def _default_budget(n_devices: int) -> int:
+    """``memory_budget()`` per device: host devices (CPU, also forced host devices) share one memory, so
+    each gets its share of it; an accelerator's budget is its own."""
+    budget = memory_budget()
+    if jax.local_devices()[0].platform == "cpu":
+        budget //= max(1, n_devices)
+    return budget
+
+
+def _chunk(bytes_of, budget, n_devices, cap) -> int:
+    n_devices = n_devices or jax.local_device_count()
+    budget = _default_budget(n_devices) if budget is None else budget
+    return _largest_chunk(bytes_of, budget, n_devices, cap)
 
 
 def span_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
                cap: int = 1 << 16) -> int:
-    """Accounts per ``span_margin_batch`` call for books of ``rows`` rows: the largest power of two whose
-    per-device estimate ``span_chunk_bytes`` stays within ``budget`` (default ``memory_budget()``)."""
-    n_devices = n_devices or jax.local_device_count()
-    budget = memory_budget() if budget is None else budget
-    return _largest_chunk(lambda a: span_chunk_bytes(a, rows, dtype), budget, n_devices, cap)
+    """Accounts per ``span_margin_batch`` call for books of ``rows`` rows: ``n_devices`` (default every local
+    device) times the largest power of two whose estimate ``span_chunk_bytes`` stays within ``budget`` per
+    device (default: ``memory_budget()``, shared between host devices), at most ``cap``."""
+    return _chunk(lambda a: span_chunk_bytes(a, rows, dtype), budget, n_devices, cap)
+
+
+def deribit_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
+                  cap: int = 1 << 16) -> int:
+    """Accounts per ``deribit_margin_batch`` call, as ``span_chunk`` with ``deribit_chunk_bytes``."""
+    return _chunk(lambda a: deribit_chunk_bytes(a, rows, dtype), budget, n_devices, cap)
+
+
+def stress_chunk(rows: int, scenarios: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
+                 cap: int = 1 << 16) -> int:
+    """Accounts per ``accounts.stress_pnl_batch`` call, as ``span_chunk`` with ``stress_chunk_bytes``."""
+    return _chunk(lambda a: stress_chunk_bytes(a, rows, scenarios, dtype), budget, n_devices, cap)
 
 
 def mc_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
              cap: int = 1 << 20) -> int:
-    """Monte Carlo paths per compiled call (``simulate_losses(chunk=...)``) for a ``rows``-row book: the
-    largest power of two whose per-device estimate ``mc_chunk_bytes`` stays within ``budget``."""
-    n_devices = n_devices or jax.local_device_count()
-    budget = memory_budget() if budget is None else budget
-    return _largest_chunk(lambda p: mc_chunk_bytes(p, rows, dtype), budget, n_devices, cap)
+    """Monte Carlo paths per compiled call (``simulate_losses(chunk=...)``) for a ``rows``-row book, as
+    ``span_chunk`` with ``mc_chunk_bytes``."""
+    return _chunk(lambda p: mc_chunk_bytes(p, rows, dtype), budget, n_devices, cap)
 
 
 # ---------------------------------------------------------------- accounts sharding
@@ -201,10 +250,11 @@ def deribit_margin_sharded(books, params, initial_addons=None, *, chunk: int | N
         np.broadcast_to(np.asarray(initial_addons, dtype), (n,) + books.underlying_spot.shape[1:])
     if chunk is None:
         n_dev = len(devices) if devices is not None else None
-        chunk = span_chunk(rows, dtype, n_devices=n_dev)
+        chunk = deribit_chunk(rows, dtype, n_devices=n_dev)
     return map_accounts(_deribit_margin_batch_jit, books, (params,), (addons,), chunk=chunk, devices=devices)
 
 
-__all__ = ["ACCOUNTS_AXIS", "accounts_mesh", "available_bytes", "deribit_margin_sharded", "map_accounts",
-           "mc_chunk", "mc_chunk_bytes", "memory_budget", "pad_accounts", "replicate", "shard_accounts",
-           "span_chunk", "span_chunk_bytes", "span_margin_sharded"]
+__all__ = ["ACCOUNTS_AXIS", "accounts_mesh", "available_bytes", "deribit_chunk", "deribit_chunk_bytes",
+           "deribit_margin_sharded", "map_accounts", "mc_chunk", "mc_chunk_bytes", "memory_budget", "pad_accounts",
+           "replicate", "shard_accounts", "span_chunk", "span_chunk_bytes", "span_margin_sharded", "stress_chunk",
+           "stress_chunk_bytes"]

@@ -128,3 +128,106 @@ def test_stress_command_on_4_devices_equals_one_device(tmp_path, capsys):
         assert np.isclose(a4["deribit"]["initial"], a1["deribit"]["initial"], rtol=1e-13, atol=0)
         for u, v in a1["span"]["by_underlying"].items():
             assert a4["span"]["by_underlying"][u]["worst_scenario"] == v["worst_scenario"]
+
+
+MC = r"""
+import json
+import jax, numpy as np
+import pmjax
+from pmjax import bench, fast_greeks, montecarlo
+from pmjax.market import load_market
+
+devices = jax.devices()
+market = load_market()
+spec, params, _ = montecarlo.build_model(market, montecarlo.var_settings({"var": {"historical": False}}))
+book = bench.random_option_book(50, seed=6, size=64)
+paths, chunk = 1000, 256                                    # 1000: the last chunk is padded
+idx = np.arange(paths, dtype=np.uint32)
+outs, valid = montecarlo._map_chunks(montecarlo._losses, spec, book, params, 7, idx, chunk, devices, False, "")
+outs1, _ = montecarlo._map_chunks(montecarlo._losses, spec, book, params, 7, idx, chunk, devices[:1], False, "")
+shards = [sorted(s.index[0].start for s in o.addressable_shards) for o in outs]
+four = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7, chunk=chunk, progress=False)
+one = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7, chunk=chunk, devices=devices[:1],
+                                 progress=False)
+other_chunk = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7, chunk=64, devices=devices[:1],
+                                         progress=False)
+mean4, parts4 = montecarlo.tail_allocation(book, spec, params, seed=7, indices=idx[:300], chunk=chunk)
+mean1, parts1 = montecarlo.tail_allocation(book, spec, params, seed=7, indices=idx[:300], chunk=chunk,
+                                           devices=devices[:1])
+g = bench.random_option_book(3001, seed=9)
+fast4 = fast_greeks.unit_greeks_fast(g, block=256)
+fast1 = fast_greeks.unit_greeks_fast(g, block=256, devices=devices[:1])
+print(json.dumps({
+    "devices": len(devices),
+    "chunk_devices": [len(o.sharding.device_set) for o in outs], "chunk1_devices": len(outs1[0].sharding.device_set),
+    "shard_starts": shards[0], "valid": valid,
+    "equal": bool(np.array_equal(four, one)), "equal_chunk": bool(np.array_equal(one, other_chunk)),
+    "n": int(four.shape[0]), "distinct": int(len(np.unique(four))),
+    "tail_equal": bool(mean4 == mean1 and np.array_equal(parts4, parts1)),
+    "greeks_devices": len(fast4["delta"].sharding.device_set),
+    "greeks_equal": all(bool(np.array_equal(np.asarray(fast4[k]), np.asarray(fast1[k]))) for k in fast4),
+}))
+"""
+
+
+def test_monte_carlo_paths_split_over_4_devices_bit_identical_to_one():
+    """Each chunk of paths is one array split over the 4 devices (a quarter of the paths on each), and the
+    losses, the tail allocation and the closed-form Greeks equal a one-device run bit for bit."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", MC], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    assert out["chunk_devices"] == [4, 4, 4, 4] and out["chunk1_devices"] == 1, out
+    assert out["shard_starts"] == [0, 64, 128, 192], out  # 256 paths a chunk: 64 on each device
+    assert out["valid"] == [256, 256, 256, 232]
+    assert out["n"] == 1000 and out["distinct"] > 990  # real losses, not a constant
+    assert out["equal"] and out["equal_chunk"] and out["tail_equal"], out
+    assert out["greeks_devices"] == 4 and out["greeks_equal"], out
+
+
+def test_chunks_are_multiples_of_any_device_count_and_fit_the_budget():
+    rows, budget = 32, 50 << 20
+    for n_dev in (1, 3, 5, 6):
+        for c, per in ((sharding.span_chunk(rows, np.float64, budget=budget, n_devices=n_dev),
+                        lambda a: sharding.span_chunk_bytes(a, rows, np.float64)),
+                       (sharding.deribit_chunk(rows, np.float64, budget=budget, n_devices=n_dev),
+                        lambda a: sharding.deribit_chunk_bytes(a, rows, np.float64)),
+                       (sharding.stress_chunk(rows, 12, np.float32, budget=budget, n_devices=n_dev),
+                        lambda a: sharding.stress_chunk_bytes(a, rows, 12, np.float32)),
+                       (sharding.mc_chunk(rows, np.float64, budget=budget, n_devices=n_dev),
+                        lambda a: sharding.mc_chunk_bytes(a, rows, np.float64))):
+            p = c // n_dev
+            assert c % n_dev == 0 and p & (p - 1) == 0, (n_dev, c)
+            assert per(p) <= budget < per(2 * p) or c == 1 << 16 or c == 1 << 20
+    # the Deribit grid's chunk is smaller than SPAN's (about 6x the bytes per account-row)
+    assert sharding.deribit_chunk(rows, np.float64, budget=budget, n_devices=1) < \
+        sharding.span_chunk(rows, np.float64, budget=budget, n_devices=1)
+
+
+def test_default_budget_is_shared_between_host_devices(monkeypatch):
+    monkeypatch.setattr(sharding, "memory_budget", lambda *a, **k: 64 << 20)
+    one = sharding.span_chunk(32, np.float64, n_devices=1)
+    four = sharding.span_chunk(32, np.float64, n_devices=4)
+    # CPU devices share the host's memory: four of them take about the same accounts per call as one
+    assert one // 2 <= four <= one and four % 4 == 0
+
+
+def test_span_batch_and_stress_default_chunks_change_nothing():
+    import jax
+
+    from pmjax import bench
+    from pmjax.accounts import AccountBatch, StressScenario, span_batch, stress_pnl
+    from pmjax.config import load_config
+    from pmjax.span import span_params
+
+    params = span_params(load_config())
+    books = bench.random_account_books(37, 20, seed=3)
+    batch = AccountBatch([None] * 37, [[]] * 37, books, books.quantity.shape[1])
+    auto = span_batch(batch, params)  # chunk from the memory at hand: all 37 in one call
+    fixed = span_batch(batch, params, chunk=8)
+    for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(fixed)):
+        assert a.shape[0] == 37
+        np.testing.assert_array_equal(a, b)
+    scen = [StressScenario("crash", (-0.3, -0.35), (0.2, 0.25), 1.0), StressScenario("rally", (0.2, 0.1), (0.0, 0.0))]
+    np.testing.assert_array_equal(stress_pnl(batch, scen), stress_pnl(batch, scen, chunk=8))

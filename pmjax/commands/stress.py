@@ -1,8 +1,9 @@
 """``pmjax stress ACCOUNTS --market M [--method span] [--config C] [--scenarios F]``
 
-Many accounts in one jitted, vmapped call per method. ``METHODS`` maps a method name to a batch
-function ``(AccountBatch, Market, config, dtype) -> MethodOutput``; another method (e.g. ``deribit``)
-is added by registering its batch function there.
+Many accounts in jitted, vmapped calls per method, in chunks sized from the memory at hand
+(``pmjax.sharding.span_chunk``, ``deribit_chunk``, ``stress_chunk``) and sharded over every local device.
+``METHODS`` maps a method name to a batch function ``(AccountBatch, Market, config, dtype) -> MethodOutput``;
+another method (e.g. ``deribit``) is added by registering its batch function there.
 """
 
 from __future__ import annotations
@@ -48,18 +49,19 @@ def deribit_method(batch: AccountBatch, market: Market, config: dict, dtype) -> 
     import jax
     import numpy as np
 
-    from ..accounts import DEFAULT_CHUNK, _chunks
+    from ..accounts import _chunks
     from ..deribit import deribit_margin_batch, deribit_params, deribit_sections
+    from ..sharding import deribit_chunk, deribit_margin_sharded
 
     params = deribit_params(config, dtype)
+    # accounts per call from the memory at hand (a multiple of the device count); results do not depend on it
+    chunk = deribit_chunk(batch.size, dtype)
     if jax.local_device_count() > 1:  # accounts sharded over every local device
-        from ..sharding import deribit_margin_sharded
-
-        result = deribit_margin_sharded(batch.books, params, chunk=DEFAULT_CHUNK)
+        result = deribit_margin_sharded(batch.books, params, chunk=chunk)
         result = jax.tree_util.tree_map(lambda x: x[: batch.n_accounts], result)
     else:
         parts = [jax.tree_util.tree_map(np.asarray, deribit_margin_batch(b, params))
-                 for b in _chunks(batch, DEFAULT_CHUNK)]
+                 for b in _chunks(batch, chunk)]
         result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[: batch.n_accounts], *parts)
     sections = deribit_sections(batch.portfolios, batch.resolved, result, params)
     return MethodOutput(sections, ["deribit initial", "deribit maintenance"],

@@ -1,100 +1,139 @@
 """Where the CPU time of pmjax bench goes (reports/bench/README.md): run with the repository's venv,
-`python reports/bench/profile_cpu.py`; prints one JSON document."""
+`python reports/bench/profile_cpu.py`; prints one JSON document.
+
+Three child processes, so that each JAX runtime is set up before it starts:
+
+- ``one_device``: JAX's default CPU client (one device), every core available;
+- ``one_core``: the same, with the whole process (every XLA worker thread included) pinned to one core:
+  the affinity is set before jax is imported, so the threads XLA creates later inherit it (pinning with
+  ``os.sched_setaffinity(0, ...)`` after JAX has started pins the calling thread only);
+- ``two_devices``: ``--xla_force_host_platform_device_count=2``, the options split over both devices (what
+  ``pmjax bench`` does on this 2-core machine).
+
+Per variant: options/s (median of 5), and from the compiled program XLA's fusion count, flops, transcendentals,
+bytes accessed and temporary bytes per option; the thread count of the process. Monte Carlo: the share of
+the random draws (one_device only).
+"""
 
 import json
 import os
-import time
+import subprocess
+import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-import pmjax  # noqa: F401  (float64 on)
-from pmjax import bench, montecarlo
-from pmjax.kernel import black76, unit_greeks_jit
-from pmjax.market import load_market
+N = int(os.environ.get("PROFILE_OPTIONS", 1 << 21))
 
 
-def med(fn, k=5):
-    fn()
-    ts = []
-    for _ in range(k):
-        t = time.perf_counter()
+def child(mode: str) -> dict:
+    if mode == "one_core":
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before jax: every thread inherits it
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import pmjax  # noqa: F401  (float64 on)
+    from pmjax import bench, fast_greeks, montecarlo
+    from pmjax.kernel import black76, unit_greeks_jit
+    from pmjax.market import load_market
+
+    def med(fn, k=5):
         fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+        ts = []
+        for _ in range(k):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts))
+
+    def hlo_stats(jitted, *args, per: int = N) -> dict:
+        """XLA's counts for one call, per option; ``per``: the options one pass of the program's body covers
+        (a ``lax.map`` loop is counted once, for one block)."""
+        compiled = jitted.lower(*args).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        text = compiled.as_text()
+        fusions = sum(1 for line in text.splitlines() if " fusion(" in line or "= fusion" in line.split("{")[0])
+        mem = compiled.memory_analysis()
+        return {"fusions": fusions, "flops_per_option": cost.get("flops", 0) / per,
+                "transcendentals_per_option": cost.get("transcendentals", 0) / per,
+                "bytes_accessed_per_option": cost.get("bytes accessed", 0) / per,
+                "temp_bytes": mem.temp_size_in_bytes, "temp_bytes_per_option": mem.temp_size_in_bytes / N,
+                "in_out_bytes_per_option": (mem.argument_size_in_bytes + mem.output_size_in_bytes) / N}
+
+    out = {"mode": mode, "devices": jax.local_device_count(), "cores_allowed": len(os.sched_getaffinity(0))}
+    nd, _ = bench.baseline_ndtr()
+    for dtype in (jnp.float32, jnp.float64):
+        tag = jnp.dtype(dtype).name
+        book = fast_greeks.place_options(bench.random_option_book(N, dtype, seed=1))
+        r = {}
+        variants = {
+            "kernel_unit_greeks": (unit_greeks_jit, (book,)),
+            "closed_form_unblocked": (jax.jit(fast_greeks.book_greeks), (book,)),
+            "closed_form_blocked": (None, None),  # fast_greeks.unit_greeks_fast (its own jit)
+            "price_only": (jax.jit(lambda b: black76(b.forward, b.strike, b.expiry_years, b.vol, b.is_call)),
+                           (book,)),
+        }
+        for name, (fn, args) in variants.items():
+            if fn is None:
+                run = lambda: jax.block_until_ready(fast_greeks.unit_greeks_fast(book))  # noqa: E731
+            else:
+                run = lambda fn=fn, args=args: jax.block_until_ready(fn(*args))  # noqa: E731
+            r[f"{name}_per_s"] = N / med(run)
+            if fn is not None and mode == "one_device":
+                r[f"{name}_xla"] = hlo_stats(fn, *args)
+        if mode == "one_device":
+            from pmjax.fast_greeks import _compiled, _layout, default_block
+
+            block, padded = _layout(N, 1, default_block(dtype))
+            fields = {f: getattr(book, f) for f in fast_greeks.FIELDS}
+            r["closed_form_blocked_xla"] = {"block": block, **hlo_stats(
+                _compiled(tuple(jax.local_devices()), block, N, padded), fields, per=block)}
+            host = bench.host_book(bench.random_option_book(N, dtype, seed=1))
+            step = 1 << 16
+
+            def run_numpy():
+                for s in range(0, N, step):
+                    bench.numpy_unit_greeks({k: (v[s:s + step] if np.ndim(v) else v) for k, v in host.items()}, nd)
+
+            r["numpy_greeks_per_s"] = N / med(run_numpy, 3)
+        out[f"black76_{tag}"] = r
+    out["threads"] = len(os.listdir("/proc/self/task"))
+    if mode == "one_device":
+        market = load_market()
+        for dtype in (jnp.float64, jnp.float32):
+            tag = jnp.dtype(dtype).name
+            for model in ("student_t", "normal"):
+                settings = montecarlo.var_settings({"var": {"model": model, "historical": False}})
+                spec, params, _ = montecarlo.build_model(market, settings, dtype=dtype)
+                paths, n_opt = 16384, 1000
+                book = bench.random_option_book(n_opt, dtype, seed=3, size=1024)
+                t_all = med(lambda: montecarlo.simulate_losses(book, spec, params, paths=paths, seed=0, chunk=paths,
+                                                               progress=False), 3)
+                idx = jnp.arange(paths, dtype=jnp.uint32)
+                key = jax.random.key(0)
+                t_draws = med(lambda: jax.block_until_ready(montecarlo._factors(spec, params, key, idx)), 3)
+                out[f"mc_{model}_{tag}"] = {"paths": paths, "options": n_opt,
+                                            "revaluations_per_s": paths * n_opt / t_all, "seconds": t_all,
+                                            "draws_seconds": t_draws, "draws_share": t_draws / t_all}
+    return out
 
 
-def closed_form(b):
-    """The numpy baseline's closed forms, in jnp (options only): what the kernel's autodiff computes."""
-    F, K, T, vol, S = b.forward, b.strike, b.expiry_years, b.vol, b.spot
-    sd = vol * jnp.sqrt(T)
-    d1 = jnp.log(F / K) / sd + 0.5 * sd
-    d2 = d1 - sd
-    sign = jnp.where(b.is_call, 1.0, -1.0).astype(F.dtype)
-    N = jax.scipy.special.ndtr
-    price = sign * (F * N(sign * d1) - K * N(sign * d2))
-    ratio = jnp.where(b.inverse, S / F, 1.0).astype(F.dtype)
-    pdf = jnp.exp(-0.5 * d1 * d1) * 0.3989422804014327
-    vega = F * pdf * jnp.sqrt(T) * ratio
-    theta = black76(F, K, jnp.maximum(T - 1 / 365, 0.0), vol, b.is_call) * ratio - price * ratio
-    return (price * ratio, sign * N(sign * d1) * F * ratio / S, pdf / sd * F * ratio / (S * S), vega, theta,
-            -F * pdf * d2 / vol * ratio / S, vega * d1 * d2 / vol)
+def main():
+    if len(sys.argv) > 1:
+        print(json.dumps(child(sys.argv[1])))
+        return
+    doc = {"options": N, "cores": len(os.sched_getaffinity(0)), "load_average_before": os.getloadavg()}
+    for mode in ("one_device", "one_core", "two_devices"):
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+        env["JAX_PLATFORMS"] = "cpu"
+        if mode == "two_devices":
+            env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+        proc = subprocess.run([sys.executable, __file__, mode], capture_output=True, text=True, env=env, check=True)
+        doc[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc["load_average_after"] = os.getloadavg()
+    print(json.dumps(doc, indent=1))
 
 
-out = {"device": str(jax.devices()[0]), "cores": len(os.sched_getaffinity(0))}
-n = 1 << 21
-nd, _ = bench.baseline_ndtr()
-for dtype in (jnp.float32, jnp.float64):
-    tag = jnp.dtype(dtype).name
-    book = jax.device_put(bench.random_option_book(n, dtype, seed=1))
-    host = bench.host_book(bench.random_option_book(n, dtype, seed=1))
-    cf = jax.jit(closed_form)
-    price_only = jax.jit(lambda b: black76(b.forward, b.strike, b.expiry_years, b.vol, b.is_call))
-    compiled = unit_greeks_jit.lower(book).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    cf_cost = cf.lower(book).compile().cost_analysis()
-    cf_cost = cf_cost[0] if isinstance(cf_cost, list) else cf_cost
-    mem = compiled.memory_analysis()
-    t_kernel = med(lambda: jax.block_until_ready(unit_greeks_jit(book)))
-    t_cf = med(lambda: jax.block_until_ready(cf(book)))
-    t_price = med(lambda: jax.block_until_ready(price_only(book)))
-    t_np = med(lambda: bench.numpy_unit_greeks(host, nd), 3)
-    t_np_price = med(lambda: bench.black76_np(host["forward"], host["strike"], host["expiry_years"], host["vol"],
-                                              host["is_call"], nd), 3)
-    aff = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(aff)})
-    t_kernel_1core = med(lambda: jax.block_until_ready(unit_greeks_jit(book)))
-    os.sched_setaffinity(0, aff)
-    bytes_moved = mem.argument_size_in_bytes + mem.output_size_in_bytes
-    out[f"black76_{tag}"] = {
-        "options": n,
-        "kernel_unit_greeks_per_s": n / t_kernel, "kernel_one_core_per_s": n / t_kernel_1core,
-        "jnp_closed_form_greeks_per_s": n / t_cf, "jnp_price_only_per_s": n / t_price,
-        "numpy_greeks_per_s": n / t_np, "numpy_price_only_per_s": n / t_np_price,
-        "xla_flops_per_option_kernel": cost.get("flops", 0) / n,
-        "xla_transcendentals_per_option_kernel": cost.get("transcendentals", 0) / n,
-        "xla_flops_per_option_closed_form": cf_cost.get("flops", 0) / n,
-        "xla_transcendentals_per_option_closed_form": cf_cost.get("transcendentals", 0) / n,
-        "bytes_in_out_per_option": bytes_moved / n,
-        "achieved_GB_per_s": bytes_moved / t_kernel / 1e9,
-    }
-
-market = load_market()
-for dtype in (jnp.float64, jnp.float32):
-    tag = jnp.dtype(dtype).name
-    for model in ("student_t", "normal"):
-        settings = montecarlo.var_settings({"var": {"model": model, "historical": False}})
-        spec, params, _ = montecarlo.build_model(market, settings, dtype=dtype)
-        paths, n_opt = 16384, 1000
-        book = bench.random_option_book(n_opt, dtype, seed=3, size=1024)
-        t_all = med(lambda: montecarlo.simulate_losses(book, spec, params, paths=paths, seed=0, chunk=paths,
-                                                       progress=False), 3)
-        idx = jnp.arange(paths, dtype=jnp.uint32)
-        key = jax.random.key(0)
-        t_draws = med(lambda: jax.block_until_ready(montecarlo._factors(spec, params, key, idx)), 3)
-        out[f"mc_{model}_{tag}"] = {"paths": paths, "options": n_opt, "revaluations_per_s": paths * n_opt / t_all,
-                                    "seconds": t_all, "draws_seconds": t_draws,
-                                    "draws_share": t_draws / t_all}
-print(json.dumps(out, indent=1))
+if __name__ == "__main__":
+    main()
