@@ -668,14 +668,14 @@ def bench_span(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> tu
 def bench_mc(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> dict:
     from . import montecarlo
     from .market import load_market
-    from .sharding import mc_chunk
+    from .var import auto_chunk
 
     market = load_market()
     settings = montecarlo.var_settings({"var": {"historical": False}})
     spec, params, _ = montecarlo.build_model(market, settings, dtype=dtype)
     n_opt, paths = sz["mc_options"], sz["paths"]
     book = random_option_book(n_opt, dtype, seed=3, size=bucket_size(n_opt))
-    chunk = mc_chunk(book.size, dtype)
+    chunk = auto_chunk(book.size, dtype)  # what var.chunk: auto (the default) uses
     run = lambda: montecarlo.simulate_losses(book, spec, params, paths=paths, seed=0, chunk=chunk,  # noqa: E731
                                              progress=False)
     first, warm = _first_and_warm(run, sz["repeats"])

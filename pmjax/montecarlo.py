@@ -45,6 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+try:
+    from jax import shard_map
+except ImportError:  # jax < 0.6
+    from jax.experimental.shard_map import shard_map
 from jaxtyping import Array, Float
 
 from . import history
@@ -450,6 +455,21 @@ def _mesh(devices) -> Mesh:
     return Mesh(np.array(devices), ("paths",))
 
 
+@functools.lru_cache(maxsize=64)
+def _per_device(fn, spec, mesh: Mesh):
+    """``fn(spec, book, params, key, idx)`` run by each device on its own slice of the paths
+    (``shard_map``): the paths are independent, so no device waits for another. Under plain sharding
+    (jit of a sharded array) the Student-t chi-square draw's rejection loop (``jax.random.gamma``, a
+    while loop over the batch) would be partitioned with a cross-device all-reduce of its loop condition,
+    and XLA's CPU host devices (``--xla_force_host_platform_device_count``) can deadlock on that
+    collective when the devices outnumber the free threads. Each path's figures are the same either way."""
+    paths, rep = PartitionSpec("paths"), PartitionSpec()
+    body = functools.partial(fn, spec)
+    # check_vma=False: the body is per-path and local; with the check on, the quantities' gradient in
+    # _position_losses (a replicated input meeting per-device paths) would be summed over the devices
+    return jax.jit(shard_map(body, mesh=mesh, in_specs=(rep, rep, rep, paths), out_specs=paths, check_vma=False))
+
+
 def _chunk_size(chunk: int, paths: int, n_devices: int) -> int:
     """Paths per compiled call: ``chunk``, or the power of two covering ``paths`` if smaller, rounded
     up to a multiple of the device count. Results do not depend on it."""
@@ -494,6 +514,7 @@ def _map_chunks(fn, spec, book, params, seed, indices: np.ndarray, chunk: int, d
     mesh = _mesh(devices)
     rows = NamedSharding(mesh, PartitionSpec("paths"))
     replicated = NamedSharding(mesh, PartitionSpec())
+    run = functools.partial(fn, spec) if len(devices) == 1 else _per_device(fn, spec, mesh)
     key = jax.device_put(jax.random.key(seed), replicated)
     book = jax.device_put(book, replicated)
     params = jax.device_put(params, replicated)
@@ -506,7 +527,7 @@ def _map_chunks(fn, spec, book, params, seed, indices: np.ndarray, chunk: int, d
         stop = min(start + size, n)
         idx = np.zeros(size, np.uint32)
         idx[: stop - start] = indices[start:stop]
-        outs.append(fn(spec, book, params, key, jax.device_put(idx, rows)))
+        outs.append(run(book, params, key, jax.device_put(idx, rows)))
         valid.append(stop - start)
         if bar.enabled:
             if pending is not None:  # chunk k + 1 is queued: wait for chunk k, then report it

@@ -43,7 +43,7 @@ def gap(a, b):
                / max(float(np.max(np.abs(np.asarray(y, float)))), 1e-300) for x, y in zip(la, lb))
 
 print(json.dumps({
-    "devices": len(devices),
+    "devices": len(devices), "model": spec.model, "collectives": collectives,
     "chunk_devices": len(outs[0].total.sharding.device_set),
     "chunk_shape": list(outs[0].total.shape), "valid": valid,
     "four_vs_one": gap(four, one), "four_vs_whole": gap(four, whole), "one_vs_whole": gap(one, whole),
@@ -154,11 +154,15 @@ other_chunk = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7
 mean4, parts4 = montecarlo.tail_allocation(book, spec, params, seed=7, indices=idx[:300], chunk=chunk)
 mean1, parts1 = montecarlo.tail_allocation(book, spec, params, seed=7, indices=idx[:300], chunk=chunk,
                                            devices=devices[:1])
+per_device = montecarlo._per_device(montecarlo._losses, spec, montecarlo._mesh(devices))
+hlo = per_device.lower(book, params, jax.random.key(7), idx[:256]).compile().as_text()
+collectives = [c for c in ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
+               if c in hlo]
 g = bench.random_option_book(3001, seed=9)
 fast4 = fast_greeks.unit_greeks_fast(g, block=256)
 fast1 = fast_greeks.unit_greeks_fast(g, block=256, devices=devices[:1])
 print(json.dumps({
-    "devices": len(devices),
+    "devices": len(devices), "model": spec.model, "collectives": collectives,
     "chunk_devices": [len(o.sharding.device_set) for o in outs], "chunk1_devices": len(outs1[0].sharding.device_set),
     "shard_starts": shards[0], "valid": valid,
     "equal": bool(np.array_equal(four, one)), "equal_chunk": bool(np.array_equal(one, other_chunk)),
@@ -178,6 +182,10 @@ def test_monte_carlo_paths_split_over_4_devices_bit_identical_to_one():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4
+    # each device runs its own paths: no collective in the compiled chunk (the Student-t chi-square draw's
+    # rejection loop, partitioned by plain sharding, all-reduced its loop condition and could deadlock
+    # XLA's CPU host devices)
+    assert out["model"] == "student_t" and out["collectives"] == [], out
     assert out["chunk_devices"] == [4, 4, 4, 4] and out["chunk1_devices"] == 1, out
     assert out["shard_starts"] == [0, 64, 128, 192], out  # 256 paths a chunk: 64 on each device
     assert out["valid"] == [256, 256, 256, 232]

@@ -583,8 +583,10 @@ def test_auto_chunk_fits_the_memory_budget_and_leaves_the_figures_unchanged(monk
     book = pmjax.book_from_portfolio(options_portfolio(market, "USD"), market)[0]
     rows, dtype = book.size, book.quantity.dtype
     c = var_mod.auto_chunk(rows, dtype)
-    assert c & (c - 1) == 0 and c <= 65_536
-    assert c == 65_536 or sh.mc_chunk_bytes(2 * c, rows, dtype) > sh.memory_budget()
+    cap = min(65_536, var_mod.CPU_REVALUATIONS_PER_CALL // rows)  # rows is a power of two
+    assert c & (c - 1) == 0 and c <= cap
+    assert c == cap or sh.mc_chunk_bytes(2 * c, rows, dtype) > sh.memory_budget()
+    assert var_mod.auto_chunk(1024, dtype) <= 4096 and var_mod.auto_chunk(8, dtype) <= 65_536
     assert sh.mc_chunk_bytes(c, rows, dtype) <= sh.memory_budget() or c == 1
     s = settings(1, paths=6_000, seed=5)
     assert s.chunk is None
