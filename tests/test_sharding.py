@@ -43,7 +43,7 @@ def gap(a, b):
                / max(float(np.max(np.abs(np.asarray(y, float)))), 1e-300) for x, y in zip(la, lb))
 
 print(json.dumps({
-    "devices": len(devices), "model": spec.model, "collectives": collectives,
+    "devices": len(devices),
     "chunk_devices": len(outs[0].total.sharding.device_set),
     "chunk_shape": list(outs[0].total.shape), "valid": valid,
     "four_vs_one": gap(four, one), "four_vs_whole": gap(four, whole), "one_vs_whole": gap(one, whole),
