@@ -55,8 +55,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .accounts import DEFAULT_CHUNK, AccountBatch, _chunks, build_batch, span_batch
-from .book import FUTURE, PERPETUAL, Book
+from .accounts import AccountBatch, _chunks, build_batch, span_batch
+from .book import FUTURE, PERPETUAL, Book, bucket_size
 from .config import load_config
 from .errors import InputError
 from .instruments import UNDERLYINGS, expiry_datetime, finite_number, positive_number
@@ -210,6 +210,14 @@ class Monitor:
             from .deribit import deribit_params
 
             self._deribit = deribit_params(self.config, dtype)
+        # accounts per compiled call, fixed at construction from the memory free then (pmjax.sharding), so
+        # that later updates reuse the same shapes whatever the memory does: no recompilation
+        from .sharding import deribit_chunk, span_chunk
+
+        rows, fdtype = self.batch.size, self.batch.books.quantity.dtype
+        cap = max(bucket_size(self.batch.n_accounts), 1)
+        self._span_chunk = min(span_chunk(rows, fdtype), cap)
+        self._deribit_chunk = min(deribit_chunk(rows, fdtype, n_devices=1), cap)
         self.step = 0
         self.start = market.as_of
 
@@ -286,12 +294,12 @@ class Monitor:
         n = batch.n_accounts
         inputs = (batch.books, self.entry_forward.astype(batch.books.quantity.dtype),
                   self.collateral.astype(batch.books.quantity.dtype))
-        eq = np.concatenate([np.asarray(equity_batch(*part)) for part in _tree_chunks(inputs, DEFAULT_CHUNK)])
+        eq = np.concatenate([np.asarray(equity_batch(*part)) for part in _tree_chunks(inputs, self._span_chunk)])
         eq = eq[:n].astype(np.float64)
         figures = {}  # method -> (initial, maintenance, initial requirement, maintenance requirement), (n,) each
         for m in self.settings.methods:
             if m == "span":
-                res = span_batch(batch, self._span)
+                res = span_batch(batch, self._span, chunk=self._span_chunk)
                 total, nov = np.asarray(res.total, np.float64), np.asarray(res.nov, np.float64)
                 risk = np.asarray(res.risk, np.float64)
                 maint = np.maximum(risk / self.settings.span_initial_ratio - nov, 0.0)  # <= total
@@ -299,7 +307,7 @@ class Monitor:
             elif m == "deribit":
                 from .deribit import deribit_margin_batch
 
-                parts = [deribit_margin_batch(b, self._deribit) for b in _chunks(batch, DEFAULT_CHUNK)]
+                parts = [deribit_margin_batch(b, self._deribit) for b in _chunks(batch, self._deribit_chunk)]
                 init, maint = (np.concatenate([np.asarray(getattr(r, f)) for r in parts])[:n].astype(np.float64)
                                for f in ("initial", "maintenance"))
                 figures[m] = (init, maint, init, maint)
