@@ -233,5 +233,12 @@ def stress_pnl(batch: AccountBatch, scenarios: list[StressScenario], *, chunk: i
     return np.concatenate(parts)[:batch.n_accounts]
 
 
+def account_scenario_pnl(portfolio, market, scenarios: list[StressScenario], *, dtype) -> dict[str, float]:
+    """One account's P&L under each named scenario, ``{name: P&L}`` in its margin currency (gain positive):
+    what ``pmjax margin --scenarios`` and ``pmjax report --scenarios`` report."""
+    pnl = stress_pnl(build_batch([portfolio], market, dtype=dtype), scenarios)[0]
+    return {s.name: float(x) for s, x in zip(scenarios, pnl)}
+
+
 __all__ = ["AccountBatch", "StressScenario", "build_batch", "load_accounts", "load_scenarios", "span_batch",
            "span_sections", "stack_books", "stress_pnl", "stress_pnl_batch"]

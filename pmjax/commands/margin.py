@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..accounts import build_batch, load_scenarios, stress_pnl
+from ..accounts import account_scenario_pnl, load_scenarios
 from ..book import resolve_portfolio, years_to_expiry
 from ..cli import dtype_of, notices
 from ..config import load_config
@@ -77,8 +77,7 @@ def run(args):
     scenarios = load_scenarios(args.scenarios) if getattr(args, "scenarios", None) else []
     doc = margin_document(portfolio, market, config, methods, dtype=dtype)
     if scenarios:
-        pnl = stress_pnl(build_batch([portfolio], market, dtype=dtype), scenarios)[0]
-        doc["scenarios"] = {s.name: float(x) for s, x in zip(scenarios, pnl)}
+        doc["scenarios"] = account_scenario_pnl(portfolio, market, scenarios, dtype=dtype)
     if trades is not None:
         after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)
         before_fig = {m: HEADLINE[m](doc[m]) for m in methods}

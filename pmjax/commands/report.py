@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..accounts import build_batch, load_scenarios, stress_pnl
+from ..accounts import account_scenario_pnl, load_scenarios
 from ..greeks import portfolio_greeks
 from ..instruments import UNDERLYINGS
 from ..market import DEFAULT_MARKET
@@ -28,18 +28,18 @@ def add_arguments(p):
 
 def scenario_results(portfolio, market, scenarios, dtype) -> tuple[dict, list[dict]]:
     """({name: P&L}, as ``pmjax margin --scenarios`` reports it, and one record per scenario with its moves)."""
-    pnl = stress_pnl(build_batch([portfolio], market, dtype=dtype), scenarios)[0]
+    pnl = account_scenario_pnl(portfolio, market, scenarios, dtype=dtype)
     used = [u for u in UNDERLYINGS if any(p.instrument.underlying == u for p in portfolio.positions)]
     records = []
-    for s, x in zip(scenarios, pnl):
+    for s in scenarios:
         rec = {"scenario": s.name, "days": int(s.days) if float(s.days).is_integer() else s.days}
         for u in used:
             j = UNDERLYINGS.index(u)
             rec[f"{u} price"] = f"{100 * s.price_move[j]:+.1f}%"
             rec[f"{u} vol"] = f"{100 * s.vol_shift[j]:+.1f} pts"
-        rec[f"P&L ({portfolio.margin_currency})"] = float(x)
+        rec[f"P&L ({portfolio.margin_currency})"] = pnl[s.name]
         records.append(rec)
-    return {s.name: float(x) for s, x in zip(scenarios, pnl)}, records
+    return pnl, records
 
 
 def run(args):
