@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pmjax import calibrate as C  # noqa: E402
+from pmjax.apps import calibrate as C  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] if "__file__" in globals() else pathlib.Path.cwd().parent
 OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "reports" / "notebooks"))

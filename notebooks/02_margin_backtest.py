@@ -29,9 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pmjax  # noqa: E402,F401  (float64)
-from pmjax import backtest as B  # noqa: E402
-from pmjax import calibrate as C  # noqa: E402
-from pmjax.tables import table  # noqa: E402
+from pmjax.apps import backtest as B  # noqa: E402
+from pmjax.apps import calibrate as C  # noqa: E402
+from pmjax.apps.tables import table  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] if "__file__" in globals() else pathlib.Path.cwd().parent
 OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "reports" / "notebooks"))

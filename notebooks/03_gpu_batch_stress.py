@@ -30,13 +30,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pmjax  # noqa: E402,F401  (float64)
-from pmjax.accounts import build_batch, load_scenarios, span_batch, stress_pnl  # noqa: E402
-from pmjax.deribit import deribit_margin_batch, deribit_params  # noqa: E402
-from pmjax.config import CONFIG_DIR, load_config  # noqa: E402
-from pmjax.instruments import Instrument  # noqa: E402
-from pmjax.market import load_market  # noqa: E402
-from pmjax.portfolio import Position, make_portfolio  # noqa: E402
-from pmjax.span import span_params  # noqa: E402
+from pmjax.batch.accounts import build_batch  # noqa: E402
+from pmjax.scenarios.named import load_scenarios
+from pmjax.apps.stress import span_batch, stress_pnl
+from pmjax.measures.deribit import deribit_margin_batch, deribit_params  # noqa: E402
+from pmjax.io.config import CONFIG_DIR, load_config  # noqa: E402
+from pmjax.core.instruments import Instrument  # noqa: E402
+from pmjax.io.market import load_market  # noqa: E402
+from pmjax.core.portfolio import Position, make_portfolio  # noqa: E402
+from pmjax.measures.span import span_params  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] if "__file__" in globals() else pathlib.Path.cwd().parent
 OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "reports" / "notebooks"))

@@ -8,12 +8,12 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .book import Book, book_from_portfolio, bucket_size, make_book, resolve  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .fast_greeks import unit_greeks_fast  # noqa: E402
-from .greeks import portfolio_greeks, price_instruments  # noqa: E402
-from .instruments import UNDERLYINGS, Instrument, parse_instrument  # noqa: E402
-from .kernel import (  # noqa: E402
+from pmjax.core.book import Book, book_from_portfolio, bucket_size, make_book, resolve  # noqa: E402
+from pmjax.core.errors import InputError  # noqa: E402
+from pmjax.core.fast_greeks import unit_greeks_fast  # noqa: E402
+from pmjax.core.greeks import portfolio_greeks, price_instruments  # noqa: E402
+from pmjax.core.instruments import UNDERLYINGS, Instrument, parse_instrument  # noqa: E402
+from pmjax.core.kernel import (
     Shock,
     black76,
     no_shock,
@@ -23,8 +23,10 @@ from .kernel import (  # noqa: E402
     unit_greeks,
     unit_value_usd,
 )
-from .market import Market, load_market  # noqa: E402
-from .portfolio import Portfolio, Position, load_portfolio  # noqa: E402
+from pmjax.core.market import Market  # noqa: E402
+from pmjax.io.market import load_market
+from pmjax.core.portfolio import Portfolio, Position  # noqa: E402
+from pmjax.io.portfolio import load_portfolio
 
 __version__ = "0.1.0"
 

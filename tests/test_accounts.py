@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 from pmjax import cli
-from pmjax.accounts import build_batch, load_accounts, load_scenarios, span_batch, span_sections, stress_pnl
-from pmjax.book import make_book
-from pmjax.config import load_config
-from pmjax.errors import InputError
-from pmjax.instruments import Instrument, parse_instrument
-from pmjax.portfolio import Position, make_portfolio
-from pmjax.span import listed_contracts, span_margin, span_margin_batch, span_params, span_report
+from pmjax.cli import app as cli_main
+from pmjax.batch.accounts import build_batch
+from pmjax.io.accounts import load_accounts
+from pmjax.scenarios.named import load_scenarios
+from pmjax.apps.stress import span_batch, span_sections, stress_pnl
+from pmjax.core.book import make_book
+from pmjax.io.config import load_config
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import Instrument, parse_instrument
+from pmjax.core.portfolio import Position, make_portfolio
+from pmjax.measures.span import listed_contracts, span_margin, span_margin_batch, span_params, span_report
 
 MULTI = """\
 accounts:
@@ -105,8 +109,14 @@ def test_one_call_for_1000_accounts_equals_one_by_one(market):
 def test_deribit_batch_of_1000_accounts_equals_one_by_one(market):
     """The path ``pmjax stress --method deribit`` takes (one vmapped call over the padded batch) against
     ``deribit_margin`` account by account, every field of the result, for all 1000 accounts."""
-    from pmjax.commands.stress import deribit_method
-    from pmjax.deribit import DeribitMargin, deribit_margin, deribit_margin_batch, deribit_params, deribit_report
+    from pmjax.cli.commands.stress import deribit_method
+    from pmjax.measures.deribit import (
+        DeribitMargin,
+        deribit_margin,
+        deribit_margin_batch,
+        deribit_params,
+        deribit_report,
+    )
 
     config = load_config()
     params = deribit_params(config)
@@ -200,7 +210,7 @@ def test_bad_scenarios_are_input_errors(tmp_path, text, field):
 
 @pytest.fixture
 def stress_cli(monkeypatch):
-    monkeypatch.setitem(cli.COMMANDS, "stress", "many accounts at once")
+    monkeypatch.setitem(cli_main.COMMANDS, "stress", "many accounts at once")
     return cli.main
 
 

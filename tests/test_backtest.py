@@ -11,14 +11,14 @@ import pytest
 import scipy.stats
 
 from conftest import tree_allclose
-from pmjax import backtest as B
-from pmjax import calibrate
-from pmjax.book import book_from_portfolio
-from pmjax.config import deep_merge, load_config
-from pmjax.deribit import deribit_report
-from pmjax.kernel import position_values, no_shock
-from pmjax.rules import rules_margin
-from pmjax.span import span_report
+from pmjax.apps import backtest as B
+from pmjax.apps import calibrate
+from pmjax.core.book import book_from_portfolio
+from pmjax.io.config import deep_merge, load_config
+from pmjax.measures.deribit import deribit_report
+from pmjax.core.kernel import position_values, no_shock
+from pmjax.measures.rules import rules_margin
+from pmjax.measures.span import span_report
 
 WINDOW = B.BacktestSettings(start="2022-11-07", end="2022-11-12", paths=512)
 
@@ -39,7 +39,7 @@ def _day(tree, t):
 
 def test_days_are_consecutive_closes_and_dvol(days):
     assert [str(d) for d in days.dates] == [f"2022-11-{d:02d}" for d in range(7, 13)]
-    from pmjax import history
+    from pmjax.io import history
 
     btc, dvol = history.bundled_close("BTC"), history.bundled_dvol("BTC")
     i = int(np.searchsorted(btc.dates, np.datetime64("2022-11-08")))
@@ -63,7 +63,7 @@ def test_stacked_books_are_the_portfolios_struck_on_each_day(days, name):
 
 
 def test_seed_legs_are_the_demo_seed_portfolio(days):
-    from pmjax.demo import seed_portfolio
+    from pmjax.apps.demo import seed_portfolio
 
     legs = B.seed_legs()
     m = B.day_market(days, 2)

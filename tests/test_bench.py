@@ -13,12 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pmjax import bench, montecarlo, sharding
-from pmjax.accounts import build_batch
-from pmjax.config import load_config
-from pmjax.kernel import unit_greeks_jit
-from pmjax.portfolio import make_portfolio, parse_trades
-from pmjax.span import span_margin_batch, span_params
+from pmjax.cli import app as cli_main
+from pmjax.bench import harness as bench
+from pmjax.scenarios import montecarlo
+from pmjax.batch import sharding
+from pmjax.batch.accounts import build_batch
+from pmjax.io.config import load_config
+from pmjax.core.kernel import unit_greeks_jit
+from pmjax.core.portfolio import make_portfolio
+from pmjax.io.portfolio import parse_trades
+from pmjax.measures.span import span_margin_batch, span_params
 
 SPEC_ROW_KEYS = {"name", "size", "unit", "pmjax", "baseline", "baseline_value", "speedup"}
 NDTRS = [bench.baseline_ndtr(False), bench.baseline_ndtr(True)]
@@ -185,7 +189,7 @@ def exact_density_greeks(book, rows) -> dict:
 
 
 def test_closed_form_greeks_equal_the_autodiff_kernel_in_float64():
-    from pmjax.fast_greeks import KEYS, unit_greeks_fast
+    from pmjax.core.fast_greeks import KEYS, unit_greeks_fast
 
     book = greeks_cases(6000, np.float64, seed=21)
     assert {bool(x) for x in book.is_call} == {True, False} and {bool(x) for x in book.inverse} == {True, False}
@@ -228,7 +232,7 @@ def test_closed_form_greeks_equal_the_autodiff_kernel_in_float64():
 
 def test_closed_form_greeks_of_every_kind_and_stacked_books():
     """Futures, perpetuals, spot and padding rows too, on stacked (accounts, rows) books."""
-    from pmjax.fast_greeks import unit_greeks_fast
+    from pmjax.core.fast_greeks import unit_greeks_fast
 
     books = bench.random_account_books(40, 20, np.float64, seed=8)  # (40, 32): 12 padding rows each
     ad = {k: np.asarray(v) for k, v in unit_greeks_jit(books).items()}
@@ -242,7 +246,7 @@ def test_closed_form_greeks_of_every_kind_and_stacked_books():
 @pytest.mark.parametrize("cdf", ["auto", "exact"])
 def test_closed_form_greeks_float32_against_float64(cdf):
     """float32 (default: Hart's CDF sharing the density's exp; or the exact ndtr) against the float64 kernel."""
-    from pmjax.fast_greeks import KEYS, unit_greeks_fast
+    from pmjax.core.fast_greeks import KEYS, unit_greeks_fast
 
     # tiny T and vol kept where float32's eps^2 (1.4e-14) classifies sigma^2 T as float64 does
     b64 = greeks_cases(20000, np.float64, seed=22, tiny_t=1e-8, tiny_vol=1e-3)
@@ -263,7 +267,7 @@ def test_closed_form_greeks_float32_against_float64(cdf):
 def test_hart_cdf_accuracy_and_very_wide_distributions_in_float32():
     from scipy.special import ndtr
 
-    from pmjax.fast_greeks import KEYS, ndtr_from_density, unit_greeks_fast
+    from pmjax.core.fast_greeks import KEYS, ndtr_from_density, unit_greeks_fast
 
     x = np.linspace(-14.0, 14.0, 280001)
     got = np.asarray(ndtr_from_density(x, np.exp(-0.5 * x * x)))
@@ -287,7 +291,7 @@ def test_hart_cdf_accuracy_and_very_wide_distributions_in_float32():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_closed_form_greeks_blocks_padding_and_gradients(dtype):
-    from pmjax.fast_greeks import book_greeks, closed_form_greeks, unit_greeks_fast
+    from pmjax.core.fast_greeks import book_greeks, closed_form_greeks, unit_greeks_fast
 
     book = greeks_cases(1003, dtype, seed=23)  # 1003: padded to whole blocks and cut back
     ref = jax.jit(book_greeks)(book)
@@ -314,7 +318,7 @@ def test_closed_form_greeks_blocks_padding_and_gradients(dtype):
 def _cli(monkeypatch, argv):
     from pmjax import cli
 
-    monkeypatch.setitem(cli.COMMANDS, "bench", "throughput and latency table, with baselines measured in the same run")
+    monkeypatch.setitem(cli_main.COMMANDS, "bench", "throughput and latency table, with baselines measured in the same run")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(argv)

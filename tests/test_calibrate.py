@@ -10,13 +10,14 @@ import pytest
 import scipy.stats
 import yaml
 
-from pmjax import calibrate as C
-from pmjax import history
-from pmjax.accounts import load_scenarios
-from pmjax.config import CONFIG_DIR, load_config
-from pmjax.errors import InputError
-from pmjax.span import span_params
-from pmjax.stress_days import STRESS_DAYS, stress_day_scenarios, stress_days_yaml
+from pmjax.cli import app as cli_main
+from pmjax.apps import calibrate as C
+from pmjax.io import history
+from pmjax.scenarios.named import load_scenarios
+from pmjax.io.config import CONFIG_DIR, load_config
+from pmjax.core.errors import InputError
+from pmjax.measures.span import span_params
+from pmjax.scenarios.stress_days import STRESS_DAYS, stress_day_scenarios, stress_days_yaml
 
 
 # ---------------------------------------------------------------- test statistics
@@ -284,7 +285,7 @@ def test_shipped_span_config_is_the_bundled_calibration(bundled):
 def _cli(monkeypatch, capsys, argv):
     from pmjax import cli
 
-    monkeypatch.setitem(cli.COMMANDS, "calibrate", "scan ranges from price history, with backtest statistics")
+    monkeypatch.setitem(cli_main.COMMANDS, "calibrate", "scan ranges from price history, with backtest statistics")
     rc = cli.main(argv)
     out = capsys.readouterr()
     return rc, out.out, out.err

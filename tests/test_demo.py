@@ -9,11 +9,11 @@ import os
 import jax.numpy as jnp
 import pytest
 
-from pmjax.cli import build_parser, main
-from pmjax.config import load_config
-from pmjax.demo import SEED_SPOT, rescaled_market, seed_strategies
-from pmjax.measures import compute_margins
-from pmjax.report import GREEK_COLUMNS
+from pmjax.cli.app import build_parser, main
+from pmjax.io.config import load_config
+from pmjax.apps.demo import SEED_SPOT, rescaled_market, seed_strategies
+from pmjax.apps.margin import compute_margins
+from pmjax.apps.report import GREEK_COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

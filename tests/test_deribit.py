@@ -12,9 +12,9 @@ import pytest
 from conftest import SHARED_DATA, needs_shared_data
 from scipy.stats import norm
 
-from pmjax.book import book_from_portfolio
-from pmjax.config import deep_merge, load_config
-from pmjax.deribit import (
+from pmjax.core.book import book_from_portfolio
+from pmjax.io.config import deep_merge, load_config
+from pmjax.measures.deribit import (
     EXTENDED_MOVES,
     compare_with_pme_simulate,
     deribit_margin,
@@ -26,10 +26,10 @@ from pmjax.deribit import (
     pme_simulate_inputs,
     vol_shocked,
 )
-from pmjax.errors import InputError
-from pmjax.instruments import Instrument
-from pmjax.market import market_from_dict
-from pmjax.portfolio import Position, make_portfolio
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import Instrument
+from pmjax.io.market import market_from_dict
+from pmjax.core.portfolio import Position, make_portfolio
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 DOCS_EXAMPLE = "pme_simulate_docs_example_20240617.json"
@@ -199,8 +199,8 @@ def test_the_grid_is_data_a_preset_of_scenarios():
     per-instrument vectors."""
     import equinox as eqx
 
-    from pmjax.kernel import no_shock, position_values
-    from pmjax.scenarios import VOL_DOWN, VOL_SAME, VOL_UP, DeribitGrid
+    from pmjax.core.kernel import no_shock, position_values
+    from pmjax.scenarios.grids import VOL_DOWN, VOL_SAME, VOL_UP, DeribitGrid
 
     config = load_config()
     params = deribit_params(config)

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from pmjax import bench
-from pmjax.config import load_config
-from pmjax.span import span_margin_batch, span_params
+from pmjax.bench import harness as bench
+from pmjax.io.config import load_config
+from pmjax.measures.span import span_margin_batch, span_params
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import pmjax
-from pmjax import bench, sharding
-from pmjax.config import load_config
-from pmjax.span import span_margin_batch, span_params
+from pmjax.bench import harness as bench
+from pmjax.batch import sharding
+from pmjax.io.config import load_config
+from pmjax.measures.span import span_margin_batch, span_params
 
 mesh = Mesh(np.array(jax.devices()), ("accounts",))          # every process's devices, process-major
 books = jax.tree_util.tree_map(np.asarray, bench.random_account_books(n_accounts, positions, seed=seed))

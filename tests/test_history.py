@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, needs_shared_data
 
-from pmjax import history
-from pmjax.errors import InputError
+from pmjax.io import history
+from pmjax.core.errors import InputError
 
-DATA = pathlib.Path(history.__file__).parent / "data" / "history"
+DATA = pathlib.Path(history.__file__).parents[1] / "data" / "history"
 
 
 def raw_rows(path):

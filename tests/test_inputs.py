@@ -8,10 +8,10 @@ import sys
 import pytest
 
 import pmjax
-from pmjax.cli import main
-from pmjax.errors import InputError
-from pmjax.instruments import Instrument, parse_instrument
-from pmjax.portfolio import load_portfolio, parse_trades
+from pmjax.cli.app import main
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import Instrument, parse_instrument
+from pmjax.io.portfolio import load_portfolio, parse_trades
 
 
 def run_cli(capsys, *argv):
@@ -361,7 +361,7 @@ def test_config_sections_must_be_mappings(tmp_path, capsys, text, section):
 
 
 def test_empty_config_section_means_the_defaults(tmp_path):
-    from pmjax.config import default_config, load_config
+    from pmjax.io.config import default_config, load_config
 
     cfg = write(tmp_path, "c.yaml", "var:\nspan: {underlyings: {BTC: }}\n")
     loaded = load_config(cfg)

@@ -24,16 +24,8 @@ import QuantLib as ql
 from scipy.special import ndtr
 from scipy.stats import norm
 
-from pmjax.book import FUTURE, OPTION, PERPETUAL, SPOT, Book
-from pmjax.kernel import (
-    GREEKS,
-    Shock,
-    black76,
-    no_shock,
-    position_values_jit,
-    scenario_pnl_jit,
-    unit_greeks_jit,
-)
+from pmjax.core.book import FUTURE, OPTION, PERPETUAL, SPOT, Book
+from pmjax.core.kernel import GREEKS, Shock, black76, no_shock, position_values_jit, scenario_pnl_jit, unit_greeks_jit
 
 DAY = 1.0 / 365.0  # SPEC section 4: T in days / 365, theta over one day
 HOUR = DAY / 24.0

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from pmjax.book import ResolvedPosition, make_book, resolve
-from pmjax.errors import InputError
-from pmjax.instruments import Instrument, expiry_datetime
-from pmjax.kernel import unit_greeks_jit
-from pmjax.market import BUNDLED_MARKETS, bundled_path, load_market, market_from_chain, read_chain_rows
+from pmjax.core.book import ResolvedPosition, make_book, resolve
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import Instrument, expiry_datetime
+from pmjax.core.kernel import unit_greeks_jit
+from pmjax.io.market import BUNDLED_MARKETS, bundled_path, load_market, market_from_chain, read_chain_rows
 
 UTC = dt.timezone.utc
 CHAINS = sorted(BUNDLED_MARKETS)
@@ -278,8 +278,8 @@ def test_chain_not_utf8_is_an_input_error(tmp_path):
 
 
 def test_expired_instrument_is_reported_where_it_was_given(hand_market, tmp_path):
-    from pmjax.book import resolve_portfolio
-    from pmjax.portfolio import load_portfolio
+    from pmjax.core.book import resolve_portfolio
+    from pmjax.io.portfolio import load_portfolio
 
     expired = Instrument("BTC", "option", "inverse", dt.datetime(2025, 12, 26, 8, tzinfo=UTC), 100_000.0, "put")
     with pytest.raises(InputError, match="expired on 2025-12-26") as err:

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import yaml
 
-from pmjax.accounts import load_accounts
-from pmjax.commands import monitor as monitor_cmd
-from pmjax.config import deep_merge, load_config
-from pmjax.deribit import deribit_report
-from pmjax.errors import InputError
-from pmjax.greeks import price_instruments
-from pmjax.market import bundled_path, load_market
-from pmjax.monitor import Monitor, monitor_settings, replay, replay_markets
-from pmjax.rules import rules_margin
-from pmjax.portfolio import parse_trades
-from pmjax.span import span_report
+from pmjax.io.accounts import load_accounts
+from pmjax.cli.commands import monitor as monitor_cmd
+from pmjax.io.config import deep_merge, load_config
+from pmjax.measures.deribit import deribit_report
+from pmjax.core.errors import InputError
+from pmjax.core.greeks import price_instruments
+from pmjax.io.market import bundled_path, load_market
+from pmjax.apps.monitor import Monitor, monitor_settings, replay, replay_markets
+from pmjax.measures.rules import rules_margin
+from pmjax.io.portfolio import parse_trades
+from pmjax.measures.span import span_report
 
 PUT = "BTC-27MAR26-80000-P"  # struck ~10% below BTC on 2026-01-02, expiring after the February sell-off
 ACCOUNTS = {"accounts": [

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pmjax.book import book_from_portfolio, bucket_size
-from pmjax.kernel import no_shock, position_values_jit, unit_greeks_jit
-from pmjax.portfolio import make_portfolio, parse_trades
+from pmjax.core.book import book_from_portfolio, bucket_size
+from pmjax.core.kernel import no_shock, position_values_jit, unit_greeks_jit
+from pmjax.core.portfolio import make_portfolio
+from pmjax.io.portfolio import parse_trades
 
 
 def portfolio(trades: str, margin_currency: str = "USD"):

@@ -13,11 +13,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from pmjax.cli import main
-from pmjax.config import load_config
-from pmjax.demo import rescaled_market, seed_portfolio, seed_strategies
-from pmjax.measures import compute_margins
-from pmjax.report import comparison, histogram_view, plot_pnl_histogram, plot_risk_heatmap
+from pmjax.cli.app import main
+from pmjax.io.config import load_config
+from pmjax.apps.demo import rescaled_market, seed_portfolio, seed_strategies
+from pmjax.apps.margin import compute_margins
+from pmjax.apps.report import comparison, histogram_view, plot_pnl_histogram, plot_risk_heatmap
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -198,12 +198,12 @@ def test_bad_out_is_input_error_before_computing(tmp_path, market, capsys, monke
     def must_not_compute(*a, **k):
         raise AssertionError("margins computed before --out was checked")
 
-    import pmjax.commands.report
-    import pmjax.measures
+    import pmjax.cli.commands.report
+    import pmjax.apps.margin
 
-    monkeypatch.setattr(pmjax.measures, "compute_margins", must_not_compute)
-    monkeypatch.setattr(pmjax.measures, "margin_document", must_not_compute)
-    monkeypatch.setattr(pmjax.commands.report, "margin_document", must_not_compute)
+    monkeypatch.setattr(pmjax.apps.margin, "compute_margins", must_not_compute)
+    monkeypatch.setattr(pmjax.apps.margin, "margin_document", must_not_compute)
+    monkeypatch.setattr(pmjax.cli.commands.report, "margin_document", must_not_compute)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("pmjax: error: --out") and "internal error" not in err and len(err.splitlines()) == 1
@@ -228,7 +228,7 @@ def test_histogram_view_clips_the_far_tail():
 def test_coin_heatmap_labels_are_short(market):
     """A BTC-margined book's risk arrays are small coin amounts: labels keep ~3 significant digits of the largest
     cell, not long decimals."""
-    from pmjax.report import _cell_format
+    from pmjax.apps.report import _cell_format
 
     fmt = _cell_format(0.0431)
     assert fmt(0.04314) == "0.0431" and fmt(-0.00012) == "-0.0001" and len(fmt(-0.0126)) <= 7

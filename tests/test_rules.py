@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 import pmjax
-from pmjax.config import deep_merge, load_config
-from pmjax.errors import InputError
-from pmjax.market import market_from_dict
-from pmjax.portfolio import Position, make_portfolio
-from pmjax.rules import account_equity, pm_qualification, qualifies_for_pm, read_collateral, rules_margin
+from pmjax.io.config import deep_merge, load_config
+from pmjax.core.errors import InputError
+from pmjax.io.market import market_from_dict
+from pmjax.core.portfolio import Position, make_portfolio
+from pmjax.measures.rules import account_equity, pm_qualification, qualifies_for_pm, rules_margin
+from pmjax.io.portfolio import read_collateral
 
 # Deribit standard-margin rates (configs/rules.yaml cites the sources); test_default_rates pins them.
 A, FLOOR, M = 0.15, 0.10, 0.075
@@ -470,7 +471,7 @@ def test_random_books_never_cost_more_than_standard(mkt, cfg):
 
 def test_seed_portfolio_on_bundled_market(market, cfg):
     """The seed book: a covered call and an iron condor are recognised; the long ETH puts are paid in full."""
-    from pmjax.demo import seed_portfolio
+    from pmjax.apps.demo import seed_portfolio
 
     p = seed_portfolio(market)
     r = rules_margin(p, market, cfg)

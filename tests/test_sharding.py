@@ -11,28 +11,31 @@ import sys
 
 import numpy as np
 
-from pmjax import sharding
+from pmjax.batch import sharding
+from pmjax.apps import stress
 
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 import pmjax
-from pmjax import bench, sharding
-from pmjax.config import load_config
-from pmjax.deribit import deribit_margin_batch, deribit_params
-from pmjax.span import span_margin_batch, span_params
+from pmjax.bench import harness as bench
+from pmjax.batch import sharding
+from pmjax.apps import stress
+from pmjax.io.config import load_config
+from pmjax.measures.deribit import deribit_margin_batch, deribit_params
+from pmjax.measures.span import span_margin_batch, span_params
 
 devices = jax.devices()
 config = load_config()
 params = span_params(config)
 books = bench.random_account_books(37, 20, seed=4)          # 37: not a multiple of the 4 devices
 whole = jax.tree_util.tree_map(np.asarray, span_margin_batch(books, params))   # one call, one device
-four = sharding.span_margin_sharded(books, params, chunk=16, devices=devices)
-one = sharding.span_margin_sharded(books, params, chunk=16, devices=devices[:1])
+four = stress.span_margin_sharded(books, params, chunk=16, devices=devices)
+one = stress.span_margin_sharded(books, params, chunk=16, devices=devices[:1])
 outs, valid = sharding.map_accounts(span_margin_batch, books, (params,), chunk=16, devices=devices, to_host=False)
 dparams = deribit_params(config)
 d_whole = jax.tree_util.tree_map(np.asarray, deribit_margin_batch(books, dparams))
-d_four = sharding.deribit_margin_sharded(books, dparams, chunk=16, devices=devices)
+d_four = stress.deribit_margin_sharded(books, dparams, chunk=16, devices=devices)
 
 def gap(a, b):
     # largest difference of any leaf relative to that leaf's scale (0.0: bit-identical); None if shapes differ
@@ -134,8 +137,10 @@ MC = r"""
 import json
 import jax, numpy as np
 import pmjax
-from pmjax import bench, fast_greeks, montecarlo
-from pmjax.market import load_market
+from pmjax.bench import harness as bench
+from pmjax.core import fast_greeks
+from pmjax.scenarios import montecarlo
+from pmjax.io.market import load_market
 
 devices = jax.devices()
 market = load_market()
@@ -224,10 +229,12 @@ def test_default_budget_is_shared_between_host_devices(monkeypatch):
 def test_span_batch_and_stress_default_chunks_change_nothing():
     import jax
 
-    from pmjax import bench
-    from pmjax.accounts import AccountBatch, StressScenario, span_batch, stress_pnl
-    from pmjax.config import load_config
-    from pmjax.span import span_params
+    from pmjax.bench import harness as bench
+    from pmjax.batch.accounts import AccountBatch
+    from pmjax.scenarios.named import StressScenario
+    from pmjax.apps.stress import span_batch, stress_pnl
+    from pmjax.io.config import load_config
+    from pmjax.measures.span import span_params
 
     params = span_params(load_config())
     books = bench.random_account_books(37, 20, seed=3)

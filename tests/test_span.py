@@ -19,19 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from pmjax.errors import InputError
-from pmjax.market import market_from_dict
-from pmjax.portfolio import Position, make_portfolio
-from pmjax.instruments import parse_instrument
-from pmjax.book import book_from_portfolio
-from pmjax.config import load_config
-from pmjax.span import (
-    listed_contracts,
-    risk_parameter_file,
-    span_margin,
-    span_params,
-    span_report,
-)
+from pmjax.core.errors import InputError
+from pmjax.io.market import market_from_dict
+from pmjax.core.portfolio import Position, make_portfolio
+from pmjax.core.instruments import parse_instrument
+from pmjax.core.book import book_from_portfolio
+from pmjax.io.config import load_config
+from pmjax.measures.span import listed_contracts, risk_parameter_file, span_margin, span_params, span_report
 
 # ---------------------------------------------------------------- a market and config with round numbers
 
@@ -489,10 +483,10 @@ def test_own_underlying_scan_and_composite_delta_equal_the_full_cross_underlying
     and differentiates with respect to the whole vector of underlying scales."""
     import jax
 
-    from pmjax.bench import random_account_books
-    from pmjax.kernel import Shock, position_values
-    from pmjax.scenarios import COMPOSITE_DELTA_STEPS, COMPOSITE_DELTA_WEIGHTS, full_pnl, own_underlying_pnl
-    from pmjax.span import position_composite_deltas
+    from pmjax.bench.harness import random_account_books
+    from pmjax.core.kernel import Shock, position_values
+    from pmjax.scenarios.grids import COMPOSITE_DELTA_STEPS, COMPOSITE_DELTA_WEIGHTS, full_pnl, own_underlying_pnl
+    from pmjax.measures.span import position_composite_deltas
 
     params = span_params(load_config())
     books = random_account_books(12, 10, seed=3)

@@ -17,14 +17,15 @@ from scipy import integrate, stats
 from scipy.special import ndtr
 
 import pmjax
-from pmjax import config as config_mod
-from pmjax import demo, history
-from pmjax import montecarlo as mc
-from pmjax import var
-from pmjax.errors import InputError
-from pmjax.instruments import UNDERLYINGS, parse_instrument
-from pmjax.market import market_from_dict
-from pmjax.portfolio import Position, make_portfolio
+from pmjax.io import config as config_mod
+from pmjax.apps import demo
+from pmjax.io import history
+from pmjax.scenarios import montecarlo as mc
+from pmjax.measures import var
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS, parse_instrument
+from pmjax.io.market import market_from_dict
+from pmjax.core.portfolio import Position, make_portfolio
 
 AS_OF = "2026-01-02T09:18:09Z"
 
@@ -420,7 +421,9 @@ import json, sys
 import jax
 import numpy as np
 import pmjax
-from pmjax import config, demo, var
+from pmjax.io import config
+from pmjax.apps import demo
+from pmjax.measures import var
 
 market = pmjax.load_market()
 portfolio = demo.seed_portfolio(market)
@@ -470,7 +473,7 @@ def test_contributions_sum_to_es_and_hedges_are_negative():
 
 
 def read_closes(name):
-    path = pathlib.Path(history.__file__).parent / "data" / "history" / name
+    path = pathlib.Path(history.__file__).parents[1] / "data" / "history" / name
     with open(path, newline="") as fh:
         return {r["timestamp"]: float(r["close"]) for r in csv.DictReader(fh)}
 
@@ -480,7 +483,7 @@ def test_historical_simulation_replays_actual_days(market):
     s = settings(1)
     hs = var.historical(book, market, s)
     btc, eth = read_closes("BTCUSDT_1d.csv"), read_closes("ETHUSDT_1d.csv")
-    with open(pathlib.Path(history.__file__).parent / "data" / "history" / "btc_dvol.csv", newline="") as fh:
+    with open(pathlib.Path(history.__file__).parents[1] / "data" / "history" / "btc_dvol.csv", newline="") as fh:
         dvol_days = {r["date"] for r in csv.DictReader(fh)}
     # days with prices and DVOL on the day and the day before, up to the last close before as_of
     import datetime as dt
@@ -557,7 +560,7 @@ def test_shipped_config_is_valid():
 
 
 def test_pnl_histogram_bins_the_body_finely_and_keeps_the_tails():
-    from pmjax.var import pnl_histogram
+    from pmjax.measures.var import pnl_histogram
 
     rng = np.random.default_rng(3)
     losses = np.concatenate([rng.standard_t(3, 50_000) * 1000.0, [40_000.0, -30_000.0]])
@@ -576,8 +579,8 @@ def test_pnl_histogram_bins_the_body_finely_and_keeps_the_tails():
 def test_auto_chunk_fits_the_memory_budget_and_leaves_the_figures_unchanged(monkeypatch):
     """var.chunk: auto picks the largest power of two whose estimated footprint fits the budget (capped
     at 65,536 on a CPU); a smaller budget gives a smaller chunk and the same figures."""
-    import pmjax.sharding as sh
-    from pmjax import var as var_mod
+    import pmjax.batch.sharding as sh
+    from pmjax.measures import var as var_mod
 
     market = pmjax.load_market()
     book = pmjax.book_from_portfolio(options_portfolio(market, "USD"), market)[0]

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import yaml
 
-from pmjax.commands import margin as margin_cmd
-from pmjax.book import book_from_portfolio
-from pmjax.config import deep_merge, load_config
-from pmjax.deribit import deribit_margin, deribit_params
-from pmjax.errors import InputError
-from pmjax.measures import HEADLINE, compute_margins
-from pmjax.portfolio import make_portfolio, parse_trades
-from pmjax.span import span_margin, span_params
-from pmjax.whatif import WhatIf, listed_options, synthetic_account, whatif_latency
+from pmjax.cli.commands import margin as margin_cmd
+from pmjax.core.book import book_from_portfolio
+from pmjax.io.config import deep_merge, load_config
+from pmjax.measures.deribit import deribit_margin, deribit_params
+from pmjax.core.errors import InputError
+from pmjax.apps.margin import HEADLINE, compute_margins
+from pmjax.core.portfolio import make_portfolio
+from pmjax.io.portfolio import parse_trades
+from pmjax.measures.span import span_margin, span_params
+from pmjax.apps.whatif import WhatIf, listed_options, synthetic_account, whatif_latency
 
 BOOK = "BTC-27MAR26-100000-C:-2,BTC-27MAR26:1.5,BTC-PERPETUAL:-0.5,ETH-27MAR26-3000-P:4,BTC-30JAN26-85000-P:-3"
 #: a small Monte Carlo so the var method stays fast; the same seed before and after

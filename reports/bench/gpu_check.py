@@ -23,14 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import pmjax  # noqa: F401  (float64 on)
-from pmjax import bench, montecarlo
-from pmjax.config import load_config
-from pmjax.deribit import deribit_margin_batch, deribit_params
-from pmjax.fast_greeks import unit_greeks_fast
-from pmjax.kernel import unit_greeks_jit
-from pmjax.market import load_market
-from pmjax.span import span_margin_batch, span_params
-from pmjax.var import var_es
+from pmjax.bench import harness as bench
+from pmjax.scenarios import montecarlo
+from pmjax.io.config import load_config
+from pmjax.measures.deribit import deribit_margin_batch, deribit_params
+from pmjax.core.fast_greeks import unit_greeks_fast
+from pmjax.core.kernel import unit_greeks_jit
+from pmjax.io.market import load_market
+from pmjax.measures.span import span_margin_batch, span_params
+from pmjax.measures.var import var_es
 
 #: (accounts, options, Monte Carlo paths): full and --small (the CPU test of the script)
 SIZES = {"full": (4096, 1 << 18, 200_000), "small": (64, 4096, 4000)}

@@ -33,9 +33,11 @@ def child(mode: str) -> dict:
     import numpy as np
 
     import pmjax  # noqa: F401  (float64 on)
-    from pmjax import bench, fast_greeks, montecarlo
-    from pmjax.kernel import black76, unit_greeks_jit
-    from pmjax.market import load_market
+    from pmjax.bench import harness as bench
+    from pmjax.core import fast_greeks
+    from pmjax.scenarios import montecarlo
+    from pmjax.core.kernel import black76, unit_greeks_jit
+    from pmjax.io.market import load_market
 
     def med(fn, k=5):
         fn()
@@ -83,7 +85,7 @@ def child(mode: str) -> dict:
             if fn is not None and mode == "one_device":
                 r[f"{name}_xla"] = hlo_stats(fn, *args)
         if mode == "one_device":
-            from pmjax.fast_greeks import _compiled, _layout, default_block
+            from pmjax.core.fast_greeks import _compiled, _layout, default_block
 
             block, padded = _layout(N, 1, default_block(dtype))
             fields = {f: getattr(book, f) for f in fast_greeks.FIELDS}

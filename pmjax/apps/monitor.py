@@ -1,0 +1,546 @@
+"""Real-time margin monitor: many accounts, compiled once, re-margined on every market update.
+
+``Monitor(portfolios, market, config)`` resolves every account against the first market, pads and stacks
+the books once (``pmjax.accounts.build_batch``) and keeps them on the host. ``update(market)`` refreshes
+only the market-dependent arrays (spot, forward, vol, expiry_years, underlying_spot; numpy, outside jit)
+and runs the same jitted batch functions again (SPAN, the Deribit grid, equity), so no update after the
+first compiles anything. Rules and VaR (``rules``, ``var``) are computed account by account through
+``pmjax.measures``.
+
+Equity (margin currency) = collateral valued at the update's index prices + position values at the update
+(options at their Black-76 mark, spot holdings at the index) + futures and perpetual P&L since the
+monitor started (their entry price is the forward at the first market: linear q (F - F0) USD, inverse
+q F0 (1/F0 - 1/F) coins at the index).
+
+Each method has a maintenance and an initial level (margin currency); ``requirement`` (what a margin
+call compares equity with) is the maintenance level on the equity basis, ``initial_requirement`` the
+initial one:
+
+- ``deribit``: maintenance = mm_factor x risk-matrix margin and initial = the risk-matrix margin (plus
+  add-ons, 0 here), Deribit's own two figures, compared with an equity that includes options' value;
+- ``rules``: maintenance and initial of Deribit standard margin (short-option figures include the mark);
+- ``span``: SPAN computes one figure, ``total`` = max(risk - nov, 0). As in ``pmjax margin`` (and its
+  what-if) it is read as the *initial* requirement; the maintenance level scales the risk down by
+  ``span_initial_ratio`` r (CME-style: the initial risk requirement = r x the maintenance one, r = 1.1
+  by default, CME's ratio for speculative accounts; the net option value is not scaled):
+  maintenance = max(risk / r - nov, 0). Both are requirements on collateral *excluding* option values;
+  equity includes them (nov), so on equity the levels are maintenance + nov and total + nov (= max(risk,
+  nov)), i.e. the margin call is collateral + futures P&L < max(risk / r - nov, 0);
+- ``var``: es (expected shortfall of the horizon's loss) for both levels.
+
+Events, for the primary method (``monitor.primary``, Deribit's maintenance by default), level-triggered
+on every update that meets them, one status per record (``STATUSES``, by severity):
+
+- ``initial_breach`` when maintenance requirement <= equity < initial requirement: a warning, no call
+  (the account may not add risk);
+- ``margin_call`` when equity < maintenance requirement;
+- ``liquidation_warning`` as well (after the margin call) when equity < ``liquidation_fraction`` x
+  maintenance requirement (margin usage requirement / equity above 1 / fraction).
+
+A position whose expiry passes during the replay settles at the first update past its expiry, at that
+update's index (options to intrinsic value, futures to the index): the proceeds become collateral (coins
+for inverse contracts, USD for linear ones) and the position leaves the margin books (quantity 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import datetime as dt
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pmjax.batch.accounts import AccountBatch, _chunks, build_batch
+from pmjax.apps.stress import span_batch
+from pmjax.core.book import FUTURE, PERPETUAL, Book, bucket_size
+from pmjax.io.config import load_config
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS, expiry_datetime, finite_number, positive_number
+from pmjax.core.kernel import no_shock, position_values
+from pmjax.io.market import BUNDLED_MARKETS, load_market
+from pmjax.core.market import Market
+from pmjax.apps.margin import METHODS, compute_margins
+from pmjax.core.portfolio import Portfolio, make_portfolio
+from pmjax.io.documents import read_document
+
+STATUSES = ("ok", "initial_breach", "margin_call", "liquidation_warning")  # in order of severity
+#: statuses that are a margin call (the liquidation warning comes on top of one)
+CALL_STATUSES = ("margin_call", "liquidation_warning")
+BATCH_METHODS = ("span", "deribit")
+#: the method's (initial, maintenance) figures, SPEC section 3 names (span: see the module docstring)
+MARGIN_FIGURE = {"span": ("total", "total"), "deribit": ("initial", "maintenance"),
+                 "rules": ("initial", "maintenance"), "var": ("es", "es")}
+#: default primary method when the config names none: the first of these among the methods
+PRIMARY_PREFERENCE = ("deribit", "rules", "span", "var")
+#: collateral currencies, in the order of the collateral array: USD then UNDERLYINGS
+COLLATERAL_ORDER = ("USD",) + UNDERLYINGS
+
+
+# ---------------------------------------------------------------- settings
+
+@dataclasses.dataclass(frozen=True)
+class MonitorSettings:
+    methods: tuple[str, ...]
+    primary: str
+    liquidation_fraction: float
+    span_initial_ratio: float = 1.1
+
+
+def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fraction=None) -> MonitorSettings:
+    """The validated ``monitor:`` section of a merged config, with command-line overrides.
+
+    ``primary``: the command line's, else the config's, else the first of ``PRIMARY_PREFERENCE`` among the
+    methods. A config primary that is not among methods given on the command line (``--methods span``)
+    gives way to that default; a ``--primary`` not among the methods is an error."""
+    src = config.get("_source", "configs/monitor.yaml")
+    sec = config.get("monitor") or {}
+    if not isinstance(sec, dict):
+        raise InputError("must be a mapping", source=src, field="monitor")
+    methods_from_cli = methods is not None
+    where = "--methods" if methods_from_cli else src
+    methods = sec.get("methods", ["span", "deribit"]) if methods is None else methods
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, (list, tuple)) or not methods:
+        raise InputError("must be a non-empty list of methods", source=where, field="monitor.methods")
+    methods = tuple(dict.fromkeys(str(m).lower() for m in methods))
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(METHODS)})", source=where,
+                         field="monitor.methods")
+    default = next((m for m in PRIMARY_PREFERENCE if m in methods), methods[0])
+    where = "--primary" if primary is not None else src
+    if primary is None:
+        primary = sec.get("primary")
+        if primary is not None and methods_from_cli and str(primary).lower() not in methods:
+            primary = None  # the config's choice is not among the methods asked for
+    primary = default if primary is None else str(primary).lower()
+    if primary not in methods:
+        raise InputError(f"the primary method {primary!r} is not among the methods ({', '.join(methods)})",
+                         source=where, field="monitor.primary")
+    where = "--liquidation-fraction" if liquidation_fraction is not None else src
+    frac = sec.get("liquidation_fraction", 0.8) if liquidation_fraction is None else liquidation_fraction
+    frac = finite_number(frac, source=where, field="monitor.liquidation_fraction")
+    if not 0.0 < frac <= 1.0:
+        raise InputError(f"must be in (0, 1], got {frac:g}", source=where, field="monitor.liquidation_fraction")
+    ratio = finite_number(sec.get("span_initial_ratio", 1.1), source=src, field="monitor.span_initial_ratio")
+    if not 1.0 <= ratio <= 10.0:
+        raise InputError(f"must be in [1, 10], got {ratio:g}", source=src, field="monitor.span_initial_ratio")
+    return MonitorSettings(methods, primary, frac, ratio)
+
+
+# ---------------------------------------------------------------- jitted equity
+
+def _equity_core(book: Book, entry_forward, collateral):
+    """(collateral, position values, futures P&L since entry) of one account, margin currency."""
+    dtype = book.quantity.dtype
+    values = position_values(book, no_shock(book))  # options at mark, spot at index, futures 0
+    futures = (book.kind == FUTURE) | (book.kind == PERPETUAL)
+    F, F0, S = book.forward, entry_forward, book.spot
+    pnl_usd = book.quantity * jnp.where(book.inverse, (1.0 - F0 / F) * S, F - F0)
+    has_coin = book.margin_coin >= 0
+    to_margin = jnp.where(has_coin, 1.0 / book.underlying_spot[jnp.maximum(book.margin_coin, 0)],
+                          jnp.ones((), dtype))
+    coll_usd = collateral[0] + jnp.sum(collateral[1:] * book.underlying_spot)
+    return jnp.stack([coll_usd * to_margin, jnp.sum(jnp.where(futures, 0.0, values)),
+                      jnp.sum(jnp.where(futures, pnl_usd, 0.0)) * to_margin])
+
+
+#: many accounts: (a, 3) = collateral, position values, futures P&L
+equity_batch = jax.jit(jax.vmap(_equity_core))
+
+
+def _tree_chunks(tree, chunk: int):
+    """Slices of a pytree of host arrays (leading accounts axis) of ``chunk`` accounts, the last padded with
+    copies of its last account, as ``pmjax.accounts`` chunks its batches (one shape: one compilation)."""
+    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    if n <= chunk:
+        yield tree
+        return
+    for start in range(0, n, chunk):
+        part = jax.tree_util.tree_map(lambda x: x[start:start + chunk], tree)
+        m = jax.tree_util.tree_leaves(part)[0].shape[0]
+        if m < chunk:
+            part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), part)
+        yield part
+
+
+# ---------------------------------------------------------------- the monitor
+
+class Monitor:
+    """Margin of many accounts, recomputed on each market update (see the module docstring)."""
+
+    def __init__(self, portfolios: list[Portfolio], market: Market, config: dict | None = None, *, methods=None,
+                 primary=None, liquidation_fraction=None, dtype=jnp.float64):
+        self.config = load_config() if config is None else config
+        self.settings = monitor_settings(self.config, methods=methods, primary=primary,
+                                         liquidation_fraction=liquidation_fraction)
+        self.dtype = dtype
+        self.batch: AccountBatch = build_batch(portfolios, market, dtype=dtype)
+        self.portfolios = portfolios
+        self.fields = {f: np.array(getattr(self.batch.books, f)) for f in Book.__dataclass_fields__}
+        # every real position: (account, row) and its instrument, instruments deduplicated for lookups
+        self._acc, self._row, self._inst_of = [], [], []
+        self.instruments = []
+        index = {}
+        for a, res in enumerate(self.batch.resolved):
+            for r, p in enumerate(res):
+                if p.instrument not in index:
+                    index[p.instrument] = len(self.instruments)
+                    self.instruments.append(p.instrument)
+                self._acc.append(a)
+                self._row.append(r)
+                self._inst_of.append(index[p.instrument])
+        self._acc, self._row, self._inst_of = (np.asarray(x, np.int64) for x in (self._acc, self._row, self._inst_of))
+        self.entry_forward = self.fields["forward"].copy()
+        coll = np.zeros((self.batch.n_padded, len(COLLATERAL_ORDER)))
+        for a, p in enumerate(portfolios):
+            for cur, amount in (p.collateral or {}).items():
+                coll[a, COLLATERAL_ORDER.index(cur)] += amount
+        self.collateral = coll
+        self.live = np.ones(len(self._acc), bool)  # per position (flat): not yet settled
+        need = set(self.settings.methods) & set(BATCH_METHODS)
+        if "span" in need:
+            from pmjax.measures.span import span_params
+
+            self._span = span_params(self.config, dtype=dtype)
+        if "deribit" in need:
+            from pmjax.measures.deribit import deribit_params
+
+            self._deribit = deribit_params(self.config, dtype)
+        # accounts per compiled call, fixed at construction from the memory free then (pmjax.sharding), so
+        # that later updates reuse the same shapes whatever the memory does: no recompilation
+        from pmjax.batch.sharding import deribit_chunk, span_chunk
+
+        rows, fdtype = self.batch.size, self.batch.books.quantity.dtype
+        cap = max(bucket_size(self.batch.n_accounts), 1)
+        self._span_chunk = min(span_chunk(rows, fdtype), cap)
+        self._deribit_chunk = min(deribit_chunk(rows, fdtype, n_devices=1), cap)
+        self.step = 0
+        self.start = market.as_of
+
+    @property
+    def books(self) -> Book:
+        """The current stacked books (host arrays, leading accounts axis)."""
+        return Book(**self.fields)
+
+    # ------------------------------------------------------------ market refresh
+
+    def _refresh(self, market: Market) -> list[list[dict]]:
+        """Write ``market`` into the market-dependent arrays; settle positions that expired. Returns the
+        settlements per account."""
+        f = self.fields
+        n = len(self.instruments)
+        spot, fwd, vol, t = np.empty(n), np.empty(n), np.full(n, 0.5), np.empty(n)
+        expired = np.zeros(n, bool)
+        for i, inst in enumerate(self.instruments):
+            spot[i] = market.spot(inst.underlying)
+            if inst.expiry is not None and inst.expiry <= market.as_of:
+                expired[i], fwd[i], t[i] = True, spot[i], 0.0
+                continue
+            t[i] = market.years_to(inst.expiry) if inst.expiry is not None else 0.0
+            fwd[i] = market.forward(inst.underlying, inst.expiry)
+            if inst.is_option:
+                vol[i] = market.vol(inst.underlying, inst.expiry, inst.strike)
+        a, r, k = self._acc, self._row, self._inst_of
+        dtype = f["spot"].dtype
+        f["spot"][a, r] = spot[k].astype(dtype)
+        f["forward"][a, r] = fwd[k].astype(dtype)
+        f["expiry_years"][a, r] = t[k].astype(dtype)
+        f["vol"][a, r] = np.where(self.live, vol[k], f["vol"][a, r]).astype(dtype)
+        f["underlying_spot"][:] = np.asarray([market.underlyings[u].spot if u in market.underlyings else 1.0
+                                              for u in UNDERLYINGS], dtype)
+        settled = [[] for _ in self.portfolios]
+        for j in np.flatnonzero(self.live & expired[k]):
+            settled[a[j]].append(self._settle(a[j], r[j], self.instruments[k[j]], spot[k[j]]))
+            self.live[j] = False
+        return settled
+
+    def _settle(self, a: int, r: int, inst, index: float) -> dict:
+        """Settle row r of account a at ``index``: proceeds to collateral, quantity to 0."""
+        q = float(self.fields["quantity"][a, r])
+        if inst.is_option:
+            usd = q * max(index - inst.strike if inst.right == "call" else inst.strike - index, 0.0)
+        else:  # a future's P&L against its entry
+            f0 = float(self.entry_forward[a, r])
+            usd = q * (1.0 - f0 / index) * index if inst.settlement == "inverse" else q * (index - f0)
+        cur = inst.underlying if inst.settlement == "inverse" else "USD"
+        amount = usd / index if cur != "USD" else usd
+        self.collateral[a, COLLATERAL_ORDER.index(cur)] += amount
+        self.fields["quantity"][a, r] = 0.0
+        return {"instrument": inst.name, "quantity": q, "index": index, "amount": amount + 0.0, "currency": cur}
+
+    def _live_portfolio(self, a: int) -> Portfolio:
+        p = self.portfolios[a]
+        alive = {self.batch.resolved[a][r].instrument for r in self._row[(self._acc == a) & self.live]}
+        if len(alive) == len(p.positions):
+            return p
+        return make_portfolio([x for x in p.positions if x.instrument in alive], account=p.account,
+                              margin_currency=p.margin_currency, source=p.source, allow_empty=True,
+                              merge_notice=False)
+
+    # ------------------------------------------------------------ one update
+
+    def update(self, market: Market) -> list[dict]:
+        """Re-margin every account on ``market``; one record per account (see ``record`` keys in the
+        module docstring and ``pmjax.commands.monitor``)."""
+        if market.as_of < self.start:
+            raise InputError(f"market as_of {market.as_of.isoformat()} is before the monitor's start "
+                             f"{self.start.isoformat()}", source=market.source, field="as_of")
+        settled = self._refresh(market)
+        batch = dataclasses.replace(self.batch, books=self.books)
+        n = batch.n_accounts
+        inputs = (batch.books, self.entry_forward.astype(batch.books.quantity.dtype),
+                  self.collateral.astype(batch.books.quantity.dtype))
+        eq = np.concatenate([np.asarray(equity_batch(*part)) for part in _tree_chunks(inputs, self._span_chunk)])
+        eq = eq[:n].astype(np.float64)
+        figures = {}  # method -> (initial, maintenance, initial requirement, maintenance requirement), (n,) each
+        for m in self.settings.methods:
+            if m == "span":
+                res = span_batch(batch, self._span, chunk=self._span_chunk)
+                total, nov = np.asarray(res.total, np.float64), np.asarray(res.nov, np.float64)
+                risk = np.asarray(res.risk, np.float64)
+                maint = np.maximum(risk / self.settings.span_initial_ratio - nov, 0.0)  # <= total
+                figures[m] = (total, maint, total + nov, maint + nov)
+            elif m == "deribit":
+                from pmjax.measures.deribit import deribit_margin_batch
+
+                parts = [deribit_margin_batch(b, self._deribit) for b in _chunks(batch, self._deribit_chunk)]
+                init, maint = (np.concatenate([np.asarray(getattr(r, f)) for r in parts])[:n].astype(np.float64)
+                               for f in ("initial", "maintenance"))
+                figures[m] = (init, maint, init, maint)
+            else:
+                figs = []
+                for a in range(n):
+                    p = self._live_portfolio(a)
+                    if not p.positions:
+                        figs.append((0.0, 0.0))
+                        continue
+                    sec = compute_margins(p, market, self.config, [m], dtype=self.dtype)[m]
+                    figs.append(tuple(float(sec[k]) for k in MARGIN_FIGURE[m]))
+                init, maint = (np.asarray(x, np.float64).reshape(n) for x in zip(*figs))
+                figures[m] = (init, maint, init, maint)
+        records = [self._record(a, market, eq[a], {m: tuple(x[a] for x in f) for m, f in figures.items()},
+                                settled[a]) for a in range(n)]
+        self.step += 1
+        return records
+
+    def _record(self, a: int, market: Market, eq, figures: dict, settled: list) -> dict:
+        p = self.portfolios[a]
+        collateral, positions, futures = (float(x) for x in eq)
+        equity = collateral + positions + futures
+        frac = self.settings.liquidation_fraction
+        margins = {}
+        for m, (init, maint, init_req, req) in figures.items():
+            init, maint, init_req, req = float(init), float(maint), float(init_req), float(req)
+            margins[m] = {"initial": init, "maintenance": maint, "requirement": req,
+                          "initial_requirement": init_req, "excess": equity - req,
+                          "usage": req / equity if equity > 0 else None,
+                          "status": _status(equity, req, init_req, frac)}
+        prim = self.settings.primary
+        req, init_req = margins[prim]["requirement"], margins[prim]["initial_requirement"]
+        status = margins[prim]["status"]
+        events = []
+        kinds = {"ok": [], "initial_breach": ["initial_breach"], "margin_call": ["margin_call"],
+                 "liquidation_warning": ["margin_call", "liquidation_warning"]}[status]
+        for kind in kinds:
+            threshold = {"initial_breach": init_req, "margin_call": req, "liquidation_warning": frac * req}[kind]
+            events.append({"type": kind, "method": prim, "equity": equity, "threshold": threshold,
+                           "shortfall": threshold - equity})
+        return {"step": self.step, "as_of": market.as_of.isoformat(), "market": market.source, "account": p.account,
+                "currency": p.margin_currency, "equity": equity, "collateral": collateral,
+                "positions_value": positions, "futures_pnl": futures, "margins": margins, "primary": prim,
+                "status": status, "events": events, "settled": settled}
+
+
+def _status(equity: float, requirement: float, initial_requirement: float, fraction: float) -> str:
+    """The status of ``equity`` against a method's maintenance and initial requirements (``STATUSES``)."""
+    if equity < fraction * requirement:
+        return "liquidation_warning"
+    if equity < requirement:
+        return "margin_call"
+    if equity < initial_requirement:
+        return "initial_breach"
+    return "ok"
+
+
+# ---------------------------------------------------------------- replay sources
+
+def _is_chain(path: str) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except OSError as e:
+        raise InputError(f"cannot read file: {e.strerror}", source=path) from None
+    return "instrument_name" in header
+
+
+def market_at(base: Market, as_of: dt.datetime, spots: dict[str, float], *, source: str | None = None) -> Market:
+    """``base`` moved to ``as_of`` with new index prices: every forward of an underlying scales with its
+    spot, smiles stay fixed in strike (sticky strike), expiries before ``as_of`` drop out."""
+    m = copy.deepcopy(base)
+    m.as_of = as_of
+    for u, s in spots.items():
+        um = m.underlying(u)
+        factor = s / um.spot
+        um.spot = s
+        um.forwards = {e: v * factor for e, v in um.forwards.items()}
+    for um in m.underlyings.values():
+        um.forwards = {e: v for e, v in um.forwards.items() if e >= as_of}
+        um.smiles = {e: v for e, v in um.smiles.items() if e >= as_of}
+    m.source = source or f"{base.source} at {as_of.isoformat()}"
+    m.notices = []
+    return m
+
+
+def read_spot_path(path: str) -> list[tuple[dt.datetime, dict[str, float]]]:
+    """A spot path: CSV ``timestamp,BTC,ETH`` (any of the underlyings; an empty cell keeps the last
+    price) or YAML/JSON (a list, or ``path:`` list, of ``{timestamp, BTC, ETH}``). Timestamps increase."""
+    if path.lower().endswith(".csv"):
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except OSError as e:
+            raise InputError(f"cannot read file: {e.strerror}", source=path) from None
+        if rows and "timestamp" not in rows[0]:
+            raise InputError("a spot path CSV needs a timestamp column and one column per underlying "
+                             f"({', '.join(UNDERLYINGS)})", source=path, field="header")
+    else:
+        doc = read_document(path)
+        rows = doc.get("path") if isinstance(doc, dict) else doc
+        if not isinstance(rows, list):
+            raise InputError("a spot path must be a list (or path: list) of {timestamp, BTC, ETH}", source=path)
+    if not rows:
+        raise InputError("empty spot path", source=path)
+    out, last = [], None
+    for i, row in enumerate(rows):
+        where = f"row {i + 1}"
+        if not isinstance(row, dict):
+            raise InputError("each step must be a mapping {timestamp, BTC, ETH}", source=path, field=where)
+        ts = expiry_datetime(row.get("timestamp"), source=path, field=f"{where}.timestamp")
+        if last is not None and ts < last:
+            raise InputError(f"timestamps must not decrease ({ts.isoformat()} after {last.isoformat()})",
+                             source=path, field=f"{where}.timestamp")
+        last = ts
+        spots = {}
+        for k, v in row.items():
+            if k == "timestamp" or v is None or v == "":
+                continue
+            u = str(k).upper()
+            if u not in UNDERLYINGS:
+                raise InputError(f"unknown column {k!r} (use timestamp, {', '.join(UNDERLYINGS)})", source=path,
+                                 field=where)
+            spots[u] = positive_number(float(v) if isinstance(v, str) and _numeric(v) else v, source=path,
+                                       field=f"{where}.{k}")
+        out.append((ts, spots))
+    return out
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+#: a spot path may start this much before its chain's as_of (paths are stamped to the second or minute);
+#: such steps are taken at the chain's as_of
+PATH_CLOCK_SLACK = dt.timedelta(minutes=1)
+
+
+def replay_markets(source: str, market: str | None = None) -> list[Market]:
+    """The markets of a replay, in time order. ``source``: a directory of Deribit chain CSVs (name order),
+    a comma-separated list of markets (bundled names or files), a single market, or a spot path (CSV
+    ``timestamp,BTC,ETH`` or YAML) applied to ``market`` (default the bundled default market)."""
+    if os.path.isdir(source):
+        files = sorted(f for f in os.listdir(source) if f.lower().endswith(".csv"))
+        if not files:
+            raise InputError("no Deribit chain CSVs in directory", source=source)
+        markets = [load_market(os.path.join(source, f)) for f in files]
+    elif "," in source or source in BUNDLED_MARKETS:
+        markets = [load_market(s.strip()) for s in source.split(",") if s.strip()]
+    elif not os.path.exists(source):
+        raise InputError(f"no such file or directory (or bundled market: {', '.join(BUNDLED_MARKETS)})",
+                         source=source)
+    elif source.lower().endswith(".csv") and _is_chain(source):
+        markets = [load_market(source)]
+    else:
+        base = load_market(market)
+        path = read_spot_path(source)
+        if path[0][0] < base.as_of - PATH_CLOCK_SLACK:
+            raise InputError(f"the path starts at {path[0][0].isoformat()}, before the market's as_of "
+                             f"{base.as_of.isoformat()}", source=source, field="row 1.timestamp")
+        markets, spots = [], {}
+        for i, (ts, s) in enumerate(path):
+            spots = {**spots, **s}
+            markets.append(market_at(base, max(ts, base.as_of), spots,
+                                     source=f"{base.source} + {os.path.basename(source)} step {i}"))
+    for prev, m in zip(markets, markets[1:]):
+        if m.as_of < prev.as_of:
+            raise InputError(f"markets must be in time order: {m.as_of.isoformat()} comes after "
+                             f"{prev.as_of.isoformat()}", source=m.source, field="as_of")
+    return markets
+
+
+# ---------------------------------------------------------------- replay and outputs
+
+def replay(portfolios: list[Portfolio], markets: list[Market], config: dict | None = None, **kw) -> list[dict]:
+    """Every account's record at every market, in (step, account) order."""
+    if not markets:
+        raise InputError("no markets to replay")
+    mon = Monitor(portfolios, markets[0], config, **kw)
+    return [r for m in markets for r in mon.update(m)]
+
+
+def write_log(records: list[dict], path: str) -> None:
+    """JSON lines, one record per account per step (no wall-clock content: same inputs, same bytes)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, sort_keys=False, allow_nan=False) + "\n")
+
+
+def plot_equity(records: list[dict], path: str, methods) -> None:
+    """PNG: per account, equity and each method's requirement against time, margin calls marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    accounts = list(dict.fromkeys(r["account"] for r in records))
+    cols = min(3, len(accounts))
+    rows = -(-len(accounts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, accounts):
+        rs = [r for r in records if r["account"] == name]
+        t = [dt.datetime.fromisoformat(r["as_of"]) for r in rs]
+        ax.plot(t, [r["equity"] for r in rs], "k-o", lw=2, ms=3, label="equity")
+        for m in methods:
+            ax.plot(t, [r["margins"][m]["requirement"] for r in rs], "--", marker=".", label=f"{m} maintenance")
+        calls = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] in CALL_STATUSES]
+        breaches = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] == "initial_breach"]
+        if calls:
+            ax.scatter(*zip(*calls), color="red", zorder=5, s=40, label="margin call")
+        if breaches:
+            ax.scatter(*zip(*breaches), color="orange", zorder=5, s=30, label="below initial")
+        ax.set_title(f"{name} ({rs[0]['currency']})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+        fig.autofmt_xdate()
+    for ax in list(axes.flat)[len(accounts):]:
+        ax.axis("off")
+    fig.suptitle("Equity against maintenance requirement (primary method raises the events)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+__all__ = ["CALL_STATUSES", "COLLATERAL_ORDER", "MARGIN_FIGURE", "Monitor", "MonitorSettings", "PRIMARY_PREFERENCE",
+           "STATUSES", "equity_batch", "market_at", "monitor_settings", "plot_equity", "read_spot_path", "replay",
+           "replay_markets", "write_log"]

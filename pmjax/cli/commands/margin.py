@@ -1,0 +1,138 @@
+"""``pmjax margin PORTFOLIO --market M [--method ...] [--what-if TRADES]`` (SPEC section 3)."""
+
+from __future__ import annotations
+
+from pmjax.apps.stress import account_scenario_pnl
+from pmjax.scenarios.named import load_scenarios
+from pmjax.core.book import resolve_portfolio, years_to_expiry
+from pmjax.cli.app import dtype_of, notices
+from pmjax.io.config import load_config
+from pmjax.core.errors import InputError
+from pmjax.io.market import DEFAULT_MARKET, load_market
+from pmjax.apps.margin import HEADLINE, METHODS, compute_margins, margin_document
+from pmjax.io.portfolio import load_portfolio, parse_trades
+from pmjax.apps.tables import fmt, table
+
+
+def add_arguments(p):
+    p.add_argument("portfolio", help="portfolio file (.yaml, .yml, .json, .csv)")
+    p.add_argument("--market", default=DEFAULT_MARKET, help=f"market file or bundled name (default {DEFAULT_MARKET})")
+    p.add_argument("--method", default="all", help=f"comma-separated: {','.join(METHODS)} or all (default all)")
+    p.add_argument("--config", default=None, help="YAML/JSON merged over the defaults in configs/")
+    p.add_argument("--paths", type=int, default=None, help="Monte Carlo paths (default: config var.paths)")
+    p.add_argument("--seed", type=int, default=None, help="Monte Carlo seed (default: config var.seed)")
+    p.add_argument("--confidence", type=float, default=None, help="VaR/ES confidence (default: config var.confidence)")
+    p.add_argument("--what-if", dest="what_if", default=None, metavar="TRADES",
+                   help='candidate trades "INSTRUMENT:QTY[,INSTRUMENT:QTY...]": incremental margin per method')
+    p.add_argument("--scenarios", default=None, metavar="F",
+                   help="YAML/JSON named joint shocks (e.g. configs/scenarios/stress_days.yaml): the account's "
+                        "P&L under each")
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if not names or "all" in names:
+        return list(METHODS)
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown method(s) {', '.join(bad)} (choose from {', '.join(METHODS)} or all)",
+                         source="--method")
+    return names
+
+
+def var_overrides(args, config: dict) -> dict:
+    """--paths/--seed/--confidence over the config's var section, validated (errors name the flag)."""
+    var = dict(config.get("var") or {})  # load_config has checked that it is a mapping
+    if args.paths is not None:
+        if not 100 <= args.paths <= 2**32 - 2:
+            raise InputError(f"must be in [100, 2**32 - 2], got {args.paths}", source="--paths")
+        var["paths"] = args.paths
+    if args.seed is not None:
+        if not 0 <= args.seed <= 2**63 - 1:
+            raise InputError(f"must be in [0, 2**63 - 1], got {args.seed}", source="--seed")
+        var["seed"] = args.seed
+    if args.confidence is not None:
+        if not 0.5 <= args.confidence < 1.0:
+            raise InputError(f"must be in [0.5, 1), got {args.confidence}", source="--confidence")
+        var["confidence"] = args.confidence
+    return {**config, "var": var}
+
+
+def load_inputs(args):
+    """(portfolio, market, config, dtype) from the command line, checked against each other (an expired
+    position is reported in the portfolio file); notices go to stderr, with or without --json."""
+    portfolio = load_portfolio(args.portfolio)
+    market = load_market(args.market)
+    config = var_overrides(args, load_config(args.config))
+    resolve_portfolio(portfolio, market)
+    notices(market.notices + portfolio.notices)
+    return portfolio, market, config, dtype_of(args)
+
+
+def run(args):
+    methods = parse_methods(args.method)
+    trades = parse_trades(args.what_if) if args.what_if is not None else None  # "" is an error, not "none"
+    portfolio, market, config, dtype = load_inputs(args)
+    for i, t in enumerate(trades or []):
+        years_to_expiry(t.instrument, market, source="--what-if", field=f"trade {i + 1}")
+    scenarios = load_scenarios(args.scenarios) if getattr(args, "scenarios", None) else []
+    doc = margin_document(portfolio, market, config, methods, dtype=dtype)
+    if scenarios:
+        doc["scenarios"] = account_scenario_pnl(portfolio, market, scenarios, dtype=dtype)
+    if trades is not None:
+        after = compute_margins(portfolio.with_trades(trades), market, config, methods, dtype=dtype)
+        before_fig = {m: HEADLINE[m](doc[m]) for m in methods}
+        after_fig = {m: HEADLINE[m](after[m]) for m in methods}
+        doc["what_if"] = {"trades": [{"instrument": t.instrument.name, "quantity": t.quantity} for t in trades],
+                          "before": before_fig, "after": after_fig,
+                          "incremental": {m: after_fig[m] - before_fig[m] for m in methods}}
+    return doc, render(doc, methods)
+
+
+def render(doc: dict, methods: list[str]) -> str:
+    cur = doc["currency"]
+    parts = [table([[p["instrument"], p["quantity"], p["value"], p["delta"]] for p in doc["positions"]],
+                   ["instrument", "quantity", f"value ({cur})", "delta (coins)"],
+                   title=f"Account {doc['account']} on {doc['market']} as of {doc['as_of']}")]
+    rows = []
+    for m in methods:
+        d = doc[m]
+        if m == "rules":
+            detail = ", ".join(s["type"] for s in d.get("strategies", [])) or "no strategies recognised"
+            if d.get("naked"):
+                detail += "; naked: " + ", ".join(f"{n['instrument']} {n['quantity']:+g}" for n in d["naked"])
+            rows.append(["rules", d["initial"], d["maintenance"], detail])
+        elif m == "span":
+            rows.append(["span", d["total"], None, f"risk {fmt(d['risk'])}, nov {fmt(d['nov'])}"])
+        elif m == "deribit":
+            rows.append(["deribit", d["initial"], d["maintenance"], ""])
+        elif m == "var":
+            rows.append([f"var {d['model']}", d["es"], None,
+                         f"VaR {fmt(d['var'])} +- {fmt(d['var_stderr'])}, ES +- {fmt(d['es_stderr'])} "
+                         f"at {d['confidence']:g}, {d['paths']:,} paths"])
+    parts.append(table(rows, ["method", f"initial ({cur})", f"maintenance ({cur})", "detail"],
+                       title="Margin by method (span: total; var: expected shortfall)"))
+    if "span" in methods:
+        su = doc["span"]["by_underlying"]
+        parts.append(table([[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"],
+                             v["inter_credit"], v["short_option_minimum"], v["composite_delta"], v["risk"]]
+                            for u, v in su.items()],
+                           ["underlying", "scan", "worst", "intra", "spot", "inter credit", "SOM", "comp. delta",
+                            "risk"], title="SPAN by underlying"))
+    if "deribit" in methods:
+        du = doc["deribit"]["by_underlying"]
+        parts.append(table([[u, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"]]
+                            for u, v in du.items()],
+                           ["underlying", "worst case", "roll shock", "delta shock", "risk matrix margin"],
+                           title="Deribit grid by underlying (settlement coin)"))
+    if "scenarios" in doc:
+        parts.append(table([[k, v] for k, v in doc["scenarios"].items()], ["scenario", f"P&L ({cur})"],
+                           title="P&L under each named scenario (gain positive; every underlying moves at once)"))
+    if "qualification" in doc:
+        parts.append("Qualification: " + doc["qualification"]["reason"])
+    if "what_if" in doc:
+        w = doc["what_if"]
+        parts.append(table([[m, w["before"][m], w["after"][m], w["incremental"][m]] for m in methods],
+                           ["method", "before", "after", "incremental"],
+                           title="What-if: " + ", ".join(f"{t['instrument']} {t['quantity']:+g}" for t in w["trades"])))
+    return "\n\n".join(parts)

@@ -1,0 +1,152 @@
+"""``pmjax stress ACCOUNTS --market M [--method span] [--config C] [--scenarios F]``
+
+Many accounts in jitted, vmapped calls per method, in chunks sized from the memory at hand
+(``pmjax.sharding.span_chunk``, ``deribit_chunk``, ``stress_chunk``) and sharded over every local device.
+``METHODS`` maps a method name to a batch function ``(AccountBatch, Market, config, dtype) -> MethodOutput``;
+another method (e.g. ``deribit``) is added by registering its batch function there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from pmjax.batch.accounts import AccountBatch, build_batch
+from pmjax.io.accounts import load_accounts
+from pmjax.scenarios.named import load_scenarios
+from pmjax.apps.stress import span_batch, span_sections, stress_pnl
+from pmjax.cli.app import dtype_of, notices
+from pmjax.io.config import load_config
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS
+from pmjax.io.market import DEFAULT_MARKET, load_market
+from pmjax.core.market import Market
+from pmjax.measures.span import risk_parameter_file, span_params
+from pmjax.apps.tables import table
+
+
+@dataclasses.dataclass
+class MethodOutput:
+    """What a method gives the stress command: one JSON section per account (in batch order), and the
+    columns it adds to the summary table (one row per account)."""
+
+    sections: list[dict]
+    header: list[str]
+    rows: list[list]
+
+
+def span_method(batch: AccountBatch, market: Market, config: dict, dtype) -> MethodOutput:
+    """SPAN of every account: the SPEC ``span`` section each, and scan risk / total / worst scenario."""
+    params = span_params(config, dtype=dtype)
+    sections = span_sections(batch, span_batch(batch, params))
+    rows = []
+    for s in sections:
+        by = s["by_underlying"]
+        worst = " ".join(f"{u}:{by[u]['worst_scenario']}" for u in UNDERLYINGS if u in by)
+        rows.append([sum(b["scan_risk"] for b in by.values()), s["total"], worst])
+    return MethodOutput(sections, ["span scan risk", "span total", "worst scenario"], rows)
+
+
+def deribit_method(batch: AccountBatch, market: Market, config: dict, dtype) -> MethodOutput:
+    """The Deribit portfolio-margin grid of every account: the SPEC ``deribit`` section each."""
+    import jax
+    import numpy as np
+
+    from pmjax.batch.accounts import _chunks
+    from pmjax.measures.deribit import deribit_margin_batch, deribit_params, deribit_sections
+    from pmjax.batch.sharding import deribit_chunk
+    from pmjax.apps.stress import deribit_margin_sharded
+
+    params = deribit_params(config, dtype)
+    # accounts per call from the memory at hand (a multiple of the device count); results do not depend on it
+    chunk = deribit_chunk(batch.size, dtype)
+    if jax.local_device_count() > 1:  # accounts sharded over every local device
+        result = deribit_margin_sharded(batch.books, params, chunk=chunk)
+        result = jax.tree_util.tree_map(lambda x: x[: batch.n_accounts], result)
+    else:
+        parts = [jax.tree_util.tree_map(np.asarray, deribit_margin_batch(b, params))
+                 for b in _chunks(batch, chunk)]
+        result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[: batch.n_accounts], *parts)
+    sections = deribit_sections(batch.portfolios, batch.resolved, result, params)
+    return MethodOutput(sections, ["deribit initial", "deribit maintenance"],
+                        [[s["initial"], s["maintenance"]] for s in sections])
+
+
+#: method name -> batch function
+METHODS: dict[str, Callable[[AccountBatch, Market, dict, object], MethodOutput]] = {
+    "span": span_method, "deribit": deribit_method}
+
+
+def add_arguments(p):
+    p.add_argument("accounts", metavar="ACCOUNTS",
+                   help="a directory of portfolio files, or a multi-account YAML/JSON file (accounts: [...])")
+    p.add_argument("--market", default=DEFAULT_MARKET,
+                   help=f"market file (YAML/JSON/Deribit chain CSV) or bundled name (default {DEFAULT_MARKET})")
+    p.add_argument("--method", default="span",
+                   help=f"comma-separated margin methods to run (available: {', '.join(METHODS)}; default span)")
+    p.add_argument("--config", default=None, help="config YAML/JSON merged over the defaults in configs/")
+    p.add_argument("--scenarios", default=None, metavar="F",
+                   help="YAML/JSON list of named joint shocks {name, days, moves: {BTC: {price: -0.3, vol: 0.2}}}: "
+                        "reports each account's P&L under each")
+    p.add_argument("--risk-parameter-file", default=None, metavar="PATH",
+                   help="also write the market's SPAN risk parameter file (per-contract risk arrays) to PATH "
+                        "(.csv or .json)")
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if not names:
+        raise InputError("no method given", source="--method")
+    for m in names:
+        if m not in METHODS:
+            raise InputError(f"unknown method {m!r} (available: {', '.join(METHODS)})", source="--method")
+    return list(dict.fromkeys(names))
+
+
+def run(args):
+    methods = _methods(args.method)
+    dtype = dtype_of(args)
+    config = load_config(args.config)
+    market = load_market(args.market)
+    portfolios = load_accounts(args.accounts)
+    scenarios = load_scenarios(args.scenarios) if args.scenarios else []
+    notices(market.notices + [n for p in portfolios for n in p.notices])  # stderr, with or without --json
+    start = time.perf_counter()
+    batch = build_batch(portfolios, market, dtype=dtype)
+    outputs = {m: METHODS[m](batch, market, config, dtype) for m in methods}
+    pnl = stress_pnl(batch, scenarios) if scenarios else None
+    elapsed = time.perf_counter() - start
+
+    accounts = []
+    for i, p in enumerate(portfolios):
+        a = {"account": p.account, "currency": p.margin_currency, "positions": len(p.positions)}
+        for m, out in outputs.items():
+            a[m] = out.sections[i]
+        if pnl is not None:
+            a["scenarios"] = {s.name: float(pnl[i, j]) for j, s in enumerate(scenarios)}
+        accounts.append(a)
+    doc = {"as_of": market.as_of.isoformat(), "market": market.source, "methods": methods,
+           "horizon_days": config.get("horizon_days", 1), "accounts": accounts}
+    if scenarios:
+        doc["scenarios"] = [{"name": s.name, "days": s.days,
+                             "moves": {u: {"price": s.price_move[j], "vol": s.vol_shift[j]}
+                                       for j, u in enumerate(UNDERLYINGS)}} for s in scenarios]
+    if args.risk_parameter_file:
+        contracts = risk_parameter_file(market, config, args.risk_parameter_file, dtype)
+        doc["risk_parameter_file"] = {"path": args.risk_parameter_file, "contracts": len(contracts)}
+
+    header = ["account", "ccy", "positions"] + [h for out in outputs.values() for h in out.header]
+    rows = [[p.account, p.margin_currency, len(p.positions)] + [c for out in outputs.values() for c in out.rows[i]]
+            for i, p in enumerate(portfolios)]
+    text = [table(rows, header, title=f"{len(portfolios)} accounts on market {market.source} as of "
+                  f"{market.as_of:%Y-%m-%d %H:%M:%S} UTC, {', '.join(methods)} in {elapsed:.2f} s "
+                  "(figures in each account's currency)")]
+    if scenarios:
+        srows = [[p.account, p.margin_currency] + [float(x) for x in pnl[i]] + [scenarios[int(pnl[i].argmin())].name]
+                 for i, p in enumerate(portfolios)]
+        text.append(table(srows, ["account", "ccy"] + [s.name for s in scenarios] + ["worst"],
+                          title="P&L under each scenario (gain positive; every underlying moves at once)"))
+    if args.risk_parameter_file:
+        text.append(f"risk parameter file: {len(contracts)} contracts written to {args.risk_parameter_file}")
+    return doc, "\n\n".join(text)

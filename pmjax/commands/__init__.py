@@ -1,1 +1,0 @@
-"""One module per ``pmjax`` command: ``add_arguments(parser)`` and ``run(args) -> (document, text)``."""

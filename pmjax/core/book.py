@@ -1,0 +1,139 @@
+"""Positions as a struct-of-arrays pytree, resolved against a market and padded to size buckets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import KINDS, UNDERLYINGS, Instrument
+from pmjax.core.market import Market
+from pmjax.core.portfolio import Portfolio
+
+OPTION, FUTURE, PERPETUAL, SPOT = range(4)
+MIN_BUCKET = 8
+
+
+def bucket_size(n: int, minimum: int = MIN_BUCKET) -> int:
+    """Padded length for ``n`` positions: the next power of two, at least ``minimum``."""
+    size = minimum
+    while size < n:
+        size *= 2
+    return size
+
+
+class Book(eqx.Module):
+    """Positions of one account with the market data each needs (one row per position).
+
+    Padding rows have quantity 0 and harmless market data, so they add exactly 0 to every figure.
+    """
+
+    underlying: Int[Array, " n"]  # index into UNDERLYINGS
+    kind: Int[Array, " n"]  # OPTION, FUTURE, PERPETUAL, SPOT
+    inverse: Bool[Array, " n"]  # coin-settled
+    is_call: Bool[Array, " n"]
+    strike: Float[Array, " n"]  # USD per coin (1 for non-options)
+    quantity: Float[Array, " n"]  # coins; negative = short; 0 for padding
+    expiry_years: Float[Array, " n"]  # T = days to expiry / 365 (0 for perpetual and spot)
+    spot: Float[Array, " n"]  # today's index of the underlying, USD
+    forward: Float[Array, " n"]  # today's forward for the expiry, USD (spot for perpetual and spot)
+    vol: Float[Array, " n"]  # implied vol at strike and expiry (decimal; 0.5 placeholder for non-options)
+    underlying_spot: Float[Array, " u"]  # today's index of every underlying in UNDERLYINGS
+    margin_coin: Int[Array, ""]  # -1: USD; else index into UNDERLYINGS of the margin coin
+
+    @property
+    def size(self) -> int:
+        return self.quantity.shape[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedPosition:
+    """What the kernel needs of one position, in plain Python (before padding)."""
+
+    instrument: Instrument
+    quantity: float
+    expiry_years: float
+    spot: float
+    forward: float
+    vol: float
+
+
+def years_to_expiry(inst: Instrument, market: Market, *, source: str | None = None,
+                    field: str | None = None) -> float:
+    """T of ``inst`` under ``market`` (0 for perpetuals and spot); raises ``InputError`` if it expired before
+    the market's as_of, naming ``source``/``field`` (where the instrument was given) or else the market."""
+    if inst.expiry is None:
+        return 0.0
+    t = market.years_to(inst.expiry)
+    if t < 0:
+        where = dict(source=source, field=field) if source or field else dict(source=market.source, field="as_of")
+        raise InputError(f"{inst.name} expired on {inst.expiry:%Y-%m-%d %H:%M} UTC, before the market's "
+                         f"as_of {market.as_of:%Y-%m-%d %H:%M} UTC ({market.source})", **where)
+    return t
+
+
+def resolve(instruments: list[Instrument], quantities, market: Market, *,
+            origins: list[tuple[str | None, str | None]] | None = None) -> list[ResolvedPosition]:
+    """Look each instrument up in ``market``; raises ``InputError`` naming what is missing.
+
+    ``origins``: (source, field) per instrument where it was given (a portfolio file and its position), so
+    that an expired instrument is reported there; without it the market's as_of is named.
+    """
+    out = []
+    for i, (inst, q) in enumerate(zip(instruments, quantities)):
+        spot = market.spot(inst.underlying)
+        source, field = origins[i] if origins is not None else (None, None)
+        t = years_to_expiry(inst, market, source=source, field=field)
+        fwd = market.forward(inst.underlying, inst.expiry)
+        vol = market.vol(inst.underlying, inst.expiry, inst.strike) if inst.is_option else 0.5
+        out.append(ResolvedPosition(inst, float(q), t, spot, fwd, vol))
+    return out
+
+
+def resolve_portfolio(portfolio: Portfolio, market: Market) -> list[ResolvedPosition]:
+    """``resolve`` for a portfolio's positions, errors naming the portfolio file and position."""
+    return resolve(portfolio.instruments, [p.quantity for p in portfolio.positions], market,
+                   origins=[portfolio.origin(i) for i in portfolio.instruments])
+
+
+def make_book(resolved: list[ResolvedPosition], market: Market, margin_currency: str = "USD", *,
+              dtype=jnp.float64, size: int | None = None) -> Book:
+    """Pack resolved positions into a padded ``Book`` (size: a bucket from ``bucket_size`` by default)."""
+    n = len(resolved)
+    size = bucket_size(n) if size is None else size
+    if size < n:
+        raise ValueError(f"size {size} < {n} positions")
+    pad = size - n
+    col = lambda f, fill: np.array([f(r) for r in resolved] + [fill] * pad)  # noqa: E731
+    und_spot = [market.underlyings[u].spot if u in market.underlyings else 1.0 for u in UNDERLYINGS]
+    mc = -1 if margin_currency == "USD" else UNDERLYINGS.index(margin_coin_check(margin_currency, market))
+    f = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
+    return Book(
+        underlying=jnp.asarray(col(lambda r: UNDERLYINGS.index(r.instrument.underlying), 0), jnp.int32),
+        kind=jnp.asarray(col(lambda r: KINDS.index(r.instrument.kind), SPOT), jnp.int32),
+        inverse=jnp.asarray(col(lambda r: r.instrument.settlement == "inverse", False), bool),
+        is_call=jnp.asarray(col(lambda r: r.instrument.right == "call", True), bool),
+        strike=f(col(lambda r: r.instrument.strike or 1.0, 1.0)),
+        quantity=f(col(lambda r: r.quantity, 0.0)),
+        expiry_years=f(col(lambda r: r.expiry_years, 0.0)),
+        spot=f(col(lambda r: r.spot, 1.0)),
+        forward=f(col(lambda r: r.forward, 1.0)),
+        vol=f(col(lambda r: r.vol, 0.5)),
+        underlying_spot=f(und_spot),
+        margin_coin=jnp.asarray(mc, jnp.int32),
+    )
+
+
+def margin_coin_check(margin_currency: str, market: Market) -> str:
+    market.spot(margin_currency)  # raises if the market lacks the margin coin
+    return margin_currency
+
+
+def book_from_portfolio(portfolio: Portfolio, market: Market, *, dtype=jnp.float64, size: int | None = None):
+    """(Book, resolved positions) for a portfolio under a market."""
+    resolved = resolve_portfolio(portfolio, market)
+    return make_book(resolved, market, portfolio.margin_currency, dtype=dtype, size=size), resolved

@@ -1,0 +1,130 @@
+"""Portfolio files (YAML, JSON, CSV), ``--what-if`` trade strings and collateral mappings."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS, Instrument, explicit_instrument, finite_number, parse_instrument
+from pmjax.core.portfolio import Portfolio, Position, make_portfolio
+from pmjax.io.documents import read_document
+
+
+def parse_trades(text: str, *, source: str = "--what-if") -> list[Position]:
+    """Parse ``"INSTRUMENT:QTY[,INSTRUMENT:QTY...]"``."""
+    trades = []
+    for i, item in enumerate(t for t in text.split(",") if t.strip()):
+        name, sep, qty = item.rpartition(":")
+        if not sep:
+            raise InputError(f"trade {item.strip()!r} is not INSTRUMENT:QTY", source=source, field=f"trade {i + 1}")
+        trades.append(Position(parse_instrument(name, source=source, field=f"trade {i + 1}"),
+                               finite_number(qty, source=source, field=f"trade {i + 1} quantity")))
+    if not trades:
+        raise InputError("no trades given", source=source)
+    return trades
+
+
+def _position(entry, i: int, source: str) -> Position:
+    where = f"positions[{i}]"
+    if not isinstance(entry, dict):
+        raise InputError(f"each position must be a mapping, got {entry!r}", source=source, field=where)
+    if "quantity" not in entry:
+        raise InputError("missing quantity", source=source, field=f"{where}.quantity")
+    qty = finite_number(entry["quantity"], source=source, field=f"{where}.quantity")
+    if "instrument" in entry:
+        inst = parse_instrument(entry["instrument"], source=source, field=f"{where}.instrument")
+    else:
+        inst = explicit_instrument(entry, source=source, where=where)
+    return Position(inst, qty)
+
+
+def _origins(positions: list[Position], source: str, keys: list[str]) -> dict[Instrument, tuple[str, str]]:
+    """Where each instrument is first given: (source, "positions[i].<key>")."""
+    out: dict[Instrument, tuple[str, str]] = {}
+    for i, (p, key) in enumerate(zip(positions, keys)):
+        out.setdefault(p.instrument, (source, f"positions[{i}].{key}"))
+    return out
+
+
+def portfolio_from_dict(doc, *, source: str) -> Portfolio:
+    if isinstance(doc, list):
+        doc = {"positions": doc}
+    if not isinstance(doc, dict):
+        raise InputError("a portfolio must be a mapping with 'positions'", source=source)
+    entries = doc.get("positions")
+    if entries is None:
+        raise InputError("missing positions", source=source, field="positions")
+    if not isinstance(entries, list):
+        raise InputError("positions must be a list", source=source, field="positions")
+    positions = [_position(e, i, source) for i, e in enumerate(entries)]
+    origins = _origins(positions, source, ["instrument" if "instrument" in e else "expiry" for e in entries])
+    account = doc.get("account", os.path.splitext(os.path.basename(source))[0])
+    from pmjax.io.portfolio import read_collateral  # rules imports this module
+
+    collateral = read_collateral(doc.get("collateral") or {}, where=source)
+    return make_portfolio(positions, account=account, margin_currency=doc.get("margin_currency", "USD"),
+                          source=source, collateral=collateral, origins=origins)
+
+
+def _read_csv_rows(path: str) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except OSError as e:
+        raise InputError(f"cannot read file: {e.strerror}", source=path) from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise InputError(f"not valid CSV: {e}", source=path) from None
+
+
+def load_portfolio(path: str) -> Portfolio:
+    """Load a portfolio file (``.yaml``/``.yml``/``.json``/``.csv``)."""
+    if os.path.isdir(path):
+        raise InputError("is a directory, not a portfolio file", source=path)
+    if path.lower().endswith(".csv"):
+        rows = _read_csv_rows(path)
+        if rows and not {"instrument", "quantity"} <= set(rows[0]):
+            raise InputError("CSV portfolio needs the columns instrument,quantity", source=path, field="header")
+        positions = [_position(r, i, path) for i, r in enumerate(rows)]
+        name = os.path.splitext(os.path.basename(path))[0]
+        return make_portfolio(positions, account=name, source=path,
+                              origins=_origins(positions, path, ["instrument"] * len(positions)))
+    return portfolio_from_dict(read_document(path), source=path)
+
+
+COLLATERAL_CURRENCIES = ("USD", "USDC") + UNDERLYINGS
+
+
+def read_collateral(source, *, where: str | None = None) -> dict[str, float]:
+    """The optional ``collateral:`` mapping ({USD: 50000, BTC: 1}) of a portfolio document.
+
+    ``source``: a portfolio file path (CSV files carry none), a parsed document (dict), or a mapping
+    of collateral itself (when ``where`` names it). Amounts are in each currency's own units.
+    """
+    src = where
+    if isinstance(source, (str, os.PathLike)):
+        from pmjax.io.documents import read_document
+
+        path = str(source)
+        if path.lower().endswith(".csv"):
+            return {}
+        doc, src = read_document(path), path
+        coll = doc.get("collateral") if isinstance(doc, dict) else None
+    elif isinstance(source, dict) and where is None:
+        coll = source.get("collateral")
+    else:
+        coll = source
+    if coll is None:
+        return {}
+    if not isinstance(coll, dict):
+        raise InputError("collateral must be a mapping of currency to amount, e.g. {USD: 50000, BTC: 1}",
+                         source=src, field="collateral")
+    out: dict[str, float] = {}
+    for k, v in coll.items():
+        cur = str(k).upper()
+        if cur not in COLLATERAL_CURRENCIES:
+            raise InputError(f"unknown collateral currency {k!r} (known: {', '.join(COLLATERAL_CURRENCIES)})",
+                             source=src, field=f"collateral.{k}")
+        cur = "USD" if cur == "USDC" else cur
+        out[cur] = out.get(cur, 0.0) + finite_number(v, source=src, field=f"collateral.{k}")
+    return out

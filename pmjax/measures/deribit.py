@@ -1,0 +1,528 @@
+"""Deribit-style portfolio margin: the risk matrix of Deribit's ``private/pme/simulate`` (SPEC sections 2, 3).
+
+Per underlying u (parameters from ``configs/deribit.yaml``, Deribit's own ``model_params`` names):
+
+- standard table: price moves m_i = (i - B) pr / B, i = 0..2B, each under the vol states up, same,
+  down (vector index 3 i + j); an option's vol becomes sigma (1 + up f) floored at
+  ``min_volatility_for_shock_up`` (up), sigma (same), max(sigma (1 - down f), 0) (down), with
+  f = (30 / max(DTE, 1 day))^p, p = ``short_term_vega_power`` below 30 days, else ``long_term_vega_power``;
+- extended table: the moves ``extended_moves`` (-66% .. +500%) under the vol-up state, each entry the
+  P&L times f_ext pr / |m| converted to coin at the edge price S (1 +- pr);
+- aggregation: a plain sum over u's positions; then the extended entries shrink towards 0 by the dampener
+  (|m|/pr - 1) ``extended_dampener`` / (S (1 +- pr)); then a gain counts only as
+  min(gain ``pnl_offset``, ``max_offsetable_pnl`` / S);
+- worst case = max(0, -min of both aggregated tables); roll shock = sum over expiries of
+  |net coin delta| max(``min_annualised_move``, ``annualised_move_risk`` T); delta shock =
+  |D| min(``max_delta_shock``, ``m_inc`` max(|D| S - threshold, 0) / S);
+- risk-matrix margin = round9(worst case) + roll shock + delta shock; maintenance = ``mm_factor`` times
+  that; initial = round9(risk-matrix margin + add-ons), the add-ons (Deribit's mmp_margin,
+  open_orders_margin, spot_margin) being inputs (0 for a plain account).
+
+The scenarios are data: ``DeribitParams.grid`` is the ``scenarios.deribit_grid`` preset (a
+``scenarios.DeribitGrid``: per-scenario price moves, vol states and weights, and the expiry-dependent vol
+rule ``scenarios.RelativeVolShock``), turned into one ``Shock`` batch as SPAN's ``scenarios.Grid`` is.
+Every vector is P&L (gain positive) in coin of the underlying, as Deribit reports a coin-settled book.
+Valuation goes through ``pmjax.kernel.position_values`` (instantaneous: no time passes). The numeric
+core is branch-free, jitted, and vmaps over a leading accounts axis (``deribit_margin_batch``).
+Methodology, sources and the choices no published example pins down: docs/deribit_grid.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from pmjax.core.book import PERPETUAL, Book, book_from_portfolio
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS, parse_instrument
+from pmjax.core.kernel import Shock, no_shock, position_values
+from pmjax.scenarios.grids import (
+    DERIBIT_DTE_FLOOR_DAYS,
+    DERIBIT_EXTENDED_MOVES,
+    DERIBIT_REFERENCE_DAYS,
+    DERIBIT_VOL_STATES,
+    VOL_SAME,
+    DeribitGrid,
+    RelativeVolShock,
+    deribit_grid,
+)
+
+#: the vol states of each price bucket, in vector order (index 3 i + j)
+VOL_STATES = DERIBIT_VOL_STATES
+#: Deribit KB "Portfolio Margin": the extended table's price moves (vol-up only)
+EXTENDED_MOVES = DERIBIT_EXTENDED_MOVES
+#: the vol shock is (REFERENCE_DAYS / max(DTE, DTE_FLOOR_DAYS))^power times the vol range
+REFERENCE_DAYS = DERIBIT_REFERENCE_DAYS
+DTE_FLOOR_DAYS = DERIBIT_DTE_FLOOR_DAYS
+#: Deribit states margins to 9 decimals of a coin
+DECIMALS = 9
+
+#: per-underlying float parameters, in Deribit's ``model_params`` names
+FLOAT_PARAMS = (
+    "price_range", "volatility_range_up", "volatility_range_down", "min_volatility_for_shock_up",
+    "short_term_vega_power", "long_term_vega_power", "extended_table_factor", "annualised_move_risk",
+    "min_annualised_move", "extended_dampener", "pnl_offset", "max_offsetable_pnl", "mm_factor", "m_inc",
+    "max_delta_shock", "delta_total_liq_shock_threshold",
+)
+#: which ``model_params`` block each parameter lives in (``config_from_model_params``)
+_PAIR_KEYS = ("price_range", "volatility_range_up", "volatility_range_down", "min_volatility_for_shock_up",
+              "short_term_vega_power", "long_term_vega_power", "extended_table_factor", "m_inc",
+              "max_delta_shock", "delta_total_liq_shock_threshold")
+_CURRENCY_KEYS = ("annualised_move_risk", "min_annualised_move", "extended_dampener", "pnl_offset",
+                  "max_offsetable_pnl")
+_GENERAL_KEYS = ("buckets_count", "mm_factor")
+#: allowed range of each parameter: (lowest, lowest allowed?, highest, highest allowed?)
+_BOUNDS = {
+    "price_range": (0.0, False, 1.0, False),
+    "volatility_range_down": (0.0, True, 1.0, True),
+    "pnl_offset": (0.0, True, 1.0, True),
+    "mm_factor": (0.0, False, float("inf"), False),
+}
+
+
+class DeribitParams(eqx.Module):
+    """Grid parameters, one entry per underlying in ``UNDERLYINGS`` order (shape (u,)); see the module doc."""
+
+    price_range: Float[Array, " u"]  # largest standard move (fraction of price)
+    volatility_range_up: Float[Array, " u"]  # relative vol-up shock at 30 days
+    volatility_range_down: Float[Array, " u"]  # relative vol-down shock at 30 days
+    min_volatility_for_shock_up: Float[Array, " u"]  # floor of the shocked-up vol
+    short_term_vega_power: Float[Array, " u"]  # power of 30/DTE below 30 days
+    long_term_vega_power: Float[Array, " u"]  # power of 30/DTE from 30 days
+    extended_table_factor: Float[Array, " u"]  # scales the extended-table fraction pr/|m|
+    annualised_move_risk: Float[Array, " u"]  # roll shock per year to expiry (fraction)
+    min_annualised_move: Float[Array, " u"]  # roll shock floor (fraction)
+    extended_dampener: Float[Array, " u"]  # USD per price range beyond the standard range
+    pnl_offset: Float[Array, " u"]  # share of a scenario gain that counts
+    max_offsetable_pnl: Float[Array, " u"]  # cap of the counted gain, USD
+    mm_factor: Float[Array, " u"]  # maintenance / risk-matrix margin
+    m_inc: Float[Array, " u"]  # delta-shock fraction per coin of net delta beyond the threshold
+    max_delta_shock: Float[Array, " u"]  # cap of the delta-shock fraction
+    delta_total_liq_shock_threshold: Float[Array, " u"]  # USD of net delta free of delta shock
+    extended_moves: Float[Array, " e"]  # extended-table price moves (fractions), shared by all underlyings
+    buckets_count: int = eqx.field(static=True)  # B: 2B+1 price points in the standard table
+
+    @property
+    def n_standard(self) -> int:
+        return (2 * self.buckets_count + 1) * len(VOL_STATES)
+
+    @property
+    def vol_rule(self) -> RelativeVolShock:
+        """The options' vol shock (``scenarios.RelativeVolShock``) from these parameters."""
+        return RelativeVolShock(self.volatility_range_up, self.volatility_range_down,
+                                self.min_volatility_for_shock_up, self.short_term_vega_power,
+                                self.long_term_vega_power)
+
+    @property
+    def grid(self) -> DeribitGrid:
+        """The standard + extended scenarios as data (``scenarios.deribit_grid``)."""
+        return deribit_grid(self.price_range, self.buckets_count, self.vol_rule, self.extended_table_factor,
+                            self.extended_moves, dtype=self.price_range.dtype)
+
+
+class DeribitMargin(eqx.Module):
+    """The grid's results for one account (every field gains a leading axis under ``deribit_margin_batch``).
+
+    Vectors are P&L, gain positive, in coin of the position's / row's underlying; margins (``*_coin``) in
+    that coin; ``initial`` and ``maintenance`` in the book's margin currency.
+    """
+
+    instrument_standard: Float[Array, "n s"]  # per position (Deribit's initial_risk_vectors)
+    instrument_extended: Float[Array, "n e"]
+    pre_aggregated_standard: Float[Array, "u s"]  # plain sum per underlying (pre_aggregated_risk_vectors)
+    pre_aggregated_extended: Float[Array, "u e"]
+    standard: Float[Array, "u s"]  # after pnl_offset (aggregated_risk_vectors)
+    extended: Float[Array, "u e"]  # after the dampener and pnl_offset
+    price_moves: Float[Array, "u b"]  # the standard table's 2B+1 moves
+    worst_case: Float[Array, " u"]
+    worst_case_index: Int[Array, " u"]  # into standard ++ extended (ties: the vol-"same" entry of a bucket)
+    roll_shock: Float[Array, " u"]
+    delta_shock: Float[Array, " u"]
+    net_delta: Float[Array, " u"]  # coins: slope of the coin value in the underlying's price
+    risk_matrix_margin: Float[Array, " u"]
+    maintenance_coin: Float[Array, " u"]
+    initial_coin: Float[Array, " u"]
+    initial: Float[Array, ""]  # sum over underlyings, margin currency at today's prices
+    maintenance: Float[Array, ""]
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+def _number(value, *, source, field) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise InputError(f"must be a finite number, got {value!r}", source=source, field=field)
+    return float(value)
+
+
+def _check_bounds(name: str, x: float, *, source, field) -> None:
+    lo, lo_ok, hi, hi_ok = _BOUNDS.get(name, (0.0, True, float("inf"), False))
+    if x < lo or (x == lo and not lo_ok) or x > hi or (x == hi and not hi_ok):
+        left, right = "[" if lo_ok else "(", "]" if hi_ok else ")"
+        raise InputError(f"must be in {left}{lo:g}, {hi:g}{right}, got {x!r}", source=source, field=field)
+
+
+def deribit_params(config: dict, dtype=jnp.float64) -> DeribitParams:
+    """``DeribitParams`` from a merged config's ``deribit:`` section; raises ``InputError`` naming the field."""
+    source = config.get("_source", "configs/deribit.yaml")
+    section = config.get("deribit")
+    if not isinstance(section, dict):
+        raise InputError("missing the deribit: section", source=source, field="deribit")
+    blocks = {str(k).upper(): v for k, v in section.items() if str(k).upper() in UNDERLYINGS}
+    values: dict[str, list[float]] = {k: [] for k in FLOAT_PARAMS}
+    buckets = []
+    for u in UNDERLYINGS:
+        block = blocks.get(u)
+        if not isinstance(block, dict):
+            raise InputError(f"missing the parameters of {u} (a mapping)", source=source, field=f"deribit.{u}")
+        for name in FLOAT_PARAMS + ("buckets_count",):
+            field = f"deribit.{u}.{name}"
+            if name not in block:
+                raise InputError("missing", source=source, field=field)
+            x = _number(block[name], source=source, field=field)
+            if name == "buckets_count":
+                if x != int(x) or x < 1:
+                    raise InputError(f"must be a whole number >= 1, got {block[name]!r}", source=source, field=field)
+                buckets.append(int(x))
+            else:
+                _check_bounds(name, x, source=source, field=field)
+                values[name].append(x)
+    if len(set(buckets)) != 1:
+        raise InputError(f"buckets_count must be the same for every underlying (vectors share one layout), got "
+                         f"{dict(zip(UNDERLYINGS, buckets))}", source=source, field="deribit.buckets_count")
+    moves = section.get("extended_moves", list(EXTENDED_MOVES))
+    if not isinstance(moves, (list, tuple)) or not moves:
+        raise InputError("must be a non-empty list of price moves", source=source, field="deribit.extended_moves")
+    moves = [_number(m, source=source, field="deribit.extended_moves") for m in moves]
+    if any(m <= -1.0 or m == 0.0 for m in moves):
+        raise InputError(f"each move must be > -1 and non-zero, got {moves}", source=source,
+                         field="deribit.extended_moves")
+    arr = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
+    return DeribitParams(**{k: arr(v) for k, v in values.items()}, extended_moves=arr(moves),
+                         buckets_count=buckets[0])
+
+
+def config_from_model_params(model_params: dict, base: dict | None = None) -> dict:
+    """A ``deribit:`` config section from Deribit's ``model_params`` (``private/pme/simulate``).
+
+    Each ``currency_pair`` ``<u>_usd`` block, with the ``currency`` block of its settlement coin ``<u>`` and
+    the ``general`` block, becomes the entry of underlying U; underlyings it lacks keep ``base``'s entry.
+    """
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()}
+    general = model_params.get("general", {})
+    for pair, block in model_params.get("currency_pair", {}).items():
+        coin = pair.split("_")[0]
+        u = coin.upper()
+        if u not in UNDERLYINGS:
+            continue
+        currency = model_params.get("currency", {}).get(coin, {})
+        entry = dict(out.get(u, {}))
+        entry.update({k: block[k] for k in _PAIR_KEYS if k in block})
+        entry.update({k: currency[k] for k in _CURRENCY_KEYS if k in currency})
+        entry.update({k: general[k] for k in _GENERAL_KEYS if k in general})
+        out[u] = entry
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the core
+
+def _round_half_up(x, decimals: int):
+    """Round to ``decimals`` places, halves up, as Deribit states margins; float32 cannot resolve 1e-9 of a
+    coin, so there it is left as is (a static choice on the dtype)."""
+    if x.dtype != jnp.float64:
+        return x
+    scale = 10.0 ** decimals
+    return jnp.floor(x * scale + 0.5) / scale
+
+
+def vol_shocked(book: Book, params: DeribitParams):
+    """(vol up, vol down) of each position: sigma (1 + up f) floored at min_volatility_for_shock_up, and
+    max(sigma (1 - down f), 0), with f = (30 / max(DTE, 1))^p (p short-term below 30 days)."""
+    return params.vol_rule.shocked_vols(book)
+
+
+def _as_usd_book(book: Book) -> Book:
+    return eqx.tree_at(lambda b: b.margin_coin, book, jnp.full_like(book.margin_coin, -1))
+
+
+def _sum_by_underlying(x, member):
+    """x (..., n) summed over the positions of each underlying -> (..., u); no matmul (TF32 on GPUs)."""
+    return jnp.sum(jnp.where(member, x[..., :, None], 0.0), axis=-2)
+
+
+def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> DeribitMargin:
+    dtype = book.quantity.dtype
+    n_und = len(UNDERLYINGS)
+    und = book.underlying
+    member = und[:, None] == jnp.arange(n_und, dtype=und.dtype)[None, :]  # (n, u)
+    S = book.underlying_spot  # (u,)
+    usd_book = _as_usd_book(book)
+    grid = params.grid  # the scenarios as data: standard table, then the extended one
+    n_std = grid.n_standard
+    shocks = grid.shocks(book)  # (s + e,) through the kernel, like SPAN's grid
+    zero = jnp.zeros(grid.n_scenarios, dtype)
+
+    # coin P&L of each position in coin of its underlying, valued at that scenario's coin price
+    value_usd = jax.vmap(position_values, in_axes=(None, 0))(usd_book, shocks)  # (s + e, n)
+    coin_price = (S[None, :] * shocks.spot_scale)[:, und]
+    today = position_values(usd_book, no_shock(usd_book)) / S[und]
+    pnl = (value_usd / coin_price - today) * grid.weight[und].T  # extended: x f pr/|m|, in coin at the edge
+    standard, extended = pnl[:n_std], pnl[n_std:]
+    ext = grid.price_move[:, n_std:]  # (u, e)
+    moves = grid.price_move[:, :n_std:len(VOL_STATES)]  # (u, 2B+1)
+
+    # aggregation per underlying: plain sum, then the dampener (extended) and pnl_offset
+    pre_std = _sum_by_underlying(standard, member).T  # (u, s)
+    pre_ext = _sum_by_underlying(extended, member).T  # (u, e)
+    prU = params.price_range[:, None]
+    excess_ranges = jnp.maximum(jnp.abs(ext) / prU, 1.0) - 1.0
+    dampener = excess_ranges * params.extended_dampener[:, None] / (S[:, None] * (1.0 + jnp.sign(ext) * prU))
+    damped = jnp.where(jnp.abs(pre_ext) > dampener, pre_ext - jnp.sign(pre_ext) * dampener, 0.0)  # towards 0
+    cap = (params.max_offsetable_pnl / S)[:, None]
+    offset = lambda x: jnp.where(x > 0.0, jnp.minimum(x * params.pnl_offset[:, None], cap), x)  # noqa: E731
+    agg_std, agg_ext = offset(pre_std), offset(damped)
+
+    # worst case over both tables; among ties, the vol-"same" entry of a standard bucket (as Deribit reports)
+    both = jnp.concatenate([agg_std, agg_ext], axis=1)
+    lowest = jnp.min(both, axis=1)
+    worst = jnp.maximum(-lowest, 0.0)
+    is_low = both == lowest[:, None]
+    preferred = is_low & ~grid.is_extended & (grid.vol_state == VOL_SAME)
+    worst_index = jnp.where(preferred.any(axis=1), jnp.argmax(preferred, axis=1), jnp.argmax(is_low, axis=1))
+
+    # net coin delta of each position: slope of its coin value in its underlying's price (scale 1 -> 1 + ds)
+    def coin_values(s):
+        v = position_values(usd_book, Shock(s, jnp.zeros_like(book.quantity), zero[0], zero[0]))
+        return v / (S * s)[und]
+
+    ones = jnp.ones_like(S)
+    _, delta = jax.jvp(coin_values, (ones,), (ones,))
+
+    # roll shock: per expiry group (a perpetual is its own group, T = 0), |net delta| x rate, each group once
+    T = book.expiry_years
+    perp = book.kind == PERPETUAL
+    same = (und[:, None] == und[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
+    n = und.shape[0]
+    earlier = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]
+    first = ~jnp.any(same & earlier, axis=1)
+    group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
+    rate = jnp.maximum(params.min_annualised_move[und], params.annualised_move_risk[und] * T)
+    roll = _sum_by_underlying(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
+
+    # delta shock on the net delta beyond the liquidity threshold (USD)
+    net_delta = _sum_by_underlying(delta, member)
+    beyond = jnp.maximum(jnp.abs(net_delta) * S - params.delta_total_liq_shock_threshold, 0.0) / S
+    delta_shock = jnp.abs(net_delta) * jnp.minimum(params.max_delta_shock, params.m_inc * beyond)
+
+    rmm = _round_half_up(worst, DECIMALS) + roll + delta_shock  # + correlation contingency (0: not set)
+    maintenance = params.mm_factor * rmm
+    initial = _round_half_up(rmm + initial_addons, DECIMALS)
+
+    # to the margin currency at today's prices (coin u -> USD at S_u -> margin coin at its S)
+    mc = book.margin_coin
+    coin_usd = jnp.where(mc >= 0, S[jnp.maximum(mc, 0)], 1.0)
+    to_margin = jnp.where(jnp.arange(n_und, dtype=mc.dtype) == mc, 1.0, S / coin_usd)
+    return DeribitMargin(
+        instrument_standard=standard.T, instrument_extended=extended.T,
+        pre_aggregated_standard=pre_std, pre_aggregated_extended=pre_ext,
+        standard=agg_std, extended=agg_ext, price_moves=moves,
+        worst_case=worst, worst_case_index=worst_index, roll_shock=roll, delta_shock=delta_shock,
+        net_delta=net_delta, risk_matrix_margin=rmm, maintenance_coin=maintenance, initial_coin=initial,
+        initial=jnp.sum(initial * to_margin), maintenance=jnp.sum(maintenance * to_margin),
+    )
+
+
+_deribit_margin_jit = jax.jit(_deribit_margin)
+_deribit_margin_batch_jit = jax.jit(jax.vmap(_deribit_margin, in_axes=(0, None, 0)))
+
+
+def _addons(initial_addons, shape, dtype):
+    if initial_addons is None:
+        return jnp.zeros(shape, dtype)
+    return jnp.broadcast_to(jnp.asarray(initial_addons, dtype), shape)
+
+
+def deribit_margin(book: Book, params: DeribitParams, initial_addons=None) -> DeribitMargin:
+    """The grid for one account (jitted; a book of the same bucket size and dtype reuses the compiled code).
+
+    ``initial_addons``: coin amounts per underlying (shape (u,)) added to the risk-matrix margin in the
+    initial margin, standing for Deribit's mmp_margin + open_orders_margin + spot_margin (default 0).
+    """
+    return _deribit_margin_jit(book, params, _addons(initial_addons, book.underlying_spot.shape,
+                                                     book.quantity.dtype))
+
+
+def deribit_margin_batch(stacked_books: Book, params: DeribitParams, initial_addons=None) -> DeribitMargin:
+    """The grid for many accounts at once: every array of ``stacked_books`` has a leading accounts axis
+    (books padded to one size); ``initial_addons`` of shape (a, u) or broadcastable. Fields of the result
+    gain the accounts axis: ``.initial`` and ``.maintenance`` are (a,) in each account's margin currency."""
+    shape = stacked_books.underlying_spot.shape
+    return _deribit_margin_batch_jit(stacked_books, params, _addons(initial_addons, shape,
+                                                                    stacked_books.quantity.dtype))
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def _floats(x) -> list:
+    return np.asarray(x, np.float64).tolist()
+
+
+def worst_case_bucket(index: int, params: DeribitParams, u: int) -> dict:
+    """Deribit's ``worst_case_bucket`` for an index into standard ++ extended (bucket numbered from 1)."""
+    n_std = params.n_standard
+    if index < n_std:
+        bucket = index // len(VOL_STATES)
+        move = (bucket - params.buckets_count) * float(params.price_range[u]) / params.buckets_count
+        return {"bucket": bucket + 1, "side": "left" if move < 0 else "right" if move > 0 else "centre",
+                "source": "standard", "index": index, "vol_state": VOL_STATES[index % len(VOL_STATES)]}
+    k = index - n_std
+    move = float(params.extended_moves[k])
+    return {"bucket": k + 1, "side": "left" if move < 0 else "right", "source": "extended", "index": k,
+            "vol_state": "up"}
+
+
+def deribit_section(result: DeribitMargin, resolved, margin_currency: str, params: DeribitParams) -> dict:
+    """SPEC section 3's ``deribit`` section from one account's ``DeribitMargin`` (no accounts axis; host or
+    device arrays) and its resolved positions (``pmjax.book.ResolvedPosition``, in book order)."""
+    r = jax.tree_util.tree_map(np.asarray, result)
+    used = [u for u in UNDERLYINGS if any(p.instrument.underlying == u for p in resolved)]
+    by_underlying = {}
+    for u in used:
+        i = UNDERLYINGS.index(u)
+        by_underlying[u] = {
+            "currency": u,
+            "standard": _floats(r.standard[i]), "extended": _floats(r.extended[i]),
+            "worst_case": float(r.worst_case[i]), "roll_shock": float(r.roll_shock[i]),
+            "delta_shock": float(r.delta_shock[i]), "risk_matrix_margin": float(r.risk_matrix_margin[i]),
+            "initial": float(r.initial_coin[i]), "maintenance": float(r.maintenance_coin[i]),
+            "net_delta": float(r.net_delta[i]),
+            "worst_case_bucket": worst_case_bucket(int(r.worst_case_index[i]), params, i),
+            "pre_aggregated": {"standard": _floats(r.pre_aggregated_standard[i]),
+                               "extended": _floats(r.pre_aggregated_extended[i])},
+            "price_moves": _floats(r.price_moves[i]),
+        }
+    by_instrument = {
+        p.instrument.name: {"underlying": p.instrument.underlying, "quantity": p.quantity,
+                            "standard": _floats(r.instrument_standard[j]),
+                            "extended": _floats(r.instrument_extended[j])}
+        for j, p in enumerate(resolved)}
+    return {"by_underlying": by_underlying, "initial": float(r.initial), "maintenance": float(r.maintenance),
+            "currency": margin_currency, "vol_states": list(VOL_STATES),
+            "extended_moves": _floats(params.extended_moves), "by_instrument": by_instrument}
+
+
+def deribit_sections(portfolios, resolved, result: DeribitMargin, params: DeribitParams) -> list[dict]:
+    """The ``deribit`` section of each account of a ``deribit_margin_batch`` result (accounts axis first;
+    rows beyond ``len(portfolios)`` are padding and ignored)."""
+    host = jax.tree_util.tree_map(np.asarray, result)
+    return [deribit_section(jax.tree_util.tree_map(lambda x: x[a], host), resolved[a], p.margin_currency, params)
+            for a, p in enumerate(portfolios)]
+
+
+def deribit_report(portfolio, market, config: dict, dtype=jnp.float64, initial_addons: dict | None = None) -> dict:
+    """SPEC section 3's ``deribit`` section for one account.
+
+    ``by_underlying[U]``: the aggregated vectors (``standard``: 3 (2B+1) entries, index 3 i + j for price
+    point i and vol state j in up/same/down; ``extended``), their ``pre_aggregated`` sums, worst case, roll
+    and delta shocks, risk-matrix margin, and ``initial``/``maintenance``, all in coin of U. ``by_instrument``:
+    each position's vectors (Deribit's initial_risk_vectors). ``initial``/``maintenance``: the sum over
+    underlyings converted to the margin currency at today's index prices. ``initial_addons``: coin amounts
+    by underlying name (Deribit's mmp + open-orders + spot margin; 0 when absent).
+    """
+    params = deribit_params(config, dtype)
+    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
+    addons = np.zeros(len(UNDERLYINGS))
+    for name, x in (initial_addons or {}).items():
+        addons[UNDERLYINGS.index(str(name).upper())] = float(x)
+    return deribit_section(deribit_margin(book, params, addons), resolved, portfolio.margin_currency, params)
+
+
+# ------------------------------------------------------------------------------------------ Deribit's example
+
+def pme_simulate_inputs(result: dict, base_config: dict | None = None):
+    """(portfolio, market, config) reproducing a ``private/pme/simulate`` ``result``: its positions (coins),
+    its index prices, dated futures' forwards from the ticker's mark prices, its ``model_params`` (over
+    ``base_config``'s ``deribit:`` section), as of ``general.timestamp``; margin currency = its margin coin.
+    Options need implied vols, which the response does not carry: they raise ``InputError``."""
+    from pmjax.io.config import default_config
+    from pmjax.io.market import market_from_dict
+    from pmjax.core.portfolio import Position, make_portfolio
+
+    src = "private/pme/simulate result"
+    mp = result["model_params"]
+    as_of = dt.datetime.fromtimestamp(mp["general"]["timestamp"] / 1000.0, tz=dt.timezone.utc)
+    positions = [Position(parse_instrument(name, source=src, field="portfolio.position"), float(q))
+                 for name, q in result["portfolio"]["position"].items()]
+    if any(p.instrument.is_option for p in positions):
+        raise InputError("has options, whose implied vols the response does not carry: value it on a market",
+                         source=src, field="portfolio.position")
+    underlyings = {}
+    for pair, spot in result["index_price"].items():
+        u = pair.split("_")[0].upper()
+        forwards = {p.instrument.expiry.isoformat(): result["ticker"][p.instrument.name]["mark_price"]
+                    for p in positions if p.instrument.underlying == u and p.instrument.kind == "future"}
+        underlyings[u] = {"spot": spot, "forwards": forwards, "vol": {"atm": 0.5}}
+    market = market_from_dict({"as_of": as_of.isoformat(), "underlyings": underlyings}, source=src)
+    coin = next(iter(result.get("margins", {"usd": None}))).upper()
+    portfolio = make_portfolio(positions, account="pme-simulate", margin_currency=coin if coin in UNDERLYINGS
+                               else "USD", source=src)
+    base = base_config if base_config is not None else default_config()
+    config = dict(base, deribit=config_from_model_params(mp, base.get("deribit")))
+    return portfolio, market, config
+
+
+def compare_with_pme_simulate(result: dict, dtype=jnp.float64) -> list[tuple[str, float, float]]:
+    """(name, pmjax, Deribit) for every number of a ``private/pme/simulate`` result that the grid derives."""
+    portfolio, market, config = pme_simulate_inputs(result)
+    coin = portfolio.margin_currency.lower()
+    details = result["margins"][coin]["initial_margin_details"]
+    addons = {portfolio.margin_currency: details.get("mmp_margin", 0) + details.get("open_orders_margin", 0)
+              + details.get("spot_margin", 0)}
+    ours = deribit_report(portfolio, market, config, dtype, initial_addons=addons)
+    rows = []
+    for name, vecs in result["initial_risk_vectors"].items():
+        for table in ("standard", "extended"):
+            for k, (a, b) in enumerate(zip(ours["by_instrument"][name][table], vecs[table], strict=True)):
+                rows.append((f"initial_risk_vectors.{name}.{table}[{k}]", a, b))
+    for kind in ("pre_aggregated_risk_vectors", "aggregated_risk_vectors"):
+        for key, vecs in result.get(kind, {}).items():
+            mine = ours["by_underlying"][key.split("_")[0].upper()]
+            mine = mine["pre_aggregated"] if kind.startswith("pre") else mine
+            for table in ("standard", "extended"):
+                for k, (a, b) in enumerate(zip(mine[table], vecs[table], strict=True)):
+                    rows.append((f"{kind}.{key}.{table}[{k}]", a, b))
+    u = ours["by_underlying"][portfolio.margin_currency]
+    rmd = details["risk_matrix_margin_details"]
+    for k in ("worst_case", "roll_shock", "delta_shock"):
+        rows.append((f"risk_matrix_margin_details.{k}", u[k], rmd[k]))
+    rows.append(("risk_matrix_margin", u["risk_matrix_margin"], details["risk_matrix_margin"]))
+    rows.append(("maintenance_margin", u["maintenance"], result["margins"][coin]["maintenance_margin"]))
+    rows.append(("initial_margin", u["initial"], result["margins"][coin]["initial_margin"]))
+    return rows
+
+
+def main(argv=None) -> int:
+    """``python -m pmjax.deribit RESPONSE.json``: every derived number beside Deribit's, and the largest gap."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m pmjax.deribit PME_SIMULATE_RESPONSE.json", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as fh:
+        doc = json.load(fh)
+    result = doc.get("response", doc).get("result", doc)
+    rows = compare_with_pme_simulate(result)
+    for name, a, b in rows:
+        print(f"{name:60s} {a:>24.17g} {b:>24.17g} {abs(a - b):9.2g}")
+    gap = max(abs(a - b) for _, a, b in rows)
+    print(f"{len(rows)} numbers, max |pmjax - Deribit| = {gap:.3g}")
+    return 0 if gap <= 1e-9 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""SPAN margin (SPEC section 5): risk arrays, scan risk, composite delta, intra-commodity tiers, spot
+charge, inter-commodity credits, short option minimum and net option value.
+
+The numeric core ``span_core(book, params)`` is a pure, branch-free function of a ``Book`` and
+``SpanParams`` (per-underlying arrays, tiers padded with +inf), so it jits once per book bucket and
+vmaps over a leading accounts axis (``span_margin_batch``). ``span_report`` turns one account's
+result into the SPEC section 3 ``span`` JSON section; ``risk_parameter_file`` publishes per-contract
+risk arrays for every listed contract of a market, as a clearing house publishes its SPAN file.
+
+Units: risk arrays and every margin figure are in the book's margin currency (losses positive);
+composite deltas are in coins of the underlying.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from pmjax.core.book import FUTURE, OPTION, Book, book_from_portfolio, bucket_size, make_book, resolve
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS, Instrument, finite_number
+from pmjax.core.kernel import no_shock, own_underlying_values, position_values
+from pmjax.scenarios.grids import (
+    COMPOSITE_DELTA_STEPS,
+    COMPOSITE_DELTA_WEIGHTS,
+    N_SPAN_SCENARIOS,
+    VOL_FLOOR,
+    Grid,
+    own_underlying_losses,
+    span_grid,
+)
+
+#: per-underlying keys of the config's ``span.underlyings.<U>`` mapping
+UNDERLYING_KEYS = ("price_scan_range", "vol_scan_range", "extreme_move_multiple", "extreme_cover_fraction",
+                   "short_option_minimum", "tiers_days", "intra_spread_rate", "spot_days", "spot_rate")
+
+
+class SpanParams(eqx.Module):
+    """SPAN parameters as arrays: (u,) per underlying in ``UNDERLYINGS`` order; (p, 2) per inter spread."""
+
+    price_scan_range: Float[Array, " u"]  # fraction of spot
+    vol_scan_range: Float[Array, " u"]  # absolute vol (0.10 = 10 vol points)
+    extreme_move_multiple: Float[Array, " u"]
+    extreme_cover_fraction: Float[Array, " u"]
+    short_option_minimum: Float[Array, " u"]  # fraction of spot per coin short
+    intra_spread_rate: Float[Array, " u"]  # fraction of spot per coin of spread
+    spot_days: Float[Array, " u"]
+    spot_rate: Float[Array, " u"]  # fraction of spot per coin of near-expiry delta
+    tiers_days: Float[Array, "u k"]  # tier boundaries in days, padded with +inf
+    horizon_days: Float[Array, ""]
+    inter_legs: Int[Array, "p 2"]  # underlying indices of the two legs
+    inter_ratios: Float[Array, "p 2"]  # coins of delta per spread, per leg
+    inter_credit_rate: Float[Array, " p"]
+
+    @property
+    def grid(self) -> Grid:
+        return span_grid(self.price_scan_range, self.vol_scan_range, self.extreme_move_multiple,
+                         self.extreme_cover_fraction, self.horizon_days, vol_floor=VOL_FLOOR,
+                         dtype=self.price_scan_range.dtype)
+
+
+class SpanResult(eqx.Module):
+    """Everything SPAN computes for one account (a leading accounts axis when batched)."""
+
+    risk_array: Float[Array, "u 16"]  # weighted losses per underlying, margin currency
+    scan_risk: Float[Array, " u"]
+    worst_scenario: Int[Array, " u"]  # 1-based
+    intra_spread: Float[Array, " u"]  # margin currency
+    spot_charge: Float[Array, " u"]
+    inter_credit: Float[Array, " u"]
+    short_option_minimum: Float[Array, " u"]
+    composite_delta: Float[Array, " u"]  # coins
+    underlying_risk: Float[Array, " u"]  # risk_u
+    risk: Float[Array, ""]
+    nov: Float[Array, ""]
+    total: Float[Array, ""]
+    position_risk_array: Float[Array, "16 n"]  # weighted losses per position
+    position_composite_delta: Float[Array, " n"]  # coins, quantity included
+    position_tier: Int[Array, " n"]  # 0-based intra-commodity tier
+    position_in_spot_month: Bool[Array, " n"]  # an option or future with days to expiry < spot_days
+    position_value: Float[Array, " n"]  # today's value, margin currency
+
+
+# ---------------------------------------------------------------- parameters
+
+def _number(d, key, where, source, *, minimum=0.0, allow_equal=True, maximum=None):
+    """``d[key]`` as a float within bounds; ``InputError`` naming ``where.key`` otherwise."""
+    field = f"{where}.{key}" if where else key
+    if key not in d:
+        raise InputError(f"missing {key}", source=source, field=field)
+    x = finite_number(d[key], source=source, field=field)
+    if x < minimum or (x == minimum and not allow_equal) or (maximum is not None and x > maximum):
+        bound = f"> {minimum:g}" if not allow_equal else f">= {minimum:g}"
+        if maximum is not None:
+            bound += f" and <= {maximum:g}"
+        raise InputError(f"must be {bound}, got {d[key]!r}", source=source, field=field)
+    return x
+
+
+def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
+    """``SpanParams`` from a config (``pmjax.config.load_config``): its ``span`` section and ``horizon_days``.
+
+    Raises ``InputError`` naming the field for anything missing or out of range.
+    """
+    source = config.get("_source", "config")
+    span = config.get("span")
+    if not isinstance(span, dict):
+        raise InputError("missing span section", source=source, field="span")
+    unds = span.get("underlyings")
+    if not isinstance(unds, dict):
+        raise InputError("missing span.underlyings", source=source, field="span.underlyings")
+    unknown = [u for u in unds if str(u).upper() not in UNDERLYINGS]
+    if unknown:
+        raise InputError(f"unknown underlying {unknown[0]!r} (known: {', '.join(UNDERLYINGS)})", source=source,
+                         field=f"span.underlyings.{unknown[0]}")
+    unds = {str(u).upper(): v for u, v in unds.items()}
+    rows, tiers = [], []
+    for u in UNDERLYINGS:
+        where = f"span.underlyings.{u}"
+        d = unds.get(u)
+        if not isinstance(d, dict):
+            raise InputError(f"missing SPAN parameters for {u}", source=source, field=where)
+        rows.append([
+            _number(d, "price_scan_range", where, source, allow_equal=False, maximum=1.0),
+            _number(d, "vol_scan_range", where, source),
+            _number(d, "extreme_move_multiple", where, source),
+            _number(d, "extreme_cover_fraction", where, source, maximum=1.0),
+            _number(d, "short_option_minimum", where, source),
+            _number(d, "intra_spread_rate", where, source),
+            _number(d, "spot_days", where, source),
+            _number(d, "spot_rate", where, source),
+        ])
+        if rows[-1][0] * rows[-1][2] >= 1.0:
+            raise InputError(f"price_scan_range * extreme_move_multiple must be < 1 (a move of -100% or more), got "
+                             f"{rows[-1][0] * rows[-1][2]:g}", source=source, field=f"{where}.extreme_move_multiple")
+        t = d.get("tiers_days", [])
+        if not isinstance(t, list):
+            raise InputError("tiers_days must be a list of days", source=source, field=f"{where}.tiers_days")
+        t = [finite_number(x, source=source, field=f"{where}.tiers_days") for x in t]
+        if any(x <= 0 for x in t) or any(b <= a for a, b in zip(t, t[1:])):
+            raise InputError(f"tiers_days must be positive and increasing, got {t}", source=source,
+                             field=f"{where}.tiers_days")
+        tiers.append(t)
+    k = max(1, max(len(t) for t in tiers))
+    tiers_arr = np.full((len(UNDERLYINGS), k), np.inf)
+    for i, t in enumerate(tiers):
+        tiers_arr[i, :len(t)] = t
+    horizon = _number(config, "horizon_days", "", source) if "horizon_days" in config else 1.0
+
+    legs, ratios, rates = [], [], []
+    inter = span.get("inter_spreads") or []
+    if not isinstance(inter, list):
+        raise InputError("inter_spreads must be a list", source=source, field="span.inter_spreads")
+    for j, s in enumerate(inter):
+        where = f"span.inter_spreads[{j}]"
+        if not isinstance(s, dict) or not isinstance(s.get("legs"), dict) or len(s["legs"]) != 2:
+            raise InputError("an inter spread needs legs: {A: ratio, B: ratio} (two underlyings) and credit_rate",
+                             source=source, field=where)
+        names = [str(u).upper() for u in s["legs"]]
+        for u in names:
+            if u not in UNDERLYINGS:
+                raise InputError(f"unknown underlying {u!r} (known: {', '.join(UNDERLYINGS)})", source=source,
+                                 field=f"{where}.legs")
+        if names[0] == names[1]:
+            raise InputError("the two legs must be different underlyings", source=source, field=f"{where}.legs")
+        legs.append([UNDERLYINGS.index(u) for u in names])
+        leg_d = {str(u).upper(): v for u, v in s["legs"].items()}
+        ratios.append([_number(leg_d, u, f"{where}.legs", source, allow_equal=False) for u in names])
+        rates.append(_number(s, "credit_rate", where, source, maximum=1.0))
+    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    cols = np.asarray(rows, dtype=np.float64).T
+    return SpanParams(
+        price_scan_range=f(cols[0]), vol_scan_range=f(cols[1]), extreme_move_multiple=f(cols[2]),
+        extreme_cover_fraction=f(cols[3]), short_option_minimum=f(cols[4]), intra_spread_rate=f(cols[5]),
+        spot_days=f(cols[6]), spot_rate=f(cols[7]), tiers_days=f(tiers_arr), horizon_days=f(horizon),
+        inter_legs=jnp.asarray(np.asarray(legs, dtype=np.int32).reshape(-1, 2)),
+        inter_ratios=f(np.asarray(ratios, dtype=np.float64).reshape(-1, 2)),
+        inter_credit_rate=f(np.asarray(rates, dtype=np.float64).reshape(-1)),
+    )
+
+
+# ---------------------------------------------------------------- numeric core
+
+def _days(book: Book):
+    """Days to expiry, nudged up by a few ulps so an expiry exactly on a boundary (30.0 days computed
+    as 29.999999999999996) counts as reaching it."""
+    d = book.expiry_years * 365.0
+    return d + jnp.maximum(d, 1.0) * (1024 * jnp.finfo(d.dtype).eps)
+
+
+def position_composite_deltas(book: Book, params: SpanParams) -> Float[Array, " n"]:
+    """Composite delta of each position, coins (quantity included): its delta averaged over price moves
+    -1..+1 price scan ranges (weights 0.037..0.270..0.037), vol unchanged, time advanced the horizon.
+
+    Delta is the derivative of the position's margin-currency value with respect to its underlying's
+    spot (forwards scaling in proportion), times the scenario's margin-coin price: for a USD margin
+    currency the USD delta; for a coin margin currency the delta of the coin value in coin-equivalents,
+    so the margin coin itself (spot) has delta 0 in its own currency, as it carries no risk there.
+    As in the scan, a price point of underlying u moves only u.
+    """
+    dtype = book.quantity.dtype
+    dt = params.horizon_days * (1.0 / 365.0)
+    no_vol_shift = jnp.zeros_like(book.quantity)
+    coin = jnp.maximum(book.margin_coin, 0)
+    own_coin = book.underlying == coin
+    range_of_position = params.price_scan_range[book.underlying]
+
+    def delta_at(step):
+        """Per-position delta with each position's underlying at ``step`` price scan ranges."""
+        scale = 1.0 + step * range_of_position
+        values = lambda sc: own_underlying_values(book, sc, no_vol_shift, dt)  # noqa: E731
+        # values are elementwise in positions: one forward pass with unit tangents gives every d value_p / d scale_p
+        d_scale = jax.jvp(values, (scale,), (jnp.ones_like(scale),))[1]
+        coin_price = jnp.where(book.margin_coin >= 0,
+                               book.underlying_spot[coin] * jnp.where(own_coin, scale, 1.0), 1.0)
+        return d_scale * coin_price / book.spot
+
+    deltas = jax.vmap(delta_at)(jnp.asarray(COMPOSITE_DELTA_STEPS, dtype))  # (7, n)
+    return jnp.asarray(COMPOSITE_DELTA_WEIGHTS, dtype) @ deltas
+
+
+def span_core(book: Book, params: SpanParams) -> SpanResult:
+    """SPAN for one account's book (SPEC section 5); jit and vmap freely."""
+    dtype = book.quantity.dtype
+    n_und = len(UNDERLYINGS)
+    und_index = jnp.arange(n_und, dtype=book.underlying.dtype)
+    one_hot = (book.underlying[:, None] == und_index[None, :]).astype(dtype)  # (n, u)
+    spot_u = book.underlying_spot
+    has_coin = book.margin_coin >= 0
+    usd_to_mc = jnp.where(has_coin, 1.0 / spot_u[jnp.maximum(book.margin_coin, 0)], jnp.ones((), dtype))
+
+    # risk arrays and scan risk
+    pos_losses = own_underlying_losses(book, params.grid)  # (16, n)
+    risk_array = (pos_losses @ one_hot).T  # (u, 16)
+    worst = jnp.argmax(risk_array, axis=1)
+    scan = jnp.maximum(jnp.max(risk_array, axis=1), 0.0)
+
+    # composite delta and intra-commodity tiers
+    cd = position_composite_deltas(book, params)
+    days = _days(book)
+    dated = (book.kind == OPTION) | (book.kind == FUTURE)  # spot and perpetuals go to the first tier
+    tier = jnp.where(dated, jnp.sum(params.tiers_days[book.underlying] <= days[:, None], axis=1, dtype=jnp.int32), 0)
+    n_tiers = params.tiers_days.shape[1] + 1
+    tier_hot = (tier[:, None] == jnp.arange(n_tiers, dtype=jnp.int32)[None, :]).astype(dtype)  # (n, t)
+    tier_delta = jnp.einsum("nu,nt,n->ut", one_hot, tier_hot, cd)
+    spreads = jnp.zeros(n_und, dtype)
+    left = tier_delta
+    for a in range(n_tiers):  # pairs (1,2), (1,3), ..., (2,3), ... in order, each consuming delta
+        for b in range(a + 1, n_tiers):
+            da, db = left[:, a], left[:, b]
+            s = jnp.where(da * db < 0, jnp.minimum(jnp.abs(da), jnp.abs(db)), 0.0)
+            spreads = spreads + s
+            left = left.at[:, a].add(-jnp.sign(da) * s).at[:, b].add(-jnp.sign(db) * s)
+    intra = spreads * params.intra_spread_rate * spot_u * usd_to_mc
+
+    # spot charge: options and futures inside spot_days
+    near = dated & (days < params.spot_days[book.underlying])
+    near_delta = (cd * near.astype(dtype)) @ one_hot
+    spot_charge = jnp.abs(near_delta) * params.spot_rate * spot_u * usd_to_mc
+
+    # short option minimum
+    is_option = book.kind == OPTION
+    short = jnp.maximum(-book.quantity, 0.0)
+    short_calls = (short * (is_option & book.is_call).astype(dtype)) @ one_hot
+    short_puts = (short * (is_option & ~book.is_call).astype(dtype)) @ one_hot
+    som = params.short_option_minimum * spot_u * jnp.maximum(short_calls, short_puts) * usd_to_mc
+
+    # inter-commodity credits, pairs in config order; delta consumed by each
+    net_delta = left.sum(axis=1)  # delta left after intra spreads (intra spreads net to zero)
+    time_risk = 0.5 * (risk_array[:, 0] + risk_array[:, 1])
+    paired = worst ^ 1  # 0-based partner: 1<->2, 3<->4, ... (1-based)
+    vol_risk = jnp.where(worst >= 14, 0.0, 0.5 * (jnp.take_along_axis(risk_array, worst[:, None], 1)[:, 0]
+                                                    - jnp.take_along_axis(risk_array, paired[:, None], 1)[:, 0]))
+    price_risk = jnp.maximum(scan - time_risk - vol_risk, 0.0)
+    abs_delta = jnp.abs(net_delta)
+    risk_per_delta = jnp.where(abs_delta > 0, price_risk / jnp.where(abs_delta > 0, abs_delta, 1.0), 0.0)
+    credit = jnp.zeros(n_und, dtype)
+    remaining = net_delta
+    for j in range(params.inter_legs.shape[0]):
+        a, b = params.inter_legs[j, 0], params.inter_legs[j, 1]
+        ra, rb = params.inter_ratios[j, 0], params.inter_ratios[j, 1]
+        da, db = remaining[a], remaining[b]
+        n = jnp.where(da * db < 0, jnp.minimum(jnp.abs(da) / ra, jnp.abs(db) / rb), 0.0)
+        rate = params.inter_credit_rate[j]
+        credit = credit.at[a].add(n * ra * risk_per_delta[a] * rate).at[b].add(n * rb * risk_per_delta[b] * rate)
+        remaining = remaining.at[a].add(-jnp.sign(da) * n * ra).at[b].add(-jnp.sign(db) * n * rb)
+
+    risk_u = jnp.maximum(scan + intra + spot_charge - credit, som)
+    values = position_values(book, no_shock(book))
+    nov = jnp.sum(jnp.where(is_option, values, 0.0))
+    risk = risk_u.sum()
+    return SpanResult(
+        risk_array=risk_array, scan_risk=scan, worst_scenario=(worst + 1).astype(jnp.int32), intra_spread=intra,
+        spot_charge=spot_charge, inter_credit=credit, short_option_minimum=som, composite_delta=cd @ one_hot,
+        underlying_risk=risk_u, risk=risk, nov=nov, total=jnp.maximum(risk - nov, 0.0),
+        position_risk_array=pos_losses, position_composite_delta=cd, position_tier=tier.astype(jnp.int32),
+        position_in_spot_month=near, position_value=values,
+    )
+
+
+#: one account (a book of the same bucket size and dtype reuses the compiled code)
+span_margin = jax.jit(span_core)
+#: many accounts: every leaf of the book carries a leading accounts axis; parameters are shared
+span_margin_batch = jax.jit(jax.vmap(span_core, in_axes=(0, None)))
+
+
+# ---------------------------------------------------------------- JSON
+
+def _f(x) -> float:
+    return float(np.asarray(x)) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def span_section(result: SpanResult, underlyings, resolved=None, *, as_of=None) -> dict:
+    """The SPEC section 3 ``span`` JSON section of one (unbatched) result, for ``underlyings`` (names);
+    with ``resolved`` (the book's positions, in book order) it adds ``by_position`` (``position_rows``)."""
+    r = jax.tree_util.tree_map(np.asarray, result)
+    by = {}
+    for u in UNDERLYINGS:
+        if u not in underlyings:
+            continue
+        i = UNDERLYINGS.index(u)
+        by[u] = {
+            "risk_array": [_f(x) for x in r.risk_array[i]],
+            "scan_risk": _f(r.scan_risk[i]),
+            "worst_scenario": int(r.worst_scenario[i]),
+            "intra_spread": _f(r.intra_spread[i]),
+            "spot_charge": _f(r.spot_charge[i]),
+            "inter_credit": _f(r.inter_credit[i]),
+            "short_option_minimum": _f(r.short_option_minimum[i]),
+            "composite_delta": _f(r.composite_delta[i]),
+            "risk": _f(r.underlying_risk[i]),
+        }
+    doc = {"risk": _f(r.risk), "nov": _f(r.nov), "total": _f(r.total), "by_underlying": by}
+    if resolved is not None:
+        doc["by_position"] = position_rows(r, resolved, as_of=as_of)
+    return doc
+
+
+def _days_to_expiry(p, as_of) -> float:
+    """Days from ``as_of`` to the expiry (exact for whole days), else from the position's year fraction."""
+    if as_of is not None:
+        return (p.instrument.expiry - as_of).total_seconds() / 86400.0
+    return p.expiry_years * 365.0
+
+
+def position_rows(result: SpanResult, resolved, *, as_of=None) -> list[dict]:
+    """Per-position detail (SPEC section 5 inputs), in book order: instrument, underlying, kind, right
+    (options), quantity (coins), days_to_expiry (None for spot and perpetuals), tier (1-based),
+    in_spot_month, risk_array (16 weighted losses, margin currency), composite_delta (coins, quantity
+    included) and value (today, margin currency). The by-underlying figures are sums over these rows."""
+    r = jax.tree_util.tree_map(np.asarray, result)
+    rows = []
+    for i, p in enumerate(resolved):
+        inst = p.instrument
+        dated = inst.kind in ("option", "future")
+        rows.append({"instrument": inst.name, "underlying": inst.underlying, "kind": inst.kind,
+                     "right": inst.right if inst.is_option else None, "quantity": p.quantity,
+                     "days_to_expiry": _days_to_expiry(p, as_of) if dated else None,
+                     "tier": int(r.position_tier[i]) + 1, "in_spot_month": bool(r.position_in_spot_month[i]),
+                     "risk_array": [_f(x) for x in r.position_risk_array[:, i]],
+                     "composite_delta": _f(r.position_composite_delta[i]), "value": _f(r.position_value[i])})
+    return rows
+
+
+def parameters_section(params: SpanParams, market, margin_currency: str) -> dict:
+    """The SPAN inputs a user needs besides the positions to redo SPEC section 5 by hand: per underlying
+    today's ``spot`` (USD) and its parameters, the inter-commodity spreads in the order they apply, the
+    horizon, and ``usd_to_margin`` (1 for USD, 1 / spot of the margin coin) that converts the USD-stated
+    charges (intra, spot, short option minimum)."""
+    p = jax.tree_util.tree_map(np.asarray, params)
+    unds = {}
+    for i, u in enumerate(UNDERLYINGS):
+        unds[u] = {"spot": float(market.underlyings[u].spot) if u in market.underlyings else None,
+                   **{k: float(getattr(p, k)[i]) for k in UNDERLYING_KEYS if k != "tiers_days"},
+                   "tiers_days": [float(x) for x in p.tiers_days[i] if np.isfinite(x)]}
+    inter = [{"legs": {UNDERLYINGS[int(p.inter_legs[j, k])]: float(p.inter_ratios[j, k]) for k in range(2)},
+              "credit_rate": float(p.inter_credit_rate[j])} for j in range(p.inter_legs.shape[0])]
+    usd_to_margin = 1.0 if margin_currency == "USD" else 1.0 / float(market.spot(margin_currency))
+    return {"horizon_days": float(p.horizon_days), "currency": margin_currency, "usd_to_margin": usd_to_margin,
+            "underlyings": unds, "inter_spreads": inter}
+
+
+def span_report(portfolio, market, config: dict, dtype=jnp.float64, *, positions: bool = False,
+                params: SpanParams | None = None) -> dict:
+    """The ``span`` section of ``pmjax margin`` for one portfolio; with ``positions`` also ``by_position``
+    (``position_rows``) and ``parameters`` (``parameters_section``), enough to re-derive every figure."""
+    params = span_params(config, dtype=dtype) if params is None else params
+    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
+    result = span_margin(book, params)
+    doc = span_section(result, {p.instrument.underlying for p in portfolio.positions},
+                       resolved if positions else None, as_of=market.as_of)
+    if positions:
+        doc["parameters"] = parameters_section(params, market, portfolio.margin_currency)
+    return doc
+
+
+# ---------------------------------------------------------------- risk parameter file
+
+def listed_contracts(market) -> list[Instrument]:
+    """Every contract the market lists: each option of every smile (call and put, inverse), the future of
+    each expiry with a forward (inverse), and the perpetual, per underlying."""
+    out = []
+    for u in UNDERLYINGS:
+        if u not in market.underlyings:
+            continue
+        m = market.underlyings[u]
+        for e in sorted(m.smiles):
+            for k in m.smiles[e].strikes:
+                for right in ("call", "put"):
+                    out.append(Instrument(u, "option", "inverse", e, float(k), right))
+        for e in sorted(m.forwards):
+            out.append(Instrument(u, "future", "inverse", e))
+        out.append(Instrument(u, "perpetual", "inverse"))
+    return [i for i in out if i.expiry is None or market.years_to(i.expiry) >= 0]
+
+
+RISK_FILE_COLUMNS = ("instrument", "underlying", "kind", "settlement", "expiry", "strike", "right", "days",
+                     "forward", "vol", "price_usd", "composite_delta", "tier") + tuple(
+    f"L{i}" for i in range(1, N_SPAN_SCENARIOS + 1))
+
+
+def risk_parameter_rows(market, params: SpanParams) -> list[dict]:
+    """Risk array (USD losses, weights applied) and composite delta of 1 coin long of every listed contract."""
+    dtype = params.price_scan_range.dtype
+    contracts = listed_contracts(market)
+    if not contracts:
+        raise InputError("the market lists no contracts", source=market.source)
+    resolved = resolve(contracts, [1.0] * len(contracts), market)
+    book = make_book(resolved, market, "USD", dtype=dtype, size=bucket_size(len(resolved)))
+    r = jax.tree_util.tree_map(np.asarray, span_margin(book, params))
+    rows = []
+    for i, p in enumerate(resolved):
+        inst = p.instrument
+        row = {"instrument": inst.name, "underlying": inst.underlying, "kind": inst.kind,
+               "settlement": inst.settlement, "expiry": inst.expiry.isoformat() if inst.expiry else "",
+               "strike": inst.strike if inst.strike is not None else "", "right": inst.right or "",
+               "days": p.expiry_years * 365.0, "forward": p.forward, "vol": p.vol if inst.is_option else "",
+               "price_usd": float(r.position_value[i]) if inst.is_option else 0.0,
+               "composite_delta": float(r.position_composite_delta[i]), "tier": int(r.position_tier[i]) + 1}
+        for s in range(N_SPAN_SCENARIOS):
+            row[f"L{s + 1}"] = _f(r.position_risk_array[s, i])
+        rows.append(row)
+    return rows
+
+
+def risk_parameter_file(market, config: dict, path: str, dtype=jnp.float64) -> list[dict]:
+    """Write the market's SPAN risk parameter file (per-contract risk arrays of 1 coin long, USD) to ``path``:
+    CSV for ``.csv``, JSON for ``.json`` (``{"as_of", "market", "currency", "scenarios", "parameters",
+    "contracts"}``). ``price_usd`` is the option premium (0 for futures, valued as P&L). Returns the rows."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".json"):
+        raise InputError(f"unknown file type {ext!r} for a risk parameter file (use .csv or .json)", source=path)
+    params = span_params(config, dtype=dtype)
+    rows = risk_parameter_rows(market, params)
+    try:
+        if ext == ".csv":
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(RISK_FILE_COLUMNS))
+                w.writeheader()
+                w.writerows(rows)
+        else:
+            grid = jax.tree_util.tree_map(np.asarray, params.grid)
+            doc = {"as_of": market.as_of.isoformat(), "market": market.source, "currency": "USD",
+                   "quantity": 1.0, "losses_positive": True,
+                   "scenarios": {u: {"price_move": grid.price_move[i].tolist(), "vol_shift": grid.vol_shift[i].tolist(),
+                                     "weight": grid.weight[i].tolist()} for i, u in enumerate(UNDERLYINGS)},
+                   "horizon_days": float(params.horizon_days),
+                   "parameters": config.get("span"),
+                   "contracts": [dict({k: v for k, v in r.items() if not k.startswith("L")},
+                                      risk_array=[r[f"L{s + 1}"] for s in range(N_SPAN_SCENARIOS)]) for r in rows]}
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1)
+    except OSError as e:
+        raise InputError(f"cannot write file: {e.strerror}", source=path) from None
+    return rows
+
+
+__all__ = ["SpanParams", "SpanResult", "listed_contracts", "parameters_section", "position_composite_deltas",
+           "position_rows", "risk_parameter_file", "risk_parameter_rows", "span_core", "span_margin", "span_margin_batch",
+           "span_params", "span_report", "span_section"]
