@@ -28,7 +28,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import pmjax  # noqa: E402,F401  (float64)
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # float64: pmjax changes no JAX setting by itself
 from pmjax.apps import backtest as B  # noqa: E402
 from pmjax.apps import calibrate as C  # noqa: E402
 from pmjax.apps.tables import table  # noqa: E402

@@ -29,11 +29,12 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import pmjax  # noqa: E402,F401  (float64)
+jax.config.update("jax_enable_x64", True)  # float64: pmjax changes no JAX setting by itself
 from pmjax.batch.accounts import build_batch  # noqa: E402
 from pmjax.scenarios.named import load_scenarios
 from pmjax.apps.stress import span_batch, stress_pnl
-from pmjax.measures.deribit import deribit_margin_batch, deribit_params  # noqa: E402
+from pmjax.batch.sharding import vmapped  # noqa: E402
+from pmjax.measures.deribit import deribit_margin, deribit_params  # noqa: E402
 from pmjax.io.config import CONFIG_DIR, load_config  # noqa: E402
 from pmjax.core.instruments import Instrument  # noqa: E402
 from pmjax.io.market import load_market  # noqa: E402
@@ -85,7 +86,7 @@ for run in range(2):
     span = span_batch(batch, params)
     timings["span"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    deribit = deribit_margin_batch(batch.books, dparams)
+    deribit = vmapped(deribit_margin)(batch.books, dparams)  # jit(vmap(deribit_margin)) over the accounts
     deribit.initial.block_until_ready()
     timings["deribit"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -4,6 +4,7 @@ import contextlib
 import logging
 import os
 import pathlib
+import sys
 
 import jax
 
@@ -15,6 +16,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+TESTS = pathlib.Path(__file__).resolve().parent
+
+# tests/reference (numpy references, synthetic books) imports as ``reference``, here and in the test
+# subprocesses (``python -c SCRIPT`` inherits PYTHONPATH)
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                          if p and p != str(TESTS)])
 SHARED_DATA = pathlib.Path(os.environ.get("PMJAX_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -53,7 +62,7 @@ def _compile_log():
 
 @pytest.fixture
 def compile_log():
-    """A context manager factory: ``with compile_log() as log: ...; log.compiles("span_core")``."""
+    """A context manager factory: ``with compile_log() as log: ...; log.compiles("span_margin")``."""
     return _compile_log
 
 

@@ -22,7 +22,10 @@ from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import Instrument, parse_instrument
 from pmjax.core.portfolio import Position, make_portfolio
-from pmjax.measures.span import listed_contracts, span_margin, span_margin_batch, span_params, span_report
+from pmjax.apps.margin import span_report
+from pmjax.apps.risk_file import listed_contracts
+from pmjax.batch.sharding import vmapped
+from pmjax.measures.span import span_margin, span_params
 
 MULTI = """\
 accounts:
@@ -93,7 +96,7 @@ def test_one_call_for_1000_accounts_equals_one_by_one(market):
     assert together.total.shape == (1000,)
     for i in range(len(accounts)):
         book = make_book(batch.resolved[i], market, accounts[i].margin_currency, size=batch.size)
-        alone = jax.tree_util.tree_map(np.asarray, span_margin(book, params))
+        alone = jax.tree_util.tree_map(np.asarray, jax.jit(span_margin)(book, params))
         for name in ("risk_array", "scan_risk", "worst_scenario", "intra_spread", "spot_charge", "inter_credit",
                      "short_option_minimum", "composite_delta", "underlying_risk", "risk", "nov", "total"):
             np.testing.assert_allclose(getattr(together, name)[i], getattr(alone, name), rtol=1e-10, atol=1e-9,
@@ -110,26 +113,22 @@ def test_deribit_batch_of_1000_accounts_equals_one_by_one(market):
     """The path ``pmjax stress --method deribit`` takes (one vmapped call over the padded batch) against
     ``deribit_margin`` account by account, every field of the result, for all 1000 accounts."""
     from pmjax.cli.commands.stress import deribit_method
-    from pmjax.measures.deribit import (
-        DeribitMargin,
-        deribit_margin,
-        deribit_margin_batch,
-        deribit_params,
-        deribit_report,
-    )
+    from pmjax.apps.margin import deribit_report
+    from pmjax.batch.sharding import vmapped
+    from pmjax.measures.deribit import DeribitResult, deribit_margin, deribit_params
 
     config = load_config()
     params = deribit_params(config)
     accounts = random_accounts(market, 1000, 20, seed=11)
     batch = build_batch(accounts, market)
     assert batch.books.quantity.shape == (1024, 32)
-    together = jax.tree_util.tree_map(lambda x: np.asarray(x)[:1000], deribit_margin_batch(batch.books, params))
+    together = jax.tree_util.tree_map(lambda x: np.asarray(x)[:1000], vmapped(deribit_margin)(batch.books, params))
     assert together.initial.shape == (1000,)
-    fields = list(DeribitMargin.__dataclass_fields__)
+    fields = list(DeribitResult.__dataclass_fields__)
     worst_rel = 0.0
     for i in range(len(accounts)):
         book = make_book(batch.resolved[i], market, accounts[i].margin_currency, size=batch.size)
-        alone = jax.tree_util.tree_map(np.asarray, deribit_margin(book, params))
+        alone = jax.tree_util.tree_map(np.asarray, jax.jit(deribit_margin)(book, params))
         for name in fields:
             a, b = getattr(together, name)[i], getattr(alone, name)
             if name == "worst_case_index":
@@ -155,11 +154,11 @@ def test_a_second_batch_of_the_same_buckets_does_not_recompile(market, caplog):
     span_batch(first, params)  # compiles for (64 accounts, 8 rows)
     second = build_batch(random_accounts(market, 50, 6, seed=2), market)
     assert second.books.quantity.shape == first.books.quantity.shape == (64, 8)
-    before = span_margin_batch._cache_size()
+    before = vmapped(span_margin)._cache_size()
     with jax.log_compiles(), caplog.at_level(logging.DEBUG, logger="jax"):
         span_batch(second, params)
-    assert span_margin_batch._cache_size() == before
-    assert not [r for r in caplog.records if "span_core" in r.getMessage() and "Compiling" in r.getMessage()]
+    assert vmapped(span_margin)._cache_size() == before
+    assert not [r for r in caplog.records if "span_margin" in r.getMessage() and "Compiling" in r.getMessage()]
 
 
 def test_results_do_not_depend_on_chunking(market):

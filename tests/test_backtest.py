@@ -15,10 +15,10 @@ from pmjax.apps import backtest as B
 from pmjax.apps import calibrate
 from pmjax.core.book import book_from_portfolio
 from pmjax.io.config import deep_merge, load_config
-from pmjax.measures.deribit import deribit_report
+from pmjax.apps.margin import deribit_report
 from pmjax.core.kernel import position_values, no_shock
-from pmjax.measures.rules import rules_margin
-from pmjax.measures.span import span_report
+from pmjax.measures.rules import rules_margin, rules_params
+from pmjax.apps.margin import span_report
 
 WINDOW = B.BacktestSettings(start="2022-11-07", end="2022-11-12", paths=512)
 
@@ -118,7 +118,7 @@ def test_span_deribit_rules_covers_equal_the_single_account_methods(days, config
         book, _ = book_from_portfolio(pf, m)
         values = np.asarray(position_values(book, no_shock(book)))[: len(legs)]
         nov = sum(v for v, g in zip(values, legs) if g.kind == "option")
-        assert rules[t] == pytest.approx(rules_margin(pf, m, config)["initial"] + nov, rel=1e-10)
+        assert rules[t] == pytest.approx(rules_margin(pf, m, rules_params(config)).initial + nov, rel=1e-10)
     # SPAN with the config's ranges differs from the rolling ones
     fixed = B.span_cover(st, days, config, B.BacktestSettings(span_ranges="config"))
     assert not np.allclose(fixed, span)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pmjax.cli import app as cli_main
-from pmjax.bench import harness as bench
+from pmjax.bench import baselines, harness, rows
+from pmjax.bench.format import format_bench
 from pmjax.scenarios import montecarlo
 from pmjax.batch import sharding
 from pmjax.batch.accounts import build_batch
@@ -22,10 +23,15 @@ from pmjax.io.config import load_config
 from pmjax.core.kernel import unit_greeks_jit
 from pmjax.core.portfolio import make_portfolio
 from pmjax.io.portfolio import parse_trades
-from pmjax.measures.span import span_margin_batch, span_params
+from pmjax.measures.span import span_margin, span_params
+from reference import numpy_engine as reference
+from reference.numpy_engine import BOOK_FIELDS
+from reference.books import random_account_books, random_option_book
+
+span_margin_batch = sharding.vmapped(span_margin)  # the many-account SPAN pmjax stress runs
 
 SPEC_ROW_KEYS = {"name", "size", "unit", "pmjax", "baseline", "baseline_value", "speedup"}
-NDTRS = [bench.baseline_ndtr(False), bench.baseline_ndtr(True)]
+NDTRS = [baselines.baseline_ndtr(False), baselines.baseline_ndtr(True)]
 
 
 # ---------------------------------------------------------------- the numpy normal CDF
@@ -34,16 +40,16 @@ NDTRS = [bench.baseline_ndtr(False), bench.baseline_ndtr(True)]
 def test_cody_erfc_matches_math_erfc_to_near_machine_precision():
     x = np.concatenate([np.linspace(-9.0, 26.0, 20001), [0.0, 0.46875, -0.46875, 4.0, -4.0, 1e-12, -1e-300]])
     ref = np.array([math.erfc(v) for v in x])
-    got = bench.erfc_cody(x)
+    got = baselines.erfc_cody(x)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, ref, rtol=2e-14, atol=0.0)
-    assert bench.erfc_cody(np.array([np.inf, -np.inf, 40.0])).tolist() == [0.0, 2.0, 0.0]
+    assert baselines.erfc_cody(np.array([np.inf, -np.inf, 40.0])).tolist() == [0.0, 2.0, 0.0]
 
 
 def test_cody_ndtr_float32_stays_float32_and_accurate():
     x = np.linspace(-8.0, 8.0, 4001).astype(np.float32)
     ref = np.array([0.5 * math.erfc(-float(v) / math.sqrt(2.0)) for v in x])  # at the float32 arguments
-    got = bench.ndtr_cody(x)
+    got = baselines.ndtr_cody(x)
     assert got.dtype == np.float32
     # float32 arithmetic inside: the relative error grows like x^2 eps32 in the lower tail
     rel = np.abs(got / ref - 1.0)
@@ -52,9 +58,9 @@ def test_cody_ndtr_float32_stays_float32_and_accurate():
 
 
 def test_baseline_ndtr_names_what_it_uses():
-    fn, name = bench.baseline_ndtr(False)
-    assert fn is bench.ndtr_cody and "no scipy" in name
-    fn, name = bench.baseline_ndtr(True)  # scipy is a test dependency
+    fn, name = baselines.baseline_ndtr(False)
+    assert fn is baselines.ndtr_cody and "no scipy" in name
+    fn, name = baselines.baseline_ndtr(True)  # scipy is a test dependency
     assert name == "scipy.special.ndtr"
 
 
@@ -65,13 +71,13 @@ def test_baseline_ndtr_names_what_it_uses():
 @pytest.mark.parametrize("ndtr, ndtr_name", NDTRS)
 def test_numpy_greeks_equal_pmjax_unit_greeks(dtype, rtol, ndtr, ndtr_name):
     n = 300
-    book = bench.random_option_book(n, dtype, seed=11, size=512)
+    book = random_option_book(n, dtype, seed=11, size=512)
     # a few options inside the last day, so theta reprices at intrinsic (T - 1 day clipped at 0)
     book = jax.tree_util.tree_map(np.asarray, book)
     book.expiry_years[:5] = np.asarray([0.2, 0.5, 0.9, 1.0, 1.5], dtype) / 365.0
     pm = {k: np.asarray(v)[:n] for k, v in unit_greeks_jit(jax.device_put(book)).items()}
-    host = {k: (v[:n] if np.ndim(v) else v) for k, v in bench.host_book(book).items()}
-    got = bench.numpy_unit_greeks(host, ndtr)
+    host = {k: (v[:n] if np.ndim(v) else v) for k, v in baselines.host_book(book).items()}
+    got = baselines.numpy_unit_greeks(host, ndtr)
     assert set(got) == set(pm) == {"value", "delta", "gamma", "vega", "theta", "vanna", "volga"}
     for k in pm:
         assert got[k].dtype == dtype, k
@@ -83,12 +89,12 @@ def test_numpy_greeks_equal_pmjax_unit_greeks(dtype, rtol, ndtr, ndtr_name):
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-4)])
 def test_numpy_span_equals_span_margin_batch_field_by_field(dtype, rtol):
-    ndtr, _ = bench.baseline_ndtr(False)
+    ndtr, _ = baselines.baseline_ndtr(False)
     params = span_params(load_config(), dtype=dtype)
-    books = bench.random_account_books(40, 20, dtype, seed=5)
+    books = random_account_books(40, 20, dtype, seed=5)
     assert set(books.margin_coin.tolist()) == {-1, 0, 1}  # USD, BTC and ETH margin accounts
     pm = span_margin_batch(books, params)
-    got = bench.numpy_span(books, params, ndtr)
+    got = baselines.numpy_span(books, params, ndtr)
     for field, value in got.items():
         ref = np.asarray(getattr(pm, field))
         if np.issubdtype(ref.dtype, np.integer):
@@ -99,7 +105,7 @@ def test_numpy_span_equals_span_margin_batch_field_by_field(dtype, rtol):
     # the comparison covers every part of the method, not zeros
     for field in ("total", "inter_credit", "intra_spread", "spot_charge", "short_option_minimum", "nov"):
         assert np.count_nonzero(got[field]) > 0, field
-    totals = bench.numpy_span_chunked(books, params, ndtr, chunk=7)  # chunking changes nothing
+    totals = baselines.numpy_span_chunked(books, params, ndtr, chunk=7)  # chunking changes nothing
     np.testing.assert_array_equal(totals, got["total"])
 
 
@@ -111,18 +117,18 @@ def test_numpy_losses_equal_simulate_losses_given_the_same_factors(market):
     paths = 300
     zr, zv = montecarlo.scenario_factors(spec, params, 3, np.arange(paths))
     for margin_coin in (-1, 1):
-        book = jax.tree_util.tree_map(np.asarray, bench.random_option_book(50, jnp.float64, seed=9, size=64))
-        book = type(book)(**{**{f: getattr(book, f) for f in bench.BOOK_FIELDS},
+        book = jax.tree_util.tree_map(np.asarray, random_option_book(50, jnp.float64, seed=9, size=64))
+        book = type(book)(**{**{f: getattr(book, f) for f in BOOK_FIELDS},
                              "margin_coin": np.int32(margin_coin)})
         pm = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=3, chunk=128, progress=False)
-        got = bench.numpy_losses(bench.host_book(book), params, zr, zv, bench.ndtr_cody)
+        got = baselines.numpy_losses(baselines.host_book(book), params, zr, zv, baselines.ndtr_cody)
         np.testing.assert_allclose(got, pm, rtol=1e-10, atol=1e-10 * np.max(np.abs(pm)), err_msg=str(margin_coin))
 
 
 def test_numpy_draws_follow_the_model(market):
     normal = montecarlo.var_settings({"var": {"model": "normal", "historical": False}})
     spec, params, _ = montecarlo.build_model(market, normal)
-    zr, zv = bench.numpy_factors(spec, params, 100_000, np.random.default_rng(0))
+    zr, zv = baselines.numpy_factors(spec, params, 100_000, np.random.default_rng(0))
     z = np.concatenate([zr, zv], axis=1)
     corr = np.asarray(params.chol) @ np.asarray(params.chol).T
     np.testing.assert_allclose(np.corrcoef(z.T), corr, atol=0.02)
@@ -130,7 +136,7 @@ def test_numpy_draws_follow_the_model(market):
     # student_t: the same fat tails as pmjax's own draws (fraction beyond 2.5 sd, two-sample binomial check)
     spec_t, params_t, _ = montecarlo.build_model(market, montecarlo.var_settings({"var": {"historical": False}}))
     n = 40_000
-    zr_np, _ = bench.numpy_factors(spec_t, params_t, n, np.random.default_rng(1))
+    zr_np, _ = baselines.numpy_factors(spec_t, params_t, n, np.random.default_rng(1))
     zr_pm, _ = montecarlo.scenario_factors(spec_t, params_t, 0, np.arange(n))
     tail_np, tail_pm = np.mean(np.abs(zr_np) > 2.5), np.mean(np.abs(zr_pm) > 2.5)
     sd = math.sqrt(2 * tail_pm * (1 - tail_pm) / (2 * n))
@@ -147,7 +153,7 @@ def greeks_cases(n: int, dtype, *, seed: int, tiny_t: float = 1e-14, tiny_vol: f
     today (T = 0), inside the last two days (theta reprices at intrinsic), tiny T down to ``tiny_t`` years,
     zero vol, tiny vol down to ``tiny_vol``, and exactly at the money within each of those."""
     rng = np.random.default_rng(seed)
-    b = jax.tree_util.tree_map(np.asarray, bench.random_option_book(n, jnp.float64, seed=seed))
+    b = jax.tree_util.tree_map(np.asarray, random_option_book(n, jnp.float64, seed=seed))
     T, vol, K, F = b.expiry_years.copy(), b.vol.copy(), b.strike.copy(), b.forward
     q = n // 10
     T[:q] = 0.0
@@ -157,7 +163,7 @@ def greeks_cases(n: int, dtype, *, seed: int, tiny_t: float = 1e-14, tiny_vol: f
     vol[4 * q:5 * q] = 10.0 ** rng.uniform(np.log10(tiny_vol), -2.0, q)
     atm = np.concatenate([np.arange(k * q, k * q + q // 4) for k in range(6)])
     K[atm] = F[atm]
-    fields = {f: getattr(b, f) for f in bench.BOOK_FIELDS}
+    fields = {f: getattr(b, f) for f in BOOK_FIELDS}
     fields.update(expiry_years=T, vol=vol, strike=K)
     book = type(b)(**fields)
     return jax.tree_util.tree_map(lambda x: x.astype(dtype) if x.dtype == np.float64 else x, book)
@@ -234,7 +240,7 @@ def test_closed_form_greeks_of_every_kind_and_stacked_books():
     """Futures, perpetuals, spot and padding rows too, on stacked (accounts, rows) books."""
     from pmjax.core.fast_greeks import unit_greeks_fast
 
-    books = bench.random_account_books(40, 20, np.float64, seed=8)  # (40, 32): 12 padding rows each
+    books = random_account_books(40, 20, np.float64, seed=8)  # (40, 32): 12 padding rows each
     ad = {k: np.asarray(v) for k, v in unit_greeks_jit(books).items()}
     cf = {k: np.asarray(v) for k, v in unit_greeks_fast(books, block=64).items()}
     for k in ad:
@@ -277,8 +283,8 @@ def test_hart_cdf_accuracy_and_very_wide_distributions_in_float32():
     # sigma sqrt T up to 28: one of the two densities underflows in float32; the shared exp is taken at the
     # d nearer 0, so prices and Greeks keep float32 accuracy (against the float64 closed forms)
     rng = np.random.default_rng(3)
-    b = jax.tree_util.tree_map(np.asarray, bench.random_option_book(4000, jnp.float64, seed=2))
-    fields = {f: getattr(b, f) for f in bench.BOOK_FIELDS}
+    b = jax.tree_util.tree_map(np.asarray, random_option_book(4000, jnp.float64, seed=2))
+    fields = {f: getattr(b, f) for f in BOOK_FIELDS}
     fields.update(vol=rng.uniform(0.5, 20.0, 4000), expiry_years=rng.uniform(0.01, 2.0, 4000))
     b64 = type(b)(**fields)
     b32 = jax.tree_util.tree_map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v, b64)
@@ -374,7 +380,7 @@ def test_bench_uses_one_cpu_device_per_core_when_run_as_a_command():
     import subprocess
     import sys
 
-    cores = bench._cpu_count()
+    cores = harness.cpu_count()
     cmd = [sys.executable, "-m", "pmjax", "bench", "--sizes", "tiny", "--only", "black76_f32", "--json"]
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     env["JAX_PLATFORMS"] = "cpu"
@@ -388,17 +394,17 @@ def test_bench_uses_one_cpu_device_per_core_when_run_as_a_command():
     assert info["count"] == cores and info["cpu_devices"].startswith(f"{cores} CPU devices")
     assert docs["default"]["results"][0]["devices"] == cores
     assert docs["user"]["device_info"]["count"] == 3 and "XLA_FLAGS" in docs["user"]["device_info"]["cpu_devices"]
-    assert f"x{cores} ({cores} host cores; {cores} CPU devices" in bench.format_bench(docs["default"])
+    assert f"x{cores} ({cores} host cores; {cores} CPU devices" in format_bench(docs["default"])
     # in a process whose backend is already up nothing changes, and the bench says so
     jax.devices()
-    assert "already initialised" in bench.use_all_cpu_cores()
+    assert "already initialised" in harness.use_all_cpu_cores()
 
 
 def test_gpu_targets_are_float32():
     """On a GPU the targets are stated in float32; a float64 run reports them not measured at its precision."""
-    gpu = [t for t in bench.TARGETS if t[1] == "gpu"]
+    gpu = [t for t in rows.TARGETS if t[1] == "gpu"]
     assert gpu and all(t[4] == "float32" and "float32" in t[2] for t in gpu)
-    assert any(t[0] == "what_if_latency" and t[1] == "cpu" for t in bench.TARGETS)
+    assert any(t[0] == "what_if_latency" and t[1] == "cpu" for t in rows.TARGETS)
 
 
 def test_bench_rejects_unknown_rows(monkeypatch):
@@ -421,14 +427,14 @@ def test_mc_chunk_keeps_compiled_memory_under_the_budget_and_runs(market):
     budget = 4 << 20
     settings = montecarlo.var_settings({"var": {"model": "normal", "historical": False}})
     spec, params, _ = montecarlo.build_model(market, settings)
-    book = bench.random_option_book(100, jnp.float64, seed=2, size=128)
+    book = random_option_book(100, jnp.float64, seed=2, size=128)
     chunk = sharding.mc_chunk(book.size, jnp.float64, budget=budget, n_devices=1)
     assert chunk & (chunk - 1) == 0
     assert sharding.mc_chunk_bytes(chunk, book.size, jnp.float64) <= budget < sharding.mc_chunk_bytes(
         2 * chunk, book.size, jnp.float64)
     # XLA's own account of the compiled call (arguments + outputs + temporaries) is within the estimate
     idx = jnp.zeros(chunk, jnp.uint32)
-    mem = montecarlo._losses.lower(spec, jax.device_put(book), params, jax.random.key(0), idx).compile()
+    mem = montecarlo.path_losses.lower(spec, jax.device_put(book), params, jax.random.key(0), idx).compile()
     mem = mem.memory_analysis()
     used = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
     assert used <= sharding.mc_chunk_bytes(chunk, book.size, jnp.float64) <= budget
@@ -445,7 +451,7 @@ def test_span_chunk_keeps_compiled_memory_under_the_budget():
     chunk = sharding.span_chunk(32, jnp.float64, budget=budget, n_devices=1)
     assert sharding.span_chunk_bytes(chunk, 32, jnp.float64) <= budget < sharding.span_chunk_bytes(2 * chunk, 32,
                                                                                                  jnp.float64)
-    books = bench.random_account_books(chunk, 20, jnp.float64, seed=1)
+    books = random_account_books(chunk, 20, jnp.float64, seed=1)
     mem = span_margin_batch.lower(books, params).compile().memory_analysis()
     used = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
     assert used <= sharding.span_chunk_bytes(chunk, 32, jnp.float64)
@@ -470,10 +476,10 @@ def test_second_account_batch_of_the_same_bucket_does_not_recompile(market, comp
     span_margin_batch.clear_cache()  # so the first batch compiles here, whatever ran before
     with compile_log() as first:
         jax.block_until_ready(span_margin_batch(a.books, params))
-    assert first.compiles("span_core") == 1, first.messages  # the log sees a compilation when there is one
+    assert first.compiles("span_margin") == 1, first.messages  # the log sees a compilation when there is one
     with compile_log() as second:
         result = jax.block_until_ready(span_margin_batch(b.books, params))
-    assert second.compiles("span_core") == 0, second.messages
+    assert second.compiles("span_margin") == 0, second.messages
     # the reused code computes batch two's own margins
-    ref = bench.numpy_span(b.books, params, bench.ndtr_cody)["total"]
+    ref = reference.numpy_span(b.books, params, reference.ndtr_cody)["total"]
     np.testing.assert_allclose(np.asarray(result.total), ref, rtol=1e-11)

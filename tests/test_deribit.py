@@ -1,9 +1,10 @@
-"""The Deribit-style grid (pmjax.deribit): Deribit's documented private/pme/simulate example reproduced number
+"""The Deribit-style grid (pmjax.measures.deribit): Deribit's documented private/pme/simulate example reproduced number
 for number, and the option parts checked against Black-76 computed here by hand."""
 
 import datetime as dt
 import json
 import pathlib
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -14,18 +15,11 @@ from scipy.stats import norm
 
 from pmjax.core.book import book_from_portfolio
 from pmjax.io.config import deep_merge, load_config
-from pmjax.measures.deribit import (
-    EXTENDED_MOVES,
-    compare_with_pme_simulate,
-    deribit_margin,
-    deribit_margin_batch,
-    deribit_params,
-    deribit_report,
-    deribit_sections,
-    main,
-    pme_simulate_inputs,
-    vol_shocked,
-)
+from pmjax.apps.margin import deribit_report
+from pmjax.apps.pme_simulate import compare_with_pme_simulate, main, pme_simulate_inputs
+from pmjax.apps.stress import deribit_margin_sharded, deribit_sections
+from pmjax.batch.sharding import vmapped
+from pmjax.measures.deribit import EXTENDED_MOVES, DeribitParams, DeribitResult, deribit_margin, deribit_params
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import Instrument
 from pmjax.io.market import market_from_dict
@@ -181,7 +175,7 @@ def test_vega_power_short_vs_long_dated():
     market = market_from_dict({"as_of": AS_OF.isoformat(), "underlyings": {"BTC": {"spot": SPOT, "vol": {
         "atm": 0.6}}}}, source="test")
     book, _ = book_from_portfolio(make_portfolio(positions, margin_currency="BTC"), market)
-    up, down = (np.asarray(x)[:3] for x in vol_shocked(book, deribit_params(load_config())))
+    up, down = (np.asarray(x)[:3] for x in deribit_params(load_config()).vol_rule.shocked_vols(book))
     np.testing.assert_allclose(up, 0.6 * (1 + 0.5 * np.array([3.0 ** 0.3, (1 / 3) ** 0.13, 30.0 ** 0.3])), rtol=1e-13)
     np.testing.assert_allclose(down, 0.6 * (1 - 0.25 * np.array([3.0 ** 0.3, (1 / 3) ** 0.13, 30.0 ** 0.3])),
                                rtol=1e-13)
@@ -189,7 +183,7 @@ def test_vega_power_short_vs_long_dated():
     low = market_from_dict({"as_of": AS_OF.isoformat(), "underlyings": {"BTC": {"spot": SPOT, "vol": {
         "atm": 0.2}}}}, source="test")
     book, _ = book_from_portfolio(make_portfolio(positions, margin_currency="BTC"), low)
-    up, _ = vol_shocked(book, deribit_params(load_config()))
+    up, _ = deribit_params(load_config()).vol_rule.shocked_vols(book)
     assert np.asarray(up)[1] == 0.5
 
 
@@ -231,7 +225,7 @@ def test_the_grid_is_data_a_preset_of_scenarios():
     today = np.asarray(position_values(usd_book, no_shock(usd_book)))
     coin_price = SPOT * np.asarray(shocks.spot_scale)[:, :1]  # BTC's scale in each scenario
     coin = (value / coin_price - today / SPOT) * np.asarray(grid.weight[0])[:, None]
-    result = deribit_margin(book, params)
+    result = jax.jit(deribit_margin)(book, params)
     np.testing.assert_allclose(np.asarray(result.instrument_standard)[:2], coin[:27, :2].T, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(np.asarray(result.instrument_extended)[:2], coin[27:, :2].T, rtol=1e-12, atol=1e-15)
 
@@ -354,7 +348,7 @@ def test_usd_account_converts_each_coin_at_its_index():
 
 
 def test_batch_matches_single_accounts_and_padding():
-    """deribit_margin_batch over padded, stacked books equals one account at a time."""
+    """deribit_margin vmapped over padded, stacked books equals one account at a time."""
     expiry = AS_OF + dt.timedelta(days=20)
     market = market_with(expiry, 60_200.0, 0.55, eth=ETH_MARKET)
     params = deribit_params(load_config())
@@ -372,9 +366,13 @@ def test_batch_matches_single_accounts_and_padding():
         books.append(book)
         resolved.append(res)
         small, _ = book_from_portfolio(make_portfolio(positions, margin_currency=mc), market)  # size 8
-        singles.append(deribit_margin(small, params))
+        singles.append(jax.jit(deribit_margin)(small, params))
     stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *books)
-    batch = deribit_margin_batch(stacked, params)
+    batch = vmapped(deribit_margin)(stacked, params)
+    assert isinstance(batch, DeribitResult)
+    sharded = deribit_margin_sharded(stacked, params, chunk=2, devices=jax.local_devices()[:1])
+    for f in DeribitResult.__dataclass_fields__:  # chunks of 2 (the last padded) through map_accounts
+        np.testing.assert_array_equal(getattr(sharded, f), np.asarray(getattr(batch, f)), err_msg=f)
     assert batch.initial.shape == (3,)
     for a, single in enumerate(singles):
         assert float(batch.initial[a]) == pytest.approx(float(single.initial), rel=1e-13)
@@ -385,7 +383,7 @@ def test_batch_matches_single_accounts_and_padding():
         assert np.all(np.asarray(batch.instrument_standard[a, 8:]) == 0.0)  # padding rows add nothing
         assert float(single.initial) > 0.0
     # the per-account SPEC sections of the batch (what `pmjax stress --method deribit` reports)
-    sections = deribit_sections(portfolios, resolved, batch, params)
+    sections = deribit_sections(SimpleNamespace(portfolios=portfolios, resolved=resolved), batch, params)
     for section, portfolio in zip(sections, portfolios):
         one = deribit_report(portfolio, market, load_config())
         assert section["by_underlying"].keys() == one["by_underlying"].keys()
@@ -433,3 +431,30 @@ def test_config_validation(change, field):
     with pytest.raises(InputError) as e:
         deribit_params(deep_merge(load_config(), {"deribit": change}))
     assert e.value.field == field
+
+
+def test_params_invariants_checked_however_built():
+    """``DeribitParams.__check_init__``: params built without ``deribit_params`` are validated too."""
+    import equinox as eqx
+
+    params = deribit_params(load_config())
+    fields = {k: getattr(params, k) for k in DeribitParams.__dataclass_fields__}
+    assert DeribitParams(**fields).buckets_count == params.buckets_count  # a valid copy
+    bad = [({"price_range": jnp.asarray([0.16, 1.2])}, "price_range[ETH]"),
+           ({"mm_factor": jnp.asarray([0.0, 0.8])}, "mm_factor[BTC]"),
+           ({"pnl_offset": jnp.asarray([0.5])}, "pnl_offset"),
+           ({"extended_moves": jnp.asarray([-0.5, 0.0])}, "extended_moves"),
+           ({"buckets_count": 0}, "buckets_count")]
+    for change, field in bad:
+        with pytest.raises(InputError) as e:
+            DeribitParams(**{**fields, **change})
+        assert e.value.field == field and e.value.source == "DeribitParams"
+    # inside a trace (jit, vmap) nothing is checked and nothing breaks
+    doubled = jax.jit(lambda p: eqx.tree_at(lambda q: q.mm_factor, p, p.mm_factor * 2))(params)
+    assert np.asarray(doubled.mm_factor).tolist() == [2 * x for x in np.asarray(params.mm_factor).tolist()]
+
+
+def test_params_dtype_is_keyword_only():
+    with pytest.raises(TypeError):
+        deribit_params(load_config(), jnp.float32)
+    assert deribit_params(load_config(), dtype=jnp.float32).price_range.dtype == jnp.float32

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from pmjax.bench import harness as bench
+from reference import books as bench
 from pmjax.io.config import load_config
-from pmjax.measures.span import span_margin_batch, span_params
+from pmjax.measures.span import span_margin, span_params
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +37,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import pmjax
-from pmjax.bench import harness as bench
+jax.config.update("jax_enable_x64", True)
+from reference import books as bench
 from pmjax.batch import sharding
 from pmjax.io.config import load_config
-from pmjax.measures.span import span_margin_batch, span_params
+from pmjax.measures.span import span_margin, span_params
 
 mesh = Mesh(np.array(jax.devices()), ("accounts",))          # every process's devices, process-major
 books = jax.tree_util.tree_map(np.asarray, bench.random_account_books(n_accounts, positions, seed=seed))
@@ -51,7 +52,7 @@ local = jax.tree_util.tree_map(lambda x: x[rank * per:(rank + 1) * per], books) 
 split = NamedSharding(mesh, P("accounts"))
 global_books = jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(split, x), local)
 params = jax.device_put(span_params(load_config()), NamedSharding(mesh, P()))
-result = span_margin_batch(global_books, params)
+result = sharding.vmapped(span_margin)(global_books, params)
 mine = sorted({s.index[0].start for s in result.total.addressable_shards})
 gathered = multihost_utils.process_allgather(result, tiled=True)
 out = {"rank": rank, "processes": jax.process_count(), "devices": len(jax.devices()),
@@ -113,7 +114,7 @@ def test_span_over_two_processes_equals_one_process():
 
     # the same accounts in this process, one device, one call
     books = bench.random_account_books(ACCOUNTS, POSITIONS, seed=SEED)
-    ref = jax.tree_util.tree_map(np.asarray, span_margin_batch(books, span_params(load_config())))
+    ref = jax.tree_util.tree_map(np.asarray, jax.jit(jax.vmap(span_margin, in_axes=(0, None)))(books, span_params(load_config())))
     assert set(fields) == set(vars(ref))
     for name, want in vars(ref).items():
         got = np.asarray(fields[name], dtype=want.dtype)

@@ -15,14 +15,14 @@ import yaml
 from pmjax.io.accounts import load_accounts
 from pmjax.cli.commands import monitor as monitor_cmd
 from pmjax.io.config import deep_merge, load_config
-from pmjax.measures.deribit import deribit_report
+from pmjax.apps.margin import deribit_report
 from pmjax.core.errors import InputError
 from pmjax.core.greeks import price_instruments
 from pmjax.io.market import bundled_path, load_market
 from pmjax.apps.monitor import Monitor, monitor_settings, replay, replay_markets
-from pmjax.measures.rules import rules_margin
+from pmjax.measures.rules import rules_margin, rules_params, rules_section
 from pmjax.io.portfolio import parse_trades
-from pmjax.measures.span import span_report
+from pmjax.apps.margin import span_report
 
 PUT = "BTC-27MAR26-80000-P"  # struck ~10% below BTC on 2026-01-02, expiring after the February sell-off
 ACCOUNTS = {"accounts": [
@@ -146,7 +146,7 @@ def test_batch_margins_equal_the_single_account_reports(records, markets, accoun
         for k in ("initial", "maintenance"):
             assert rec["margins"]["deribit"][k] == pytest.approx(deribit[k], rel=1e-12)
         assert rec["margins"]["deribit"]["requirement"] == rec["margins"]["deribit"]["maintenance"]
-        rules = rules_margin(p, m, config)
+        rules = rules_section(rules_margin(p, m, rules_params(config)))
         for k in ("initial", "maintenance"):
             assert rec["margins"]["rules"][k] == pytest.approx(rules[k], rel=1e-12)
 

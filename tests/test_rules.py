@@ -9,7 +9,8 @@ from pmjax.io.config import deep_merge, load_config
 from pmjax.core.errors import InputError
 from pmjax.io.market import market_from_dict
 from pmjax.core.portfolio import Position, make_portfolio
-from pmjax.measures.rules import account_equity, pm_qualification, qualifies_for_pm, rules_margin
+from pmjax.measures.qualification import account_equity, pm_qualification, qualifies_for_pm
+from pmjax.measures.rules import rules_margin, rules_params, rules_section
 from pmjax.io.portfolio import read_collateral
 
 # Deribit standard-margin rates (configs/rules.yaml cites the sources); test_default_rates pins them.
@@ -34,6 +35,11 @@ def mkt():
 @pytest.fixture(scope="module")
 def cfg():
     return load_config()
+
+
+def rules(portfolio, market, config, **kw):
+    """The rules section of ``portfolio`` (the three doors: params, margin, section)."""
+    return rules_section(rules_margin(portfolio, market, rules_params(config, **kw)))
 
 
 def with_rules(cfg, **over):
@@ -120,7 +126,7 @@ def test_default_rates(cfg):
                                          "rules.underlyings.BTC.option_initial")])
 def test_bad_config_is_input_error(mkt, cfg, over, field):
     with pytest.raises(InputError) as e:
-        rules_margin(book(("BTC-27MAR26-95000-C", -1)), mkt, with_rules(cfg, **over))
+        rules(book(("BTC-27MAR26-95000-C", -1)), mkt, with_rules(cfg, **over))
     assert e.value.field == field
 
 
@@ -137,7 +143,7 @@ def test_bad_config_is_input_error(mkt, cfg, over, field):
     "ETH_USDC-27MAR26-2800-P",
 ])
 def test_short_option_standard(mkt, cfg, name):
-    r = rules_margin(book((name, -2)), mkt, with_rules(cfg, mode="deribit_standard"))
+    r = rules(book((name, -2)), mkt, with_rules(cfg, mode="deribit_standard"))
     im, mm = naked(name, -2, mkt)
     assert r["initial"] == pytest.approx(im, rel=1e-12) and r["maintenance"] == pytest.approx(mm, rel=1e-12)
     assert r["strategies"] == [] and r["naked"][0]["quantity"] == -2
@@ -147,7 +153,7 @@ def test_short_option_standard(mkt, cfg, name):
 def test_otm_call_rate_by_hand(mkt, cfg):
     """Spelled out once: K 95000, U 91000: 0.15 - 4000/91000 = 0.10604 of the index, plus the mark."""
     mk = mark("BTC-27MAR26-95000-C", mkt)
-    r = rules_margin(book(("BTC-27MAR26-95000-C", -1)), mkt, cfg)
+    r = rules(book(("BTC-27MAR26-95000-C", -1)), mkt, cfg)
     assert r["initial"] == pytest.approx((0.15 - 4000 / 91000) * 90000 + mk, rel=1e-12)
     assert r["maintenance"] == pytest.approx(0.075 * 90000 + mk, rel=1e-12)
 
@@ -158,7 +164,7 @@ def test_deep_itm_put_initial_is_maintenance(mkt, cfg):
     name = "BTC-27MAR26-300000-P"
     mk = mark(name, mkt)
     assert mk > 2 * S_BTC
-    r = rules_margin(book((name, -1)), mkt, cfg)
+    r = rules(book((name, -1)), mkt, cfg)
     assert r["maintenance"] == pytest.approx(1.075 * mk, rel=1e-12)
     assert r["initial"] == pytest.approx(r["maintenance"], rel=1e-12)
     assert r["initial"] > 0.15 * S_BTC + mk
@@ -166,7 +172,7 @@ def test_deep_itm_put_initial_is_maintenance(mkt, cfg):
 
 def test_index_underlying_option(mkt, cfg):
     name = "BTC-27MAR26-95000-C"
-    r = rules_margin(book((name, -1)), mkt, with_rules(cfg, option_underlying="index"))
+    r = rules(book((name, -1)), mkt, with_rules(cfg, option_underlying="index"))
     im, mm = short_call(95000, S_BTC, S_BTC, mark(name, mkt))
     assert r["initial"] == pytest.approx(im, rel=1e-12) and r["maintenance"] == pytest.approx(mm, rel=1e-12)
 
@@ -174,16 +180,16 @@ def test_index_underlying_option(mkt, cfg):
 def test_long_option_premium_or_nothing(mkt, cfg):
     name = "BTC-27MAR26-100000-P"
     mk = mark(name, mkt)
-    r = rules_margin(book((name, 3)), mkt, cfg)
+    r = rules(book((name, 3)), mkt, cfg)
     assert r["initial"] == pytest.approx(3 * mk, rel=1e-12) and r["maintenance"] == pytest.approx(3 * mk, rel=1e-12)
-    r0 = rules_margin(book((name, 3)), mkt, with_rules(cfg, long_option_charge="none"))
+    r0 = rules(book((name, 3)), mkt, with_rules(cfg, long_option_charge="none"))
     assert r0["initial"] == 0.0 and r0["maintenance"] == 0.0
 
 
 @pytest.mark.parametrize("name,q", [("BTC-27MAR26", 150.0), ("BTC-27MAR26", -40.0), ("BTC-PERPETUAL", -2.5),
                                     ("ETH_USDC-PERPETUAL", 1000.0), ("ETH-27MAR26", -500.0), ("BTC", -1.0)])
 def test_futures_size_terms(mkt, cfg, name, q):
-    r = rules_margin(book((name, q)), mkt, cfg)
+    r = rules(book((name, q)), mkt, cfg)
     im, mm = naked(name, q, mkt)
     assert r["initial"] == pytest.approx(im, rel=1e-12) and r["maintenance"] == pytest.approx(mm, rel=1e-12)
     # the size term matters: 150 BTC at 2% + 150 * 0.005% = 2.75%
@@ -192,26 +198,26 @@ def test_futures_size_terms(mkt, cfg, name, q):
 
 
 def test_long_spot_is_paid_in_full_or_is_collateral(mkt, cfg):
-    r = rules_margin(book(("BTC", 2.0), ("ETH", 10.0)), mkt, cfg)
+    r = rules(book(("BTC", 2.0), ("ETH", 10.0)), mkt, cfg)
     assert r["initial"] == r["maintenance"] == pytest.approx(2.0 * S_BTC + 10.0 * S_ETH, rel=1e-12)
     assert len(r["naked"]) == 2
-    r = rules_margin(book(("BTC", 2.0), ("ETH", 10.0)), mkt, with_rules(cfg, long_spot_charge="none"))
+    r = rules(book(("BTC", 2.0), ("ETH", 10.0)), mkt, with_rules(cfg, long_spot_charge="none"))
     assert r["initial"] == 0.0 and r["maintenance"] == 0.0 and len(r["naked"]) == 2
 
 
 def test_coin_margin_currency(mkt, cfg):
     pairs = [("BTC-27MAR26-95000-C", -1), ("ETH-27MAR26-2800-P", -10), ("BTC-27MAR26", 5)]
-    usd = rules_margin(book(*pairs), mkt, cfg)
+    usd = rules(book(*pairs), mkt, cfg)
     for cur, spot in (("BTC", S_BTC), ("ETH", S_ETH)):
-        coin = rules_margin(book(*pairs, currency=cur), mkt, cfg)
+        coin = rules(book(*pairs, currency=cur), mkt, cfg)
         assert coin["initial"] == pytest.approx(usd["initial"] / spot, rel=1e-12)
         assert coin["maintenance"] == pytest.approx(usd["maintenance"] / spot, rel=1e-12)
     # the long future covers the short call (nothing on the call); the ETH put stays naked
     im = naked("ETH-27MAR26-2800-P", -10, mkt)[0] + naked("BTC-27MAR26", 5, mkt)[0]
-    coin = rules_margin(book(*pairs, currency="BTC"), mkt, cfg)
+    coin = rules(book(*pairs, currency="BTC"), mkt, cfg)
     assert [s["type"] for s in coin["strategies"]] == ["covered_call"]
     assert coin["initial"] == pytest.approx(im / S_BTC, rel=1e-12)
-    std = rules_margin(book(*pairs, currency="ETH"), mkt, with_rules(cfg, mode="deribit_standard"))
+    std = rules(book(*pairs, currency="ETH"), mkt, with_rules(cfg, mode="deribit_standard"))
     assert std["initial"] == pytest.approx(sum(naked(n, q, mkt)[0] for n, q in pairs) / S_ETH, rel=1e-12)
 
 
@@ -223,7 +229,7 @@ def test_coin_margin_currency(mkt, cfg):
 ])
 def test_credit_vertical(mkt, cfg, short, long_, type_):
     q = 2.0
-    r = rules_margin(book((short, -q), (long_, q)), mkt, cfg)
+    r = rules(book((short, -q), (long_, q)), mkt, cfg)
     s = only_strategy(r)
     width = abs(pmjax.parse_instrument(short).strike - pmjax.parse_instrument(long_).strike)
     standalone_mm = naked(short, -q, mkt)[1] + naked(long_, q, mkt)[1]
@@ -239,7 +245,7 @@ def test_credit_vertical(mkt, cfg, short, long_, type_):
     ("BTC-27MAR26-80000-P", "BTC-27MAR26-85000-P", "vertical_put_debit"),
 ])
 def test_debit_vertical(mkt, cfg, short, long_, type_):
-    r = rules_margin(book((short, -1.5), (long_, 1.5)), mkt, cfg)
+    r = rules(book((short, -1.5), (long_, 1.5)), mkt, cfg)
     s = only_strategy(r)
     debit = mark(long_, mkt) - mark(short, mkt)
     assert debit > 0 and s["type"] == type_
@@ -251,7 +257,7 @@ def test_debit_vertical(mkt, cfg, short, long_, type_):
 def test_iron_condor_wider_wing(mkt, cfg):
     legs = [("BTC-27MAR26-75000-P", 1), ("BTC-27MAR26-80000-P", -1), ("BTC-27MAR26-100000-C", -1),
             ("BTC-27MAR26-108000-C", 1)]
-    r = rules_margin(book(*legs), mkt, cfg)
+    r = rules(book(*legs), mkt, cfg)
     s = only_strategy(r)
     assert s["type"] == "iron_condor" and s["quantity"] == 1
     assert s["initial"] == pytest.approx(8000.0, rel=1e-12)  # the call wing, 108000 - 100000, is the wider
@@ -269,7 +275,7 @@ def test_iron_condor_wider_wing(mkt, cfg):
 
 
 def test_covered_call_with_spot(mkt, cfg):
-    r = rules_margin(book(("BTC-27MAR26-100000-C", -1), ("BTC", 1)), mkt, cfg)
+    r = rules(book(("BTC-27MAR26-100000-C", -1), ("BTC", 1)), mkt, cfg)
     s = only_strategy(r)
     # the call needs nothing; the spot keeps its own requirement (its value, paid in full)
     assert s["type"] == "covered_call" and s["initial"] == s["maintenance"] == pytest.approx(S_BTC, rel=1e-12)
@@ -278,7 +284,7 @@ def test_covered_call_with_spot(mkt, cfg):
 
 def test_covered_call_with_future(mkt, cfg):
     """The option needs nothing; the future keeps its own margin (size term on its whole position)."""
-    r = rules_margin(book(("BTC-27MAR26-100000-C", -2), ("BTC-26JUN26", 3)), mkt, cfg)
+    r = rules(book(("BTC-27MAR26-100000-C", -2), ("BTC-26JUN26", 3)), mkt, cfg)
     (s,) = r["strategies"]
     b, sz, mb, ms = FUT["BTC"]
     assert s["type"] == "covered_call" and s["quantity"] == 2
@@ -292,12 +298,12 @@ def test_covered_call_with_future(mkt, cfg):
 
 
 def test_future_expiring_first_does_not_cover(mkt, cfg):
-    r = rules_margin(book(("BTC-27MAR26-100000-C", -1), ("BTC-30JAN26", 1)), mkt, cfg)
+    r = rules(book(("BTC-27MAR26-100000-C", -1), ("BTC-30JAN26", 1)), mkt, cfg)
     assert r["strategies"] == [] and r["initial"] == pytest.approx(r["standard"]["initial"], rel=1e-12)
 
 
 def test_covered_put_with_short_future(mkt, cfg):
-    r = rules_margin(book(("ETH-27MAR26-2800-P", -10), ("ETH-PERPETUAL", -10)), mkt, cfg)
+    r = rules(book(("ETH-27MAR26-2800-P", -10), ("ETH-PERPETUAL", -10)), mkt, cfg)
     s = only_strategy(r)
     b, sz, mb, ms = FUT["ETH"]
     assert s["type"] == "covered_put" and s["quantity"] == 10
@@ -310,7 +316,7 @@ def test_covered_put_with_short_spot_by_hand(mkt, cfg):
     the delta-one rate on its whole size: 2 coins x (2% + 2 x 0.005%) x index 90,000 = 3,618 initial,
     2 x (1% + 2 x 0.005%) x 90,000 = 1,818 maintenance (configs/rules.yaml BTC futures rates)."""
     put = "BTC-27MAR26-80000-P"
-    r = rules_margin(book((put, -2), ("BTC", -2)), mkt, cfg)
+    r = rules(book((put, -2), ("BTC", -2)), mkt, cfg)
     s = only_strategy(r)
     b, sz, mb, ms = FUT["BTC"]
     assert (b, sz, mb, ms) == (0.02, 0.00005, 0.01, 0.00005)
@@ -326,7 +332,7 @@ def test_covered_put_with_short_spot_by_hand(mkt, cfg):
     assert r["standard"]["initial"] == pytest.approx(alone + 3618.0, rel=1e-12)
     check_totals(r)
     # long spot does not cover a short put
-    r = rules_margin(book((put, -1), ("BTC", 1)), mkt, cfg)
+    r = rules(book((put, -1), ("BTC", 1)), mkt, cfg)
     assert r["strategies"] == []
 
 
@@ -335,7 +341,7 @@ def test_put_calendar_net_debit_by_hand(mkt, cfg):
     near mark (both from the kernel), floored at 0; the legs alone would cost the short put's requirement plus
     the long put's premium."""
     near, far = "BTC-30JAN26-85000-P", "BTC-26JUN26-85000-P"
-    r = rules_margin(book((near, -1.5), (far, 1.5)), mkt, cfg)
+    r = rules(book((near, -1.5), (far, 1.5)), mkt, cfg)
     s = only_strategy(r)
     m_near, m_far = mark(near, mkt), mark(far, mkt)
     debit = m_far - m_near
@@ -348,13 +354,13 @@ def test_put_calendar_net_debit_by_hand(mkt, cfg):
     assert r["initial"] < r["standard"]["initial"]
     check_totals(r)
     # without the premium charge a debit needs nothing
-    r0 = rules_margin(book((near, -1.5), (far, 1.5)), mkt, with_rules(cfg, long_option_charge="none"))
+    r0 = rules(book((near, -1.5), (far, 1.5)), mkt, with_rules(cfg, long_option_charge="none"))
     assert only_strategy(r0)["initial"] == 0.0
 
 
 def test_calendar_net_debit(mkt, cfg):
     near, far = "BTC-30JAN26-95000-C", "BTC-26JUN26-95000-C"
-    r = rules_margin(book((near, -1), (far, 1)), mkt, cfg)
+    r = rules(book((near, -1), (far, 1)), mkt, cfg)
     s = only_strategy(r)
     debit = mark(far, mkt) - mark(near, mkt)
     assert s["type"] == "calendar" and debit > 0
@@ -362,14 +368,14 @@ def test_calendar_net_debit(mkt, cfg):
 
 
 def test_reverse_calendar_is_naked(mkt, cfg):
-    r = rules_margin(book(("BTC-30JAN26-95000-C", 1), ("BTC-26JUN26-95000-C", -1)), mkt, cfg)
+    r = rules(book(("BTC-30JAN26-95000-C", 1), ("BTC-26JUN26-95000-C", -1)), mkt, cfg)
     assert r["strategies"] == []
 
 
 @pytest.mark.parametrize("call,put,type_", [("BTC-27MAR26-90000-C", "BTC-27MAR26-90000-P", "straddle"),
                                             ("BTC-27MAR26-100000-C", "BTC-27MAR26-80000-P", "strangle")])
 def test_straddle_strangle(mkt, cfg, call, put, type_):
-    r = rules_margin(book((call, -2), (put, -2)), mkt, cfg)
+    r = rules(book((call, -2), (put, -2)), mkt, cfg)
     s = only_strategy(r)
     ci, cm = naked(call, -1, mkt)
     pi, pm = naked(put, -1, mkt)
@@ -383,7 +389,7 @@ def test_straddle_strangle(mkt, cfg, call, put, type_):
 def test_partial_quantity(mkt, cfg):
     """2 short calls against 1 long call: one vertical of 1 and one naked short call."""
     short, long_ = "BTC-27MAR26-95000-C", "BTC-27MAR26-100000-C"
-    r = rules_margin(book((short, -2), (long_, 1)), mkt, cfg)
+    r = rules(book((short, -2), (long_, 1)), mkt, cfg)
     (s,) = r["strategies"]
     (n,) = r["naked"]
     assert s["type"] == "vertical_call_credit" and s["quantity"] == 1 and s["initial"] == pytest.approx(5000.0)
@@ -408,7 +414,7 @@ def test_spread_maintenance_capped_at_legs(mkt, cfg):
             break
     else:
         raise AssertionError("no strike puts the width between the maintenance and initial sums")
-    r = rules_margin(book((short, -1), (long_, 1)), mkt, cfg)
+    r = rules(book((short, -1), (long_, 1)), mkt, cfg)
     st = only_strategy(r)
     assert st["initial"] == pytest.approx(width, rel=1e-12)
     assert st["maintenance"] == pytest.approx(s_mm + m_l, rel=1e-12) and st["maintenance"] < width
@@ -417,13 +423,13 @@ def test_spread_maintenance_capped_at_legs(mkt, cfg):
 def test_greedy_takes_the_biggest_saving_first(mkt, cfg):
     """Of two long calls the short call could pair with, the narrower spread (larger saving) wins, whatever the
     order of the positions; of two covers saving alike, spot (needing nothing) beats a margined future."""
-    r = rules_margin(book(("BTC-27MAR26-95000-C", -1), ("BTC-27MAR26-110000-C", 1), ("BTC-27MAR26-100000-C", 1)),
+    r = rules(book(("BTC-27MAR26-95000-C", -1), ("BTC-27MAR26-110000-C", 1), ("BTC-27MAR26-100000-C", 1)),
                      mkt, cfg)
     (s,) = r["strategies"]
     assert {g["instrument"] for g in s["legs"]} == {"BTC-27MAR26-95000-C", "BTC-27MAR26-100000-C"}
     assert [n["instrument"] for n in r["naked"]] == ["BTC-27MAR26-110000-C"]
     collateral = with_rules(cfg, long_spot_charge="none")
-    r = rules_margin(book(("BTC-27MAR26-95000-C", -1), ("BTC-26JUN26", 1), ("BTC", 1)), mkt, collateral)
+    r = rules(book(("BTC-27MAR26-95000-C", -1), ("BTC-26JUN26", 1), ("BTC", 1)), mkt, collateral)
     (s,) = r["strategies"]
     assert {g["instrument"] for g in s["legs"]} == {"BTC-27MAR26-95000-C", "BTC"} and s["initial"] == 0.0
     assert r["initial"] == pytest.approx(naked("BTC-26JUN26", 1, mkt)[0], rel=1e-12)
@@ -432,13 +438,13 @@ def test_greedy_takes_the_biggest_saving_first(mkt, cfg):
 def test_wide_credit_spread_not_formed(mkt, cfg):
     """A spread whose width exceeds the naked requirement saves nothing, so the legs stay naked."""
     pairs = [("BTC-27MAR26-95000-C", -1), ("BTC-27MAR26-300000-C", 1)]
-    r = rules_margin(book(*pairs), mkt, cfg)
+    r = rules(book(*pairs), mkt, cfg)
     assert r["strategies"] == [] and r["initial"] == pytest.approx(sum(naked(n, q, mkt)[0] for n, q in pairs))
 
 
 def test_standard_mode_recognises_nothing(mkt, cfg):
     pairs = [("BTC-27MAR26-95000-C", -1), ("BTC-27MAR26-100000-C", 1), ("BTC", 1)]
-    r = rules_margin(book(*pairs), mkt, with_rules(cfg, mode="deribit_standard"))
+    r = rules(book(*pairs), mkt, with_rules(cfg, mode="deribit_standard"))
     assert r["mode"] == "deribit_standard" and r["strategies"] == []
     assert r["initial"] == pytest.approx(sum(naked(n, q, mkt)[0] for n, q in pairs), rel=1e-12)
     assert r["maintenance"] == pytest.approx(sum(naked(n, q, mkt)[1] for n, q in pairs), rel=1e-12)
@@ -448,7 +454,7 @@ def test_priority_order(mkt, cfg):
     """With verticals first, the same legs form two verticals (13000) instead of one condor (8000)."""
     legs = [("BTC-27MAR26-75000-P", 1), ("BTC-27MAR26-80000-P", -1), ("BTC-27MAR26-100000-C", -1),
             ("BTC-27MAR26-108000-C", 1)]
-    r = rules_margin(book(*legs), mkt, with_rules(cfg, strategy_priority=["vertical", "iron_condor"]))
+    r = rules(book(*legs), mkt, with_rules(cfg, strategy_priority=["vertical", "iron_condor"]))
     assert sorted(s["type"] for s in r["strategies"]) == ["vertical_call_credit", "vertical_put_credit"]
     assert r["initial"] == pytest.approx(13000.0)
 
@@ -461,7 +467,7 @@ def test_random_books_never_cost_more_than_standard(mkt, cfg):
     for _ in range(25):
         pick = rng.choice(len(names), size=6, replace=False)
         pairs = [(names[i], float(rng.integers(-3, 4))) for i in pick]
-        r = rules_margin(book(*pairs), mkt, cfg)
+        r = rules(book(*pairs), mkt, cfg)
         assert r["initial"] <= r["standard"]["initial"] * (1 + 1e-12)
         assert r["maintenance"] <= r["standard"]["maintenance"] * (1 + 1e-12)
         check_totals(r)
@@ -474,7 +480,7 @@ def test_seed_portfolio_on_bundled_market(market, cfg):
     from pmjax.apps.demo import seed_portfolio
 
     p = seed_portfolio(market)
-    r = rules_margin(p, market, cfg)
+    r = rules(p, market, cfg)
     assert sorted(s["type"] for s in r["strategies"]) == ["covered_call", "iron_condor"]
     put = next(x for x in p.positions if x.quantity == 2.0)
     spot = market.spot("BTC") + market.spot("ETH")  # long spot paid in full (the BTC covers the short call)
@@ -488,10 +494,10 @@ def test_zero_position_and_float32(mkt, cfg):
     p = make_portfolio([Position(pmjax.parse_instrument("BTC-27MAR26-95000-C"), -1.0),
                         Position(pmjax.parse_instrument("BTC-27MAR26-95000-C"), 1.0),
                         Position(pmjax.parse_instrument("BTC-27MAR26-80000-P"), -1.0)])
-    r = rules_margin(p, mkt, cfg)
+    r = rules(p, mkt, cfg)
     assert [row["quantity"] for row in r["by_position"]] == [0.0, -1.0]
     assert r["initial"] == pytest.approx(naked("BTC-27MAR26-80000-P", -1, mkt)[0], rel=1e-12)
-    r32 = rules_margin(p, mkt, cfg, dtype=jnp.float32)
+    r32 = rules(p, mkt, cfg, dtype=jnp.float32)
     assert r32["initial"] == pytest.approx(r["initial"], rel=1e-5)
 
 

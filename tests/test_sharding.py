@@ -12,29 +12,30 @@ import sys
 import numpy as np
 
 from pmjax.batch import sharding
-from pmjax.apps import stress
 
 SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 import pmjax
-from pmjax.bench import harness as bench
+jax.config.update("jax_enable_x64", True)
+from reference import books as bench
 from pmjax.batch import sharding
 from pmjax.apps import stress
 from pmjax.io.config import load_config
-from pmjax.measures.deribit import deribit_margin_batch, deribit_params
-from pmjax.measures.span import span_margin_batch, span_params
+from pmjax.measures.deribit import deribit_margin, deribit_params
+from pmjax.measures.span import span_margin, span_params
 
 devices = jax.devices()
 config = load_config()
 params = span_params(config)
 books = bench.random_account_books(37, 20, seed=4)          # 37: not a multiple of the 4 devices
+span_margin_batch = sharding.vmapped(span_margin)
 whole = jax.tree_util.tree_map(np.asarray, span_margin_batch(books, params))   # one call, one device
-four = stress.span_margin_sharded(books, params, chunk=16, devices=devices)
-one = stress.span_margin_sharded(books, params, chunk=16, devices=devices[:1])
+four = sharding.map_accounts(span_margin_batch, books, (params,), chunk=16, devices=devices)
+one = sharding.map_accounts(span_margin_batch, books, (params,), chunk=16, devices=devices[:1])
 outs, valid = sharding.map_accounts(span_margin_batch, books, (params,), chunk=16, devices=devices, to_host=False)
 dparams = deribit_params(config)
-d_whole = jax.tree_util.tree_map(np.asarray, deribit_margin_batch(books, dparams))
+d_whole = jax.tree_util.tree_map(np.asarray, sharding.vmapped(deribit_margin)(books, dparams))
 d_four = stress.deribit_margin_sharded(books, dparams, chunk=16, devices=devices)
 
 def gap(a, b):
@@ -137,7 +138,8 @@ MC = r"""
 import json
 import jax, numpy as np
 import pmjax
-from pmjax.bench import harness as bench
+jax.config.update("jax_enable_x64", True)
+from reference import books as bench
 from pmjax.core import fast_greeks
 from pmjax.scenarios import montecarlo
 from pmjax.io.market import load_market
@@ -148,8 +150,8 @@ spec, params, _ = montecarlo.build_model(market, montecarlo.var_settings({"var":
 book = bench.random_option_book(50, seed=6, size=64)
 paths, chunk = 1000, 256                                    # 1000: the last chunk is padded
 idx = np.arange(paths, dtype=np.uint32)
-outs, valid = montecarlo._map_chunks(montecarlo._losses, spec, book, params, 7, idx, chunk, devices, False, "")
-outs1, _ = montecarlo._map_chunks(montecarlo._losses, spec, book, params, 7, idx, chunk, devices[:1], False, "")
+outs, valid = montecarlo.map_paths(montecarlo.path_losses, spec, book, params, 7, idx, chunk, devices, False, "")
+outs1, _ = montecarlo.map_paths(montecarlo.path_losses, spec, book, params, 7, idx, chunk, devices[:1], False, "")
 shards = [sorted(s.index[0].start for s in o.addressable_shards) for o in outs]
 four = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7, chunk=chunk, progress=False)
 one = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7, chunk=chunk, devices=devices[:1],
@@ -159,7 +161,7 @@ other_chunk = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=7
 mean4, parts4 = montecarlo.tail_allocation(book, spec, params, seed=7, indices=idx[:300], chunk=chunk)
 mean1, parts1 = montecarlo.tail_allocation(book, spec, params, seed=7, indices=idx[:300], chunk=chunk,
                                            devices=devices[:1])
-per_device = montecarlo._per_device(montecarlo._losses, spec, montecarlo._mesh(devices))
+per_device = montecarlo.per_device(montecarlo.path_losses, spec, montecarlo.paths_mesh(devices))
 hlo = per_device.lower(book, params, jax.random.key(7), idx[:256]).compile().as_text()
 collectives = [c for c in ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
                if c in hlo]
@@ -229,7 +231,7 @@ def test_default_budget_is_shared_between_host_devices(monkeypatch):
 def test_span_batch_and_stress_default_chunks_change_nothing():
     import jax
 
-    from pmjax.bench import harness as bench
+    from reference import books as bench
     from pmjax.batch.accounts import AccountBatch
     from pmjax.scenarios.named import StressScenario
     from pmjax.apps.stress import span_batch, stress_pnl

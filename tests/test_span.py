@@ -12,6 +12,7 @@ import json
 import math
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ from pmjax.core.portfolio import Position, make_portfolio
 from pmjax.core.instruments import parse_instrument
 from pmjax.core.book import book_from_portfolio
 from pmjax.io.config import load_config
-from pmjax.measures.span import listed_contracts, risk_parameter_file, span_margin, span_params, span_report
+from pmjax.apps.margin import span_report
+from pmjax.apps.risk_file import listed_contracts, risk_parameter_file
+from pmjax.measures.span import span_margin, span_params
 
 # ---------------------------------------------------------------- a market and config with round numbers
 
@@ -385,7 +388,7 @@ def scans(mkt, legs, params, margin="USD"):
     pf = make_portfolio([Position(parse_instrument(n), q) for n, q in legs], margin_currency=margin,
                         allow_empty=True)
     book, _ = book_from_portfolio(pf, mkt, size=8)
-    return np.asarray(span_margin(book, params).scan_risk)
+    return np.asarray(jax.jit(span_margin)(book, params).scan_risk)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -414,6 +417,38 @@ def test_shipped_config_loads_with_both_underlyings():
     params = span_params(load_config())
     assert params.price_scan_range.shape == (2,) and params.tiers_days.shape[0] == 2
     assert params.inter_legs.shape[1] == 2
+
+
+@pytest.mark.parametrize("field,value", [
+    ("price_scan_range", [0.0, 0.1]), ("extreme_cover_fraction", [0.3, 1.5]), ("vol_scan_range", [np.nan, 0.1]),
+    ("tiers_days", [[30.0, 10.0], [30.0, np.inf]]), ("inter_legs", [[0, 0]]), ("inter_credit_rate", [-0.1]),
+    ("spot_rate", [0.1]),  # wrong shape
+])
+def test_span_params_built_any_way_are_checked(field, value):
+    from pmjax.measures.span import SpanParams
+
+    params = span_params(CFG)
+    fields = {k: getattr(params, k) for k in params.__dataclass_fields__}
+    SpanParams(**fields)  # as built: valid
+    with pytest.raises(InputError, match=field):
+        SpanParams(**{**fields, field: jnp.asarray(value, fields[field].dtype)})
+
+
+def test_scenario_sets_share_one_abstraction(mkt):
+    from pmjax.core.kernel import position_pnl
+    from pmjax.scenarios.base import ScenarioSet
+    from pmjax.scenarios.grids import full_pnl
+    from pmjax.scenarios.named import StressScenario, named_scenarios
+
+    pf = make_portfolio([Position(parse_instrument(n), q) for n, q in [("BTC-22JAN26-110000-C", -1.0), ("ETH", 2.0)]])
+    book, _ = book_from_portfolio(pf, mkt, size=4)
+    grid = span_params(CFG).grid
+    assert isinstance(grid, ScenarioSet) and grid.shocks(book).dt.shape == (2 * 16,)
+    np.testing.assert_array_equal(grid.pnl(book).reshape(2, 16, -1), full_pnl(book, grid))
+    named = named_scenarios([StressScenario("a", (-0.3, 0.1), (0.2, 0.0), 2.0)])
+    assert isinstance(named, ScenarioSet)
+    one = jax.tree_util.tree_map(lambda x: x[0], named.shocks(book))
+    np.testing.assert_array_equal(named.pnl(book)[0], position_pnl(book, one))
 
 
 @pytest.mark.parametrize("path,value,field", [
@@ -483,7 +518,7 @@ def test_own_underlying_scan_and_composite_delta_equal_the_full_cross_underlying
     and differentiates with respect to the whole vector of underlying scales."""
     import jax
 
-    from pmjax.bench.harness import random_account_books
+    from reference.books import random_account_books
     from pmjax.core.kernel import Shock, position_values
     from pmjax.scenarios.grids import COMPOSITE_DELTA_STEPS, COMPOSITE_DELTA_WEIGHTS, full_pnl, own_underlying_pnl
     from pmjax.measures.span import position_composite_deltas

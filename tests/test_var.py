@@ -3,6 +3,7 @@ of an options book on the same draws, standard errors against the spread across 
 determinism across chunk sizes and device counts, and Euler contributions."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -22,6 +23,8 @@ from pmjax.apps import demo
 from pmjax.io import history
 from pmjax.scenarios import montecarlo as mc
 from pmjax.measures import var
+from pmjax.apps.margin import var_report
+from pmjax.scenarios.historical import historical_scenarios
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS, parse_instrument
 from pmjax.io.market import market_from_dict
@@ -49,7 +52,14 @@ def settings(horizon=1, **var_section):
 
 
 def run(market, book, s, dtype=jnp.float64):
-    return var.monte_carlo(book, market, s, model=mc.build_model(market, s, dtype=dtype))
+    return var.var_margin(book, var.VarParams(*mc.build_model(market, s, dtype=dtype), s))
+
+
+def historical(book, market, s):
+    """Historical simulation of ``book`` with the settings ``s`` (the normal model's arrays)."""
+    _, scen, _ = mc.build_model(market, dataclasses.replace(s, model="normal"), dtype=book.quantity.dtype)
+    dates, scenarios = historical_scenarios(market, s, scen, dtype=book.quantity.dtype)
+    return var.historical_simulation(book, scenarios, dates, s.confidence)
 
 
 def within(estimate, exact, se, n_se=3.0):
@@ -121,7 +131,7 @@ def test_two_asset_book_matches_closed_form_with_the_market_correlation():
     h = 10
     s = settings(h, model="normal", paths=10**6, seed=5)
     res = run(market, book, s)
-    assert res.info["correlation"]["BTC"]["ETH"] == 0.6 and res.info["sources"]["correlation"] == "market"
+    assert res.params.info["correlation"]["BTC"]["ETH"] == 0.6 and res.params.info["sources"]["correlation"] == "market"
     tau = h / 365
     sb, se_ = 0.5, 0.8
     mu = -(se_**2 - sb**2) * tau / 2
@@ -215,8 +225,8 @@ def test_options_book_matches_numpy_on_the_same_draws(market, margin, model):
     book = pmjax.book_from_portfolio(portfolio, market)[0]
     s = settings(2, model=model, paths=20_000, seed=21, chunk=4096)
     res = run(market, book, s)
-    zr, zv = mc.scenario_factors(res.spec, res.params, s.seed, np.arange(s.paths))
-    p = res.params
+    zr, zv = mc.scenario_factors(res.params.model, res.params.scenario, s.seed, np.arange(s.paths))
+    p = res.params.scenario
     # the scenario vol defaults to the ATM implied vol at 30 days
     for i, u in enumerate(UNDERLYINGS):
         e30 = market.as_of + __import__("datetime").timedelta(days=30)
@@ -303,17 +313,17 @@ def test_fhs_filtered_scale_uses_todays_filtered_vol(market):
     book = pmjax.book_from_portfolio(portfolio, market)[0]
     s = settings(2, model="fhs", fhs_scale="filtered", paths=8_000, seed=13, chunk=4096)
     res = run(market, book, s)
-    p = res.params
+    p = res.params.scenario
     r = _joint_daily_returns(market, s).values
     s2 = _ewma_by_hand(r, s.ewma_lambda, s.burn_in_days)
     filtered = np.sqrt(s2[-1] * 365.0)  # today's forecast, annualised
     np.testing.assert_allclose(np.asarray(p.vol), filtered, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(p.residuals), _standardized(r, s2, s.burn_in_days), rtol=1e-9, atol=1e-12)
-    assert res.info["sources"]["vol"] == "filtered ewma" and res.info["fhs"]["scale"] == "filtered"
-    assert res.info["volatility"] == pytest.approx(dict(zip(UNDERLYINGS, filtered)), rel=1e-12)
+    assert res.params.info["sources"]["vol"] == "filtered ewma" and res.params.info["fhs"]["scale"] == "filtered"
+    assert res.params.info["volatility"] == pytest.approx(dict(zip(UNDERLYINGS, filtered)), rel=1e-12)
     assert np.all(np.abs(np.asarray(p.vol) / np.asarray(p.atm_vol) - 1) > 0.01)  # not the implied vol
     # the same draws revalued in numpy with the filtered vol as s
-    zr, zv = mc.scenario_factors(res.spec, p, s.seed, np.arange(s.paths))
+    zr, zv = mc.scenario_factors(res.params.model, p, s.seed, np.arange(s.paths))
     pnl = numpy_pnl(portfolio, market, zr, zv, vol=filtered, atm=np.asarray(p.atm_vol),
                     vov=np.asarray(p.vol_of_vol), horizon=2, floor=0.01)
     losses = -pnl.sum(axis=1)
@@ -350,7 +360,7 @@ def test_fhs_with_garch_standardizes_by_the_garch_vol(market):
         assert info["fhs"]["garch"][u] == {"omega": g.omega, "alpha": g.alpha, "beta": g.beta}
         assert 0 < g.alpha and 0 < g.beta and g.persistence < 1
     assert info["fhs"]["filtered_vol"] == pytest.approx(dict(zip(UNDERLYINGS, np.sqrt(s2[-1] * 365.0))), rel=1e-12)
-    doc = var.var_report(portfolio, market, {"horizon_days": 1, "var": {
+    doc = var_report(portfolio, market, {"horizon_days": 1, "var": {
         "model": "fhs", "volatility_model": "garch", "fhs_scale": "filtered", "paths": 2000, "seed": 3,
         "historical": False}})
     assert doc["scenario"]["sources"]["vol"] == "filtered garch"
@@ -366,7 +376,7 @@ def test_progress_reports_each_chunk_once_its_result_is_ready(monkeypatch, capsy
     spec, params, _ = mc.build_model(market, s)
     quiet = mc.simulate_losses(book, spec, params, paths=s.paths, seed=8, chunk=2048, progress=False)
     dispatched, calls = [], []
-    real = mc._losses
+    real = mc.path_losses
 
     def recording(*a):
         out = real(*a)
@@ -377,7 +387,7 @@ def test_progress_reports_each_chunk_once_its_result_is_ready(monkeypatch, capsy
         calls.append((done, total, len(dispatched)))
         assert all(o.is_ready() for o in dispatched[:len(calls)])  # the chunks counted are computed
 
-    monkeypatch.setattr(mc, "_losses", recording)
+    monkeypatch.setattr(mc, "path_losses", recording)
     watched = mc.simulate_losses(book, spec, params, paths=s.paths, seed=8, chunk=2048, progress=callback)
     assert [c[:2] for c in calls] == [(2048, 10_000), (4096, 10_000), (6144, 10_000), (8192, 10_000),
                                       (10_000, 10_000)]  # once per chunk, increasing, ending at the total
@@ -421,9 +431,10 @@ import json, sys
 import jax
 import numpy as np
 import pmjax
+jax.config.update("jax_enable_x64", True)
 from pmjax.io import config
 from pmjax.apps import demo
-from pmjax.measures import var
+from pmjax.apps.margin import var_report
 
 market = pmjax.load_market()
 portfolio = demo.seed_portfolio(market)
@@ -431,8 +442,8 @@ cfg = config.load_config()
 cfg["var"]["historical"] = False  # historical simulation has no random draws to place on devices
 devices = jax.local_devices()
 assert len(devices) == 4, devices
-four = var.var_report(portfolio, market, cfg, paths=20_000, seed=5, devices=devices)
-one = var.var_report(portfolio, market, cfg, paths=20_000, seed=5, devices=devices[:1])
+four = var_report(portfolio, market, cfg, paths=20_000, seed=5, devices=devices)
+one = var_report(portfolio, market, cfg, paths=20_000, seed=5, devices=devices[:1])
 json.dump({"four": four, "one": one}, open(sys.argv[1], "w"))
 """
 
@@ -445,7 +456,7 @@ def test_same_figures_on_one_and_four_devices(tmp_path):
     market = pmjax.load_market()
     cfg = config_mod.load_config()
     cfg["var"]["historical"] = False
-    here = var.var_report(demo.seed_portfolio(market), market, cfg, paths=20_000, seed=5)
+    here = var_report(demo.seed_portfolio(market), market, cfg, paths=20_000, seed=5)
     here = json.loads(json.dumps(here))
     assert docs["four"] == docs["one"] == here  # every figure, bit for bit
 
@@ -463,9 +474,9 @@ def test_contributions_sum_to_es_and_hedges_are_negative():
     assert c[0] > 0 and c[2] > 0
     assert c[1] < 0 and c[3] < 0  # the short futures hedge the longs
     # the same as each position's mean loss over the tail paths, from the closed-form linear P&L
-    zr, _ = mc.scenario_factors(res.spec, res.params, 1, res.estimate.tail)
+    zr, _ = mc.scenario_factors(res.params.model, res.params.scenario, 1, res.estimate.tail)
     tau = 1 / 365
-    vol = np.asarray(res.params.vol)
+    vol = np.asarray(res.params.scenario.vol)
     growth = np.expm1(vol * math.sqrt(tau) * zr - 0.5 * vol**2 * tau)  # exp(r) - 1
     notional = np.array([90000.0, -0.6 * 90000.0, 10 * 3000.0, -4 * 3000.0])  # inverse futures: q S
     expected = -(notional * growth[:, [0, 0, 1, 1]]).mean(axis=0)
@@ -481,7 +492,7 @@ def read_closes(name):
 def test_historical_simulation_replays_actual_days(market):
     portfolio, book = book_of(market, [("BTC", 1.0), ("ETH", -10.0)])
     s = settings(1)
-    hs = var.historical(book, market, s)
+    hs = historical(book, market, s)
     btc, eth = read_closes("BTCUSDT_1d.csv"), read_closes("ETHUSDT_1d.csv")
     with open(pathlib.Path(history.__file__).parents[1] / "data" / "history" / "btc_dvol.csv", newline="") as fh:
         dvol_days = {r["date"] for r in csv.DictReader(fh)}
@@ -503,8 +514,8 @@ def test_historical_simulation_replays_actual_days(market):
 def test_historical_simulation_moves_implied_vols(market):
     # a long straddle-like vega book: DVOL changes must reach the option values
     _, book = book_of(market, [("BTC-27MAR26-90000-C", 1.0), ("BTC-27MAR26-90000-P", 1.0)])
-    with_vol = var.historical(book, market, settings(1))
-    without = var.historical(book, market, settings(1, vol_moves=False))
+    with_vol = historical(book, market, settings(1))
+    without = historical(book, market, settings(1, vol_moves=False))
     assert not np.allclose(with_vol.losses, without.losses)
     assert np.corrcoef(with_vol.losses - without.losses, without.losses)[0, 1] < 0.5
 
@@ -515,7 +526,7 @@ def test_historical_simulation_moves_implied_vols(market):
 def test_var_report_document(market):
     portfolio = demo.seed_portfolio(market)
     cfg = config_mod.load_config()
-    doc = var.var_report(portfolio, market, cfg, paths=20_000, seed=3, confidence=0.975)
+    doc = var_report(portfolio, market, cfg, paths=20_000, seed=3, confidence=0.975)
     json.dumps(doc)
     for key in ("model", "confidence", "horizon_days", "paths", "seed", "var", "es", "var_stderr", "es_stderr",
                 "contributions"):
@@ -536,8 +547,8 @@ def test_var_report_document(market):
 def test_float32_is_close_to_float64(market):
     portfolio = demo.seed_portfolio(market)
     cfg = {"horizon_days": 1, "var": {"paths": 20_000, "historical": False}}
-    d64 = var.var_report(portfolio, market, cfg)
-    d32 = var.var_report(portfolio, market, cfg, dtype=jnp.float32)
+    d64 = var_report(portfolio, market, cfg)
+    d32 = var_report(portfolio, market, cfg, dtype=jnp.float32)
     assert d32["es"] == pytest.approx(d64["es"], rel=2e-3)
     assert d32["var"] == pytest.approx(d64["var"], rel=2e-3)
 
@@ -593,9 +604,9 @@ def test_auto_chunk_fits_the_memory_budget_and_leaves_the_figures_unchanged(monk
     assert sh.mc_chunk_bytes(c, rows, dtype) <= sh.memory_budget() or c == 1
     s = settings(1, paths=6_000, seed=5)
     assert s.chunk is None
-    big = var_mod.monte_carlo(book, market, s)
+    big = var_mod.var_margin(book, var_mod.VarParams(*mc.build_model(market, s), s))
     budget = sh.mc_chunk_bytes(1024, rows, dtype)  # room for 1,024 paths a call only
     monkeypatch.setattr(sh, "memory_budget", lambda *a, **k: budget)
     assert var_mod.auto_chunk(rows, dtype) == 1024
-    small = var_mod.monte_carlo(book, market, s)
+    small = var_mod.var_margin(book, var_mod.VarParams(*mc.build_model(market, s), s))
     assert np.array_equal(big.losses, small.losses) and np.array_equal(big.contributions, small.contributions)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,7 +21,8 @@ from pmjax.apps.margin import HEADLINE, compute_margins
 from pmjax.core.portfolio import make_portfolio
 from pmjax.io.portfolio import parse_trades
 from pmjax.measures.span import span_margin, span_params
-from pmjax.apps.whatif import WhatIf, listed_options, synthetic_account, whatif_latency
+from pmjax.apps.whatif import WhatIf
+from pmjax.bench.whatif_latency import listed_options, synthetic_account, whatif_latency
 
 BOOK = "BTC-27MAR26-100000-C:-2,BTC-27MAR26:1.5,BTC-PERPETUAL:-0.5,ETH-27MAR26-3000-P:4,BTC-30JAN26-85000-P:-3"
 #: a small Monte Carlo so the var method stays fast; the same seed before and after
@@ -64,8 +66,8 @@ def regular(portfolio, trades, market, config, methods):
 def padded(portfolio, market, config, size):
     """span total and deribit initial by the regular compiled functions on a book padded to ``size``."""
     book, _ = book_from_portfolio(portfolio, market, dtype=jnp.float64, size=size)
-    return {"span": float(span_margin(book, span_params(config)).total),
-            "deribit": float(deribit_margin(book, deribit_params(config)).initial)}
+    return {"span": float(jax.jit(span_margin)(book, span_params(config)).total),
+            "deribit": float(jax.jit(deribit_margin)(book, deribit_params(config)).initial)}
 
 
 @pytest.mark.parametrize("trades", [

@@ -54,12 +54,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from pmjax.apps import calibrate
+from pmjax.apps.stress import deribit_margin_sharded
 from pmjax.io import history
 from pmjax.scenarios import montecarlo
-from pmjax.core.book import OPTION, Book, bucket_size
+from pmjax.scenarios.mc_models import ScenarioParams, StudentTModel, path_shock
+from pmjax.core.book import OPTION, Book, bucket_size, pad_book
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import KINDS, UNDERLYINGS, Instrument
-from pmjax.core.kernel import DAY, Shock, no_shock, position_pnl, position_values, scenario_pnl
+from pmjax.core.kernel import Shock, no_shock, position_pnl, position_values, scenario_pnl
+from pmjax.core.units import DAY, DAYS_PER_YEAR, SECONDS_PER_DAY
+from pmjax.measures.deribit import deribit_params
 from pmjax.scenarios.grids import VOL_FLOOR
 
 MEASURES = ("span", "deribit", "var", "es", "rules")
@@ -90,7 +94,7 @@ def seed_legs() -> list[Leg]:
     out = []
     for p in seed_portfolio(mkt, scale_to_market=False).positions:
         i = p.instrument
-        days = (i.expiry - as_of).total_seconds() / 86400.0 if i.expiry else 0.0
+        days = (i.expiry - as_of).total_seconds() / SECONDS_PER_DAY if i.expiry else 0.0
         out.append(Leg(i.underlying, i.kind, p.quantity, i.right, (i.strike or SEED_SPOT[i.underlying])
                        / SEED_SPOT[i.underlying], days, i.settlement))
     return out
@@ -160,7 +164,7 @@ def backtest_days(settings: BacktestSettings = BacktestSettings(),
     first = settings.min_window_days
     idx = np.arange(first, len(lv) - 1)  # a day with min_window_days moves behind it and a next day
     dates = joint.dates[idx]
-    keep = history._date_mask(dates, settings.start, settings.end)
+    keep = history.date_mask(dates, settings.start, settings.end)
     idx = idx[keep]
     if len(idx) == 0:
         raise InputError(f"no backtest days between {settings.start} and {settings.end} (history "
@@ -170,7 +174,7 @@ def backtest_days(settings: BacktestSettings = BacktestSettings(),
     corr = np.empty((len(idx), 2 * nu_, 2 * nu_))
     for k, t in enumerate(idx):
         w = moves[max(1, t - settings.window_days + 1): t + 1]
-        vov[k] = w[:, nu_:].std(axis=0, ddof=1) * math.sqrt(history.DAYS_PER_YEAR)
+        vov[k] = w[:, nu_:].std(axis=0, ddof=1) * math.sqrt(DAYS_PER_YEAR)
         corr[k] = montecarlo.nearest_correlation(np.corrcoef(w.T))[0]
     return Days(joint.dates[idx], lv[idx, :nu_], lv[idx, nu_:], lv[idx + 1, :nu_], lv[idx + 1, nu_:], rng,
                 lv[idx, nu_:], vov, corr)
@@ -178,31 +182,30 @@ def backtest_days(settings: BacktestSettings = BacktestSettings(),
 
 def stacked_books(legs: list[Leg], days: Days, *, dtype=jnp.float64) -> Book:
     """The book of every day (a leading days axis), padded to the legs' bucket size (USD margin)."""
-    n, d = bucket_size(len(legs)), len(days)
-    pad = n - len(legs)
+    n, d = len(legs), len(days)
 
-    def col(f, fill):
-        return np.array([f(g) for g in legs] + [fill] * pad)
+    def col(f):
+        return np.array([f(g) for g in legs])
 
-    u = col(lambda g: UNDERLYINGS.index(g.underlying), 0).astype(np.int32)
-    real = np.arange(n) < len(legs)
-    spot = np.where(real, days.spot[:, u], 1.0)  # (d, n); padding rows as make_book pads them
-    is_option = col(lambda g: g.kind == "option", False)
+    u = col(lambda g: UNDERLYINGS.index(g.underlying)).astype(np.int32)
+    spot = days.spot[:, u]  # (d, n)
+    is_option = col(lambda g: g.kind == "option")
     rep = lambda a: np.broadcast_to(a, (d, n)).copy()  # noqa: E731
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    return Book(
+    book = Book(
         underlying=jnp.asarray(rep(u)),
-        kind=jnp.asarray(rep(col(lambda g: KINDS.index(g.kind), KINDS.index("spot")).astype(np.int32))),
-        inverse=jnp.asarray(rep(col(lambda g: g.settlement == "inverse", False))),
-        is_call=jnp.asarray(rep(col(lambda g: g.right == "call", True))),
-        strike=f(np.where(is_option, spot * col(lambda g: g.moneyness, 1.0), 1.0)),
-        quantity=f(rep(col(lambda g: g.quantity, 0.0))),
-        expiry_years=f(rep(col(lambda g: g.days / 365.0, 0.0))),
+        kind=jnp.asarray(rep(col(lambda g: KINDS.index(g.kind)).astype(np.int32))),
+        inverse=jnp.asarray(rep(col(lambda g: g.settlement == "inverse"))),
+        is_call=jnp.asarray(rep(col(lambda g: g.right == "call"))),
+        strike=f(np.where(is_option, spot * col(lambda g: g.moneyness), 1.0)),
+        quantity=f(rep(col(lambda g: g.quantity))),
+        expiry_years=f(rep(col(lambda g: g.days / DAYS_PER_YEAR))),
         spot=f(spot), forward=f(spot),
         vol=f(np.where(is_option, days.dvol[:, u], 0.5)),
         underlying_spot=f(days.spot),
         margin_coin=jnp.full((d,), -1, jnp.int32),
     )
+    return pad_book(book, bucket_size(n))
 
 
 def realized_shocks(book: Book, days: Days) -> Shock:
@@ -247,9 +250,9 @@ def _span_params_by_day(config: dict, days: Days, settings: BacktestSettings, dt
 
 @jax.jit
 def _span_risk(books, params):
-    from pmjax.measures.span import span_core
+    from pmjax.measures.span import span_margin
 
-    return jax.vmap(lambda b, p: span_core(b, p).risk)(books, params)
+    return jax.vmap(lambda b, p: span_margin(b, p).risk)(books, params)
 
 
 def span_cover(books: Book, days: Days, config: dict, settings: BacktestSettings) -> np.ndarray:
@@ -262,26 +265,26 @@ def span_cover(books: Book, days: Days, config: dict, settings: BacktestSettings
 
 def deribit_cover(books: Book, config: dict) -> np.ndarray:
     """Deribit portfolio-margin initial margin per day (USD)."""
-    from pmjax.measures.deribit import deribit_margin_batch, deribit_params
+    params = deribit_params(config, dtype=books.quantity.dtype)
+    result = deribit_margin_sharded(books, params, chunk=books.quantity.shape[0], devices=jax.local_devices()[:1])
+    return np.asarray(result.initial, np.float64)
 
-    return np.asarray(deribit_margin_batch(books, deribit_params(config, books.quantity.dtype)).initial, np.float64)
 
-
-def _scenario_params(days: Days, settings: BacktestSettings, dtype) -> montecarlo.ScenarioParams:
+def _scenario_params(days: Days, settings: BacktestSettings, dtype) -> ScenarioParams:
     d, nu_ = len(days), len(UNDERLYINGS)
     chol = np.linalg.cholesky(days.correlation)
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    return montecarlo.ScenarioParams(
+    return ScenarioParams(
         vol=f(days.vol), atm_vol=f(days.dvol), vol_of_vol=f(days.vol_of_vol), chol=f(chol),
         vol_given_return=f(np.zeros((d, nu_, nu_))), vol_residual_chol=f(np.zeros((d, nu_, nu_))),
         residuals=f(np.zeros((d, 1, nu_))), vol_floor=f(np.full(d, VOL_FLOOR)),
-        horizon_years=f(np.full(d, 1.0 / 365.0)), nu=f(np.full(d, settings.nu)))
+        horizon_years=f(np.full(d, DAY)), nu=f(np.full(d, settings.nu)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _mc_tail(spec, k, books, params, keys, idx):
     def one(book, p, key):
-        shocks = jax.vmap(lambda i: montecarlo.path_shock(spec, p, book, key, i))(idx)
+        shocks = jax.vmap(lambda i: path_shock(spec, p, book, key, i))(idx)
         losses = -scenario_pnl(book, shocks).sum(axis=-1)
         top = jax.lax.top_k(losses, k)[0]
         return top[-1], top.mean()
@@ -293,7 +296,7 @@ def var_es_cover(books: Book, days: Days, settings: BacktestSettings) -> tuple[n
     from pmjax.measures.var import tail_size
 
     dtype = books.quantity.dtype
-    spec = montecarlo.ModelSpec("student_t", False)
+    spec = StudentTModel(antithetic=False)
     params = _scenario_params(days, settings, dtype)
     k = tail_size(settings.paths, settings.coverage)
     idx = jnp.arange(settings.paths, dtype=jnp.uint32)
@@ -337,9 +340,10 @@ def day_portfolio(legs: list[Leg], market):
 
 def rules_cover(legs: list[Leg], books: Book, days: Days, config: dict) -> np.ndarray:
     """Rules-based initial margin plus the net option value, per day (USD)."""
-    from pmjax.measures.rules import rules_margin
+    from pmjax.measures.rules import rules_margin, rules_params
 
-    initial = np.array([rules_margin(day_portfolio(legs, m := day_market(days, t)), m, config)["initial"]
+    params = rules_params(config)
+    initial = np.array([rules_margin(day_portfolio(legs, m := day_market(days, t)), m, params).initial
                         for t in range(len(days))])
     return initial + np.asarray(_net_option_value(books), np.float64)
 
@@ -472,7 +476,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    import pmjax  # noqa: F401  (float64)
+    jax.config.update("jax_enable_x64", True)  # the backtest runs in float64
 
     p = argparse.ArgumentParser(prog="python -m pmjax.backtest", description="margin backtest on BTC/ETH history")
     p.add_argument("--out", default="reports/backtest")

@@ -6,9 +6,25 @@ import datetime as dt
 import html
 import os
 
+import jax.numpy as jnp
+
+from pmjax.apps.margin import compute_margins, margin_document
+from pmjax.apps.report import (
+    GREEK_UNITS,
+    applicable_line,
+    applicable_requirement,
+    check_out_dir,
+    greeks_tables,
+    html_table,
+    write_report,
+)
+from pmjax.apps.tables import table
+from pmjax.core.greeks import portfolio_greeks
 from pmjax.core.instruments import Instrument
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio, Position, make_portfolio
+from pmjax.io.config import load_config
+from pmjax.io.market import DEFAULT_MARKET, load_market
 
 #: the seed's illustrative prices, against which its strikes are written
 SEED_SPOT = {"BTC": 70_000.0, "ETH": 3_500.0}
@@ -93,8 +109,6 @@ def seed_strategies(market: Market, *, scale_to_market: bool = True) -> list[Por
         return make_portfolio(positions, account=name, source="seed strategies")
 
     straddle = [opt(70_000, "call", -1.0), opt(70_000, "put", -1.0)]
-    from pmjax.core.greeks import portfolio_greeks
-
     delta = portfolio_greeks(make_portfolio(straddle, source="seed"), market)["by_underlying"][u]["delta"]
     hedge = Position(Instrument(u, "future", "inverse", front), -round(delta, 4))
     return [
@@ -260,35 +274,20 @@ def _saving_text(x: float, pct: float | None) -> str:
     return f"{x:+,.0f}" + ("" if pct is None else f" ({pct:+.0f}%)")
 
 
-def run_demo(out_dir: str | None = DEFAULT_OUT, *, market_name: str | None = None, config: dict | None = None,
-             dtype=None) -> tuple[dict, str]:
-    """The seed's strategies and BTC/ETH portfolio on the bundled market, every method side by side, with the
-    seed book's values and Greeks; writes the HTML report, its PNGs and JSON into ``out_dir`` (checked before
-    anything is computed; None writes nothing)."""
-    import jax.numpy as jnp
+#: the figure columns of the demo's tables, and their headings
+_COLS = ["rules", "span_risk", "span_total", "deribit", "var", "es"]
+_HEAD = ["rules", "SPAN risk", "SPAN total", "Deribit", "VaR 99%", "ES 99%"]
+_SAV_HEAD = ["SPAN risk below rules", "SPAN total below rules (like for like)"]
 
-    from pmjax.io.config import load_config
-    from pmjax.core.greeks import portfolio_greeks
-    from pmjax.io.market import DEFAULT_MARKET, load_market
-    from pmjax.apps.margin import compute_margins, margin_document
-    from pmjax.apps.report import (
-        GREEK_UNITS,
-        applicable_line,
-        applicable_requirement,
-        check_out_dir,
-        greeks_tables,
-        html_table,
-        write_report,
-    )
-    from pmjax.apps.tables import table
 
-    if out_dir:
-        check_out_dir(out_dir)
-    dtype = jnp.float64 if dtype is None else dtype
-    market = load_market(market_name or DEFAULT_MARKET)
-    config = load_config() if config is None else config
+def _sav(s: dict) -> list[str]:
+    return [_saving_text(s["span_risk_below_rules"], s["span_risk_below_rules_pct"]),
+            _saving_text(s["span_total_below_rules"], s["span_total_below_rules_pct"])]
+
+
+def _strategies(market: Market, config: dict, dtype) -> list[dict]:
+    """Each seed strategy at the seed's BTC price and at the market's, every method side by side."""
     at_seed = rescaled_market(market, "BTC", SEED_SPOT["BTC"])
-
     strategies = []
     for label, m, scale in (("BTC 70,000 (seed)", at_seed, False), (f"BTC {market.spot('BTC'):,.0f}", market, True)):
         for p in seed_strategies(m, scale_to_market=scale):
@@ -299,7 +298,12 @@ def run_demo(out_dir: str | None = DEFAULT_OUT, *, market_name: str | None = Non
                                              for x in p.positions],
                                **f, **_savings(f), "recognised": [s["type"] for s in doc["rules"]["strategies"]],
                                "span_detail": _span_detail(doc, p, m, config)})
+    return strategies
 
+
+def _seed_books(market: Market, config: dict, dtype) -> tuple[dict, dict, list[dict], float]:
+    """The seed portfolio's margin document and Greeks, the seed book with spot as a risk position and its
+    options alone (spot as collateral), and the value of its spot holdings (USD)."""
     seed = seed_portfolio(market)
     seed.collateral = dict(DEMO_COLLATERAL)
     seed_doc = margin_document(seed, market, config, DEMO_METHODS, dtype=dtype)
@@ -312,47 +316,68 @@ def run_demo(out_dir: str | None = DEFAULT_OUT, *, market_name: str | None = Non
              {"book": options_only.account, **oo, **_savings(oo)}]
     spot_value = sum(p.quantity * market.spot(p.instrument.underlying) for p in seed.positions
                      if p.instrument.kind == "spot")
-    lfl = like_for_like_notes(strategies)
-    why = why_figures_differ(market, strategies, books, seed_doc, spot_value)
-    app = applicable_requirement(seed_doc)
+    return seed_doc, greeks, books, spot_value
 
-    cols = ["rules", "span_risk", "span_total", "deribit", "var", "es"]
-    head = ["rules", "SPAN risk", "SPAN total", "Deribit", "VaR 99%", "ES 99%"]
-    sav_head = ["SPAN risk below rules", "SPAN total below rules (like for like)"]
-    sav = lambda s: [_saving_text(s["span_risk_below_rules"], s["span_risk_below_rules_pct"]),  # noqa: E731
-                     _saving_text(s["span_total_below_rules"], s["span_total_below_rules_pct"])]
-    t1 = table([[s["strategy"], s["level"]] + [s[c] for c in cols] + sav(s) for s in strategies],
-               ["strategy", "market"] + head + sav_head,
+
+def _demo_text(market: Market, doc: dict) -> str:
+    """The terminal tables and notes of ``doc`` (``run_demo``'s document)."""
+    strategies, books, seed_doc = doc["strategies"], doc["books"], doc["seed_portfolio"]
+    t1 = table([[s["strategy"], s["level"]] + [s[c] for c in _COLS] + _sav(s) for s in strategies],
+               ["strategy", "market"] + _HEAD + _SAV_HEAD,
                title="Seed strategies, 1 coin per leg, USD: initial margin by method (saving = rules - SPAN; "
                      "negative: SPAN is higher)")
-    t2 = table([[b["book"]] + [b[c] for c in cols] + sav(b) for b in books], ["book"] + head + sav_head,
+    t2 = table([[b["book"]] + [b[c] for c in _COLS] + _sav(b) for b in books], ["book"] + _HEAD + _SAV_HEAD,
                title=f"Seed BTC/ETH portfolio on {market.source} (BTC {market.spot('BTC'):,.2f}, "
                      f"ETH {market.spot('ETH'):,.2f})")
-    gt = [table(rows, header, title=f"Seed portfolio: {title.lower()}") for title, header, rows in greeks_tables(greeks)]
-    text = "\n\n".join([t1, t2, *gt, "Greeks: " + GREEK_UNITS,
-                        "Qualification: " + seed_doc["qualification"]["reason"] + "\n" + applicable_line(app),
-                        "Like for like:\n" + "\n".join(f"- {n}" for n in lfl),
-                        "Why these figures differ from the seed's:\n" + "\n".join(f"- {n}" for n in why)])
-    doc = {"market": market.source, "as_of": market.as_of.isoformat(), "strategies": strategies, "books": books,
-           "seed_portfolio": seed_doc, "greeks": greeks, "applicable": app, "like_for_like_notes": lfl,
-           "notes": why}
+    gt = [table(rows, header, title=f"Seed portfolio: {title.lower()}")
+          for title, header, rows in greeks_tables(doc["greeks"])]
+    qualification = seed_doc["qualification"]["reason"] + "\n" + applicable_line(doc["applicable"])
+    return "\n\n".join([t1, t2, *gt, "Greeks: " + GREEK_UNITS, "Qualification: " + qualification,
+                         "Like for like:\n" + "\n".join(f"- {n}" for n in doc["like_for_like_notes"]),
+                         "Why these figures differ from the seed's:\n" + "\n".join(f"- {n}" for n in doc["notes"])])
+
+
+def _write_demo(market: Market, config: dict, doc: dict, out_dir: str) -> dict:
+    """The demo's HTML report, PNGs and JSON in ``out_dir`` (``report.write_report`` of the seed document
+    with the strategies' and books' tables); their paths."""
+    strategies, books, lfl, why = doc["strategies"], doc["books"], doc["like_for_like_notes"], doc["notes"]
+    strat_html = html_table(
+        [[s["strategy"], s["level"]] + [s[c] for c in _COLS] + _sav(s) + [", ".join(s["recognised"])]
+         for s in strategies],
+        ["strategy", "market"] + _HEAD + ["SPAN risk below rules", "SPAN total below rules (like for like)",
+                                          "rules recognised"])
+    strat_html += ("<p class=note>Saving = rules initial - SPAN (negative: SPAN is higher), and in % of rules "
+                   "initial.</p>" + "".join(f"<p class=note>{html.escape(n)}</p>" for n in lfl))
+    book_html = html_table(
+        [[b["book"]] + [b[c] for c in _COLS] + _sav(b) for b in books], ["book"] + _HEAD + _SAV_HEAD)
+    spots = {u: market.spot(u) for u in ("BTC", "ETH")}
+    return write_report(doc["seed_portfolio"], out_dir, notes=why, config=config, spots=spots,
+                        greeks=doc["greeks"], extra_sections=[("Seed strategies: every method side by side (USD)", strat_html),
+                                        ("Seed portfolio: spot as risk position vs as collateral", book_html)],
+                        extra_json={"strategies": strategies, "books": books, "like_for_like_notes": lfl,
+                                    "notes": why})
+
+
+def run_demo(out_dir: str | None = DEFAULT_OUT, *, market_name: str | None = None, config: dict | None = None,
+             dtype=None) -> tuple[dict, str]:
+    """The seed's strategies and BTC/ETH portfolio on the bundled market, every method side by side, with the
+    seed book's values and Greeks; writes the HTML report, its PNGs and JSON into ``out_dir`` (checked before
+    anything is computed; None writes nothing)."""
     if out_dir:
-        strat_html = html_table(
-            [[s["strategy"], s["level"]] + [s[c] for c in cols] + sav(s) + [", ".join(s["recognised"])]
-             for s in strategies],
-            ["strategy", "market"] + head + ["SPAN risk below rules", "SPAN total below rules (like for like)",
-                                             "rules recognised"])
-        strat_html += ("<p class=note>Saving = rules initial - SPAN (negative: SPAN is higher), and in % of rules "
-                       "initial.</p>" + "".join(f"<p class=note>{html.escape(n)}</p>" for n in lfl))
-        book_html = html_table(
-            [[b["book"]] + [b[c] for c in cols] + sav(b) for b in books], ["book"] + head + sav_head)
-        spots = {u: market.spot(u) for u in ("BTC", "ETH")}
-        paths = write_report(seed_doc, out_dir, notes=why, config=config, spots=spots, greeks=greeks,
-                             extra_sections=[("Seed strategies: every method side by side (USD)", strat_html),
-                                             ("Seed portfolio: spot as risk position vs as collateral", book_html)],
-                             extra_json={"strategies": strategies, "books": books, "like_for_like_notes": lfl,
-                                         "notes": why})
+        check_out_dir(out_dir)
+    dtype = jnp.float64 if dtype is None else dtype
+    market = load_market(market_name or DEFAULT_MARKET)
+    config = load_config() if config is None else config
+    strategies = _strategies(market, config, dtype)
+    seed_doc, greeks, books, spot_value = _seed_books(market, config, dtype)
+    lfl = like_for_like_notes(strategies)
+    why = why_figures_differ(market, strategies, books, seed_doc, spot_value)
+    doc = {"market": market.source, "as_of": market.as_of.isoformat(), "strategies": strategies, "books": books,
+           "seed_portfolio": seed_doc, "greeks": greeks, "applicable": applicable_requirement(seed_doc),
+           "like_for_like_notes": lfl, "notes": why}
+    text = _demo_text(market, doc)
+    if out_dir:
+        paths = _write_demo(market, config, doc, out_dir)
         doc["files"] = paths
         text += "\n\nwritten: " + ", ".join(paths.values())
     return doc, text
-

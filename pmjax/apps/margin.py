@@ -2,41 +2,96 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pmjax.core.book import book_from_portfolio
+from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import unit_greeks_jit
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
+from pmjax.measures.deribit import (
+    DeribitParams,
+    add_initial_addons,
+    deribit_margin,
+    deribit_params,
+    deribit_section,
+)
 from pmjax.measures.qualification import qualification
+from pmjax.measures.span import SpanParams, span_margin, span_params, span_section
 
 
 def _rules(portfolio, market, config, dtype):
-    from pmjax.measures.rules import rules_margin
+    from pmjax.measures.rules import rules_margin, rules_params, rules_section
 
-    return rules_margin(portfolio, market, config)
+    return rules_section(rules_margin(portfolio, market, rules_params(config)))  # marks in float64
+
+
+#: one account (a book of the same bucket size and dtype reuses the compiled code)
+_span_margin_jit = jax.jit(span_margin)
+
+
+def span_report(portfolio, market, config: dict, dtype=jnp.float64, *, positions: bool = False,
+                params: SpanParams | None = None) -> dict:
+    """The ``span`` section of ``pmjax margin`` for one portfolio; with ``positions`` also ``by_position``
+    and ``parameters``, enough to re-derive every figure (``span.span_section``)."""
+    params = span_params(config, dtype=dtype) if params is None else params
+    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
+    return span_section(_span_margin_jit(book, params), {p.instrument.underlying for p in portfolio.positions},
+                        resolved if positions else None, as_of=market.as_of, params=params if positions else None,
+                        market=market, margin_currency=portfolio.margin_currency)
 
 
 def _span(portfolio, market, config, dtype):
-    from pmjax.measures.span import span_report
-
     return span_report(portfolio, market, config, dtype=dtype, positions=True)  # by_position, parameters
 
 
-def _deribit(portfolio, market, config, dtype):
-    from pmjax.measures.deribit import deribit_report
+_deribit_margin_jit = jax.jit(deribit_margin)
 
-    return deribit_report(portfolio, market, config, dtype=dtype)
+
+@jax.jit
+def _deribit_margin_addons_jit(book, params: DeribitParams, initial_addons):
+    return add_initial_addons(deribit_margin(book, params), book, initial_addons)
+
+
+def deribit_report(portfolio, market, config: dict, dtype=jnp.float64, *, initial_addons: dict | None = None,
+                   params: DeribitParams | None = None) -> dict:
+    """The ``deribit`` section of ``pmjax margin`` for one portfolio (``deribit.deribit_section``).
+    ``initial_addons``: coin amounts by underlying name added to the initial margin (Deribit's mmp +
+    open-orders + spot margin; none by default)."""
+    params = deribit_params(config, dtype=dtype) if params is None else params
+    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
+    if initial_addons is None:
+        result = _deribit_margin_jit(book, params)
+    else:
+        addons = np.zeros(len(UNDERLYINGS))
+        for name, x in initial_addons.items():
+            addons[UNDERLYINGS.index(str(name).upper())] = float(x)
+        result = _deribit_margin_addons_jit(book, params, jnp.asarray(addons, book.quantity.dtype))
+    return deribit_section(result, resolved, portfolio.margin_currency, params)
+
+
+def var_report(portfolio: Portfolio, market: Market, config: dict | None = None, *, paths: int | None = None,
+               seed: int | None = None, confidence: float | None = None, dtype=jnp.float64, devices=None,
+               progress: bool | None = None, historical_simulation: bool | None = None) -> dict:
+    """The ``var`` section of ``pmjax margin`` for one account (``var.var_section``): ``config``'s ``var``
+    section and ``horizon_days``, with ``paths``, ``seed``, ``confidence`` overriding it when given."""
+    from pmjax.measures.var import var_margin, var_params, var_section
+
+    params = var_params(config, market=market, dtype=dtype, paths=paths, seed=seed, confidence=confidence,
+                        progress=progress, historical=historical_simulation)
+    book, _ = book_from_portfolio(portfolio, market, dtype=dtype)
+    return var_section(var_margin(book, params, devices=devices), n_positions=len(portfolio.positions),
+                       currency=portfolio.margin_currency)
 
 
 def _var(portfolio, market, config, dtype):
-    from pmjax.measures.var import var_report
-
     return var_report(portfolio, market, config, dtype=dtype)
 
 
 #: method name -> function(portfolio, market, config, dtype) -> the SPEC section 3 dict of that method
-METHODS = {"rules": _rules, "span": _span, "deribit": _deribit, "var": _var}
+METHODS = {"rules": _rules, "span": _span, "deribit": deribit_report, "var": _var}
 #: the figure each method's what-if compares (SPEC section 3)
 HEADLINE = {"rules": lambda d: d["initial"], "span": lambda d: d["total"], "deribit": lambda d: d["initial"],
             "var": lambda d: d["es"]}

@@ -55,18 +55,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmjax.batch.accounts import AccountBatch, _chunks, build_batch
-from pmjax.apps.stress import span_batch
+from pmjax.batch.accounts import AccountBatch, build_batch
+from pmjax.batch.sharding import map_accounts
+from pmjax.apps.stress import deribit_margin_sharded, span_batch
 from pmjax.core.book import FUTURE, PERPETUAL, Book, bucket_size
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, expiry_datetime, finite_number, positive_number
-from pmjax.core.kernel import no_shock, position_values
+from pmjax.core.instruments import UNDERLYINGS, expiry_datetime
+from pmjax.core.kernel import futures_pnl_usd, no_shock, position_values
 from pmjax.io.market import BUNDLED_MARKETS, load_market
 from pmjax.core.market import Market
 from pmjax.apps.margin import METHODS, compute_margins
 from pmjax.core.portfolio import Portfolio, make_portfolio
+from pmjax.core.validate import finite_number, positive_number
 from pmjax.io.documents import read_document
+from pmjax.measures.deribit import deribit_params
 
 STATUSES = ("ok", "initial_breach", "margin_call", "liquidation_warning")  # in order of severity
 #: statuses that are a margin call (the liquidation warning comes on top of one)
@@ -141,8 +144,7 @@ def _equity_core(book: Book, entry_forward, collateral):
     dtype = book.quantity.dtype
     values = position_values(book, no_shock(book))  # options at mark, spot at index, futures 0
     futures = (book.kind == FUTURE) | (book.kind == PERPETUAL)
-    F, F0, S = book.forward, entry_forward, book.spot
-    pnl_usd = book.quantity * jnp.where(book.inverse, (1.0 - F0 / F) * S, F - F0)
+    pnl_usd = book.quantity * futures_pnl_usd(book.inverse, entry_forward, book.forward, book.spot)
     has_coin = book.margin_coin >= 0
     to_margin = jnp.where(has_coin, 1.0 / book.underlying_spot[jnp.maximum(book.margin_coin, 0)],
                           jnp.ones((), dtype))
@@ -153,21 +155,6 @@ def _equity_core(book: Book, entry_forward, collateral):
 
 #: many accounts: (a, 3) = collateral, position values, futures P&L
 equity_batch = jax.jit(jax.vmap(_equity_core))
-
-
-def _tree_chunks(tree, chunk: int):
-    """Slices of a pytree of host arrays (leading accounts axis) of ``chunk`` accounts, the last padded with
-    copies of its last account, as ``pmjax.accounts`` chunks its batches (one shape: one compilation)."""
-    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    if n <= chunk:
-        yield tree
-        return
-    for start in range(0, n, chunk):
-        part = jax.tree_util.tree_map(lambda x: x[start:start + chunk], tree)
-        m = jax.tree_util.tree_leaves(part)[0].shape[0]
-        if m < chunk:
-            part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), part)
-        yield part
 
 
 # ---------------------------------------------------------------- the monitor
@@ -210,12 +197,12 @@ class Monitor:
 
             self._span = span_params(self.config, dtype=dtype)
         if "deribit" in need:
-            from pmjax.measures.deribit import deribit_params
-
-            self._deribit = deribit_params(self.config, dtype)
+            self._deribit = deribit_params(self.config, dtype=dtype)
         # accounts per compiled call, fixed at construction from the memory free then (pmjax.sharding), so
         # that later updates reuse the same shapes whatever the memory does: no recompilation
         from pmjax.batch.sharding import deribit_chunk, span_chunk
+
+        self._one = jax.local_devices()[:1]  # equity and the Deribit grid run on one device, as sized here
 
         rows, fdtype = self.batch.size, self.batch.books.quantity.dtype
         cap = max(bucket_size(self.batch.n_accounts), 1)
@@ -295,9 +282,9 @@ class Monitor:
         settled = self._refresh(market)
         batch = dataclasses.replace(self.batch, books=self.books)
         n = batch.n_accounts
-        inputs = (batch.books, self.entry_forward.astype(batch.books.quantity.dtype),
-                  self.collateral.astype(batch.books.quantity.dtype))
-        eq = np.concatenate([np.asarray(equity_batch(*part)) for part in _tree_chunks(inputs, self._span_chunk)])
+        dtype = batch.books.quantity.dtype
+        per_account = (self.entry_forward.astype(dtype), self.collateral.astype(dtype))
+        eq = map_accounts(equity_batch, batch.books, (), per_account, chunk=self._span_chunk, devices=self._one)
         eq = eq[:n].astype(np.float64)
         figures = {}  # method -> (initial, maintenance, initial requirement, maintenance requirement), (n,) each
         for m in self.settings.methods:
@@ -308,11 +295,8 @@ class Monitor:
                 maint = np.maximum(risk / self.settings.span_initial_ratio - nov, 0.0)  # <= total
                 figures[m] = (total, maint, total + nov, maint + nov)
             elif m == "deribit":
-                from pmjax.measures.deribit import deribit_margin_batch
-
-                parts = [deribit_margin_batch(b, self._deribit) for b in _chunks(batch, self._deribit_chunk)]
-                init, maint = (np.concatenate([np.asarray(getattr(r, f)) for r in parts])[:n].astype(np.float64)
-                               for f in ("initial", "maintenance"))
+                res = deribit_margin_sharded(batch.books, self._deribit, chunk=self._deribit_chunk, devices=self._one)
+                init, maint = (np.asarray(getattr(res, f))[:n].astype(np.float64) for f in ("initial", "maintenance"))
                 figures[m] = (init, maint, init, maint)
             else:
                 figs = []
@@ -435,18 +419,9 @@ def read_spot_path(path: str) -> list[tuple[dt.datetime, dict[str, float]]]:
             if u not in UNDERLYINGS:
                 raise InputError(f"unknown column {k!r} (use timestamp, {', '.join(UNDERLYINGS)})", source=path,
                                  field=where)
-            spots[u] = positive_number(float(v) if isinstance(v, str) and _numeric(v) else v, source=path,
-                                       field=f"{where}.{k}")
+            spots[u] = positive_number(v, source=path, field=f"{where}.{k}")  # CSV cells are text
         out.append((ts, spots))
     return out
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 #: a spot path may start this much before its chain's as_of (paths are stamped to the second or minute);

@@ -424,27 +424,8 @@ def _scenario_rows(scen) -> tuple[list[str], list[list]]:
     return generic_rows(list(scen))
 
 
-def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sections: list[tuple[str, str]] = (),
-                 extra_json: dict | None = None, stem: str = "report", config: dict | None = None,
-                 spots: dict | None = None, greeks: dict | None = None,
-                 scenario_records: list[dict] | None = None) -> dict:
-    """Write ``{stem}.html`` (tables and inline PNG plots), the PNGs and ``{stem}.json`` into ``out_dir``.
-
-    ``doc`` is a ``pmjax margin`` document; ``extra_sections`` (heading, html) go after the comparison.
-    ``config`` (merged configuration) and ``spots`` (today's index by underlying) let the worst-scenario
-    table state SPAN moves in % and Deribit losses in USD; ``greeks`` (``pmjax.greeks.portfolio_greeks``)
-    adds the values-and-Greeks tables; ``scenario_records`` (one flat record per stress scenario, with its
-    moves) replace the plain ``doc["scenarios"]`` {name: P&L} table.
-    """
-    from pmjax.io.documents import to_jsonable
-
-    os.makedirs(out_dir, exist_ok=True)
-    cur = doc["currency"]
-    rows = comparison(doc)
-    app = applicable_requirement(doc)
-    worst = worst_scenarios(doc, config, spots)
-    images: dict[str, bytes] = {"margin_bars": plot_margin_bars(rows, cur)}
-    sections = []
+def _headline_sections(doc: dict, rows: list[dict], app: dict | None, cur: str) -> list[tuple[str, str]]:
+    """The applicable requirement and the margin-by-method comparison."""
     klass = "headline rules" if app and app["regime"] == "rules" else "headline"
     head = f"<p class=\"{klass}\"><b>{html.escape(applicable_line(app))}</b></p>"
     if "qualification" in doc:
@@ -453,21 +434,22 @@ def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sectio
         if not q["qualifies"]:
             head += ("<p>The portfolio-margin figures below are shown for comparison only: they do not apply until "
                      "the account's equity reaches the minimum.</p>")
-    sections.append(("Applicable requirement", head))
-    sections.append(("Margin by method", html_table(
+    return [("Applicable requirement", head), ("Margin by method", html_table(
         [[r["label"], r["margin"], r["saving_vs_rules"],
           None if r["gain_vs_rules"] is None else f"{100 * r['gain_vs_rules']:.1f}%", "yes" if r["applies"] else ""]
          for r in rows],
         ["method", f"margin ({cur})", f"saving vs rules ({cur})", "capital-efficiency gain", "applies"])
         + "<p class=note>Rules initial and SPAN total both include the option premium (a short option's value "
           "is added, a long option's counts against the risk), so they compare like for like; SPAN risk "
-          "(before the net option value) is in the SPAN section.</p>{img:margin_bars}"))
-    sections.extend(extra_sections)
-    if notes:
-        sections.append(("Notes", "".join(f"<p class=note>{html.escape(n)}</p>" for n in notes)))
-    sections.append(("Positions", html_table([[p["instrument"], p["quantity"], p["value"], p["delta"]]
-                                              for p in doc["positions"]],
-                                             ["instrument", "quantity", f"value ({cur})", "delta (coins)"])))
+          "(before the net option value) is in the SPAN section.</p>{img:margin_bars}")]
+
+
+def _book_sections(doc: dict, cur: str, greeks: dict | None, worst: list[dict],
+                   scenario_records: list[dict] | None) -> list[tuple[str, str]]:
+    """Positions, values and Greeks, worst scenarios and stress scenarios."""
+    sections = [("Positions", html_table([[p["instrument"], p["quantity"], p["value"], p["delta"]]
+                                          for p in doc["positions"]],
+                                         ["instrument", "quantity", f"value ({cur})", "delta (coins)"]))]
     if greeks:
         content = f"<p class=note>{html.escape(GREEK_UNITS)}</p>"
         for title, header, trs in greeks_tables(greeks):
@@ -485,80 +467,131 @@ def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sectio
         sections.append(("Stress scenarios", html_table(trs, [h if h != "P&L" else f"P&L ({cur})" for h in header])
                          + "<p class=note>P&L (gain positive) under each named joint shock; every underlying "
                            "moves at once.</p>"))
-    if "rules" in doc:
-        r = doc["rules"]
-        sections.append(("Rules: recognised strategies", html_table(
-            [[s["type"], " / ".join(f"{leg['instrument']} {leg['quantity']:+g}" for leg in s["legs"]), s["quantity"],
-              s["initial"], s["maintenance"]] for s in r.get("strategies", [])]
-            + [["naked", f"{n['instrument']} {n['quantity']:+g}", abs(n["quantity"]), n["initial"], n["maintenance"]]
-               for n in r.get("naked", [])],
-            ["strategy", "legs", "quantity", f"initial ({cur})", f"maintenance ({cur})"])))
-        if r.get("by_position"):
-            sections.append(("Rules: split by position", html_table(
-                [[p["instrument"], p["quantity"], p.get("strategy"), p.get("strategy_id"), p["initial"],
-                  p["maintenance"]] for p in r["by_position"]]
-                + [["total", None, None, None, r["initial"], r["maintenance"]]],
-                ["instrument", "quantity", "strategy", "strategy id", f"initial ({cur})", f"maintenance ({cur})"])
-                + "<p class=note>A strategy's requirement is shared among its legs in proportion to their "
-                  "standalone requirements.</p>"))
-    if "span" in doc:
-        su = doc["span"]["by_underlying"]
-        images["risk_heatmap"] = plot_risk_heatmap(su, cur)
-        content = html_table(
-            [[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"], v["inter_credit"],
-              v["short_option_minimum"], v["composite_delta"], v["risk"]] for u, v in su.items()],
-            ["underlying", f"scan risk ({cur})", "worst scenario", "intra spread", "spot charge", "inter credit",
-             "short option min.", "composite delta (coins)", f"risk ({cur})"]) + (
-            f"<p>risk {doc['span']['risk']:,.2f}, net option value {doc['span']['nov']:,.2f}, "
-            f"total {doc['span']['total']:,.2f} {cur}</p>{{img:risk_heatmap}}")
-        bp = doc["span"].get("by_position")
-        if isinstance(bp, list) and bp and all(isinstance(x, dict) for x in bp):
-            header, trs = generic_rows(bp)
-            content += "<h3>SPAN by position</h3>" + html_table(trs, header)
-        sections.append(("SPAN", content))
-    if "deribit" in doc:
-        du = doc["deribit"]["by_underlying"]
-        trs = []
-        for u, v in du.items():
-            coin = v.get("currency", u)
-            s = (spots or {}).get(u)
-            trs.append([u, coin, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"],
-                        v.get("initial"), v.get("maintenance"), None if s is None or v.get("initial") is None
-                        else float(v["initial"]) * float(s)])
-        sections.append(("Deribit portfolio-margin grid", html_table(
-            trs, ["underlying", "unit (settlement coin)", "worst case", "roll shock", "delta shock",
-                  "risk matrix margin", "initial", "maintenance", "initial (USD at today's index)"])
-            + f"<p>Per-underlying figures are in the settlement coin (BTC, ETH). Summed in the margin currency: "
-              f"initial {doc['deribit']['initial']:,.2f}, maintenance {doc['deribit']['maintenance']:,.2f} {cur}</p>"))
-    if "var" in doc:
-        v = doc["var"]
-        content = (f"<p>{html.escape(str(v['model']))} model, {v['paths']:,} paths, seed {v['seed']}, "
-                   f"horizon {v['horizon_days']} day(s): VaR {_num(v['var'])} &plusmn; {_num(v['var_stderr'])}, "
-                   f"ES {_num(v['es'])} &plusmn; {_num(v['es_stderr'])} {cur} at {v['confidence']:g}</p>")
-        if "pnl_histogram" in v:
-            images["pnl_histogram"] = plot_pnl_histogram(v["pnl_histogram"], v["var"], v["es"], v["confidence"], cur,
-                                                         v.get("pnl_quantiles"))
-            content += "{img:pnl_histogram}"
-        names = [p["instrument"] for p in doc["positions"]]
-        images["contributions"] = plot_waterfall(names, v["contributions"], v["es"], cur)
-        content += html_table([[n, c] for n, c in zip(names, v["contributions"])] + [["sum", float(sum(v["contributions"]))]],
-                              ["position", f"ES contribution ({cur})"]) + "{img:contributions}"
-        sections.append(("Monte Carlo VaR and expected shortfall", content))
-    title = f"pmjax margin report: {doc['account']} ({doc['market']}, {doc['as_of']})"
-    page = render_html(title, sections, images)
+    return sections
+
+
+def _rules_sections(r: dict, cur: str) -> list[tuple[str, str]]:
+    """The rules method's recognised strategies and, when given, its split by position."""
+    sections = [("Rules: recognised strategies", html_table(
+        [[s["type"], " / ".join(f"{leg['instrument']} {leg['quantity']:+g}" for leg in s["legs"]), s["quantity"],
+          s["initial"], s["maintenance"]] for s in r.get("strategies", [])]
+        + [["naked", f"{n['instrument']} {n['quantity']:+g}", abs(n["quantity"]), n["initial"], n["maintenance"]]
+           for n in r.get("naked", [])],
+        ["strategy", "legs", "quantity", f"initial ({cur})", f"maintenance ({cur})"]))]
+    if r.get("by_position"):
+        sections.append(("Rules: split by position", html_table(
+            [[p["instrument"], p["quantity"], p.get("strategy"), p.get("strategy_id"), p["initial"],
+              p["maintenance"]] for p in r["by_position"]]
+            + [["total", None, None, None, r["initial"], r["maintenance"]]],
+            ["instrument", "quantity", "strategy", "strategy id", f"initial ({cur})", f"maintenance ({cur})"])
+            + "<p class=note>A strategy's requirement is shared among its legs in proportion to their "
+              "standalone requirements.</p>"))
+    return sections
+
+
+def _span_html(span: dict, cur: str, images: dict[str, bytes]) -> tuple[str, str]:
+    """The SPAN section (adds the ``risk_heatmap`` image)."""
+    su = span["by_underlying"]
+    images["risk_heatmap"] = plot_risk_heatmap(su, cur)
+    content = html_table(
+        [[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"], v["inter_credit"],
+          v["short_option_minimum"], v["composite_delta"], v["risk"]] for u, v in su.items()],
+        ["underlying", f"scan risk ({cur})", "worst scenario", "intra spread", "spot charge", "inter credit",
+         "short option min.", "composite delta (coins)", f"risk ({cur})"]) + (
+        f"<p>risk {span['risk']:,.2f}, net option value {span['nov']:,.2f}, "
+        f"total {span['total']:,.2f} {cur}</p>{{img:risk_heatmap}}")
+    bp = span.get("by_position")
+    if isinstance(bp, list) and bp and all(isinstance(x, dict) for x in bp):
+        header, trs = generic_rows(bp)
+        content += "<h3>SPAN by position</h3>" + html_table(trs, header)
+    return ("SPAN", content)
+
+
+def _deribit_html(deribit: dict, cur: str, spots: dict | None) -> tuple[str, str]:
+    """The Deribit grid section: per-underlying figures in the settlement coin, initial also in USD."""
+    trs = []
+    for u, v in deribit["by_underlying"].items():
+        coin = v.get("currency", u)
+        s = (spots or {}).get(u)
+        trs.append([u, coin, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"],
+                    v.get("initial"), v.get("maintenance"), None if s is None or v.get("initial") is None
+                    else float(v["initial"]) * float(s)])
+    return ("Deribit portfolio-margin grid", html_table(
+        trs, ["underlying", "unit (settlement coin)", "worst case", "roll shock", "delta shock",
+              "risk matrix margin", "initial", "maintenance", "initial (USD at today's index)"])
+        + f"<p>Per-underlying figures are in the settlement coin (BTC, ETH). Summed in the margin currency: "
+          f"initial {deribit['initial']:,.2f}, maintenance {deribit['maintenance']:,.2f} {cur}</p>")
+
+
+def _var_html(v: dict, positions: list[dict], cur: str, images: dict[str, bytes]) -> tuple[str, str]:
+    """The Monte Carlo section (adds the ``pnl_histogram`` and ``contributions`` images)."""
+    content = (f"<p>{html.escape(str(v['model']))} model, {v['paths']:,} paths, seed {v['seed']}, "
+               f"horizon {v['horizon_days']} day(s): VaR {_num(v['var'])} &plusmn; {_num(v['var_stderr'])}, "
+               f"ES {_num(v['es'])} &plusmn; {_num(v['es_stderr'])} {cur} at {v['confidence']:g}</p>")
+    if "pnl_histogram" in v:
+        images["pnl_histogram"] = plot_pnl_histogram(v["pnl_histogram"], v["var"], v["es"], v["confidence"], cur,
+                                                     v.get("pnl_quantiles"))
+        content += "{img:pnl_histogram}"
+    names = [p["instrument"] for p in positions]
+    images["contributions"] = plot_waterfall(names, v["contributions"], v["es"], cur)
+    content += html_table([[n, c] for n, c in zip(names, v["contributions"])] + [["sum", float(sum(v["contributions"]))]],
+                          ["position", f"ES contribution ({cur})"]) + "{img:contributions}"
+    return ("Monte Carlo VaR and expected shortfall", content)
+
+
+def _write_files(out_dir: str, stem: str, page: str, document: dict, images: dict[str, bytes]) -> dict:
+    """``{stem}.html``, ``{stem}.json`` and one ``{stem}_{name}.png`` per image; their paths."""
+    from pmjax.io.documents import to_jsonable
+
     paths = {"html": os.path.join(out_dir, f"{stem}.html"), "json": os.path.join(out_dir, f"{stem}.json")}
     with open(paths["html"], "w", encoding="utf-8") as fh:
         fh.write(page)
-    extra = {"comparison": rows, "applicable": app, "worst_scenarios": worst}
-    if spots:
-        extra["index_prices"] = dict(spots)
-    if greeks:
-        extra["greeks"] = greeks
     with open(paths["json"], "w", encoding="utf-8") as fh:
-        json.dump(to_jsonable({**doc, **extra, **(extra_json or {})}), fh, indent=1)
+        json.dump(to_jsonable(document), fh, indent=1)
     for name, png in images.items():
         p = os.path.join(out_dir, f"{stem}_{name}.png")
         with open(p, "wb") as fh:
             fh.write(png)
         paths[name] = p
     return paths
+
+
+def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sections: list[tuple[str, str]] = (),
+                 extra_json: dict | None = None, stem: str = "report", config: dict | None = None,
+                 spots: dict | None = None, greeks: dict | None = None,
+                 scenario_records: list[dict] | None = None) -> dict:
+    """Write ``{stem}.html`` (tables and inline PNG plots), the PNGs and ``{stem}.json`` into ``out_dir``.
+
+    ``doc`` is a ``pmjax margin`` document; ``extra_sections`` (heading, html) go after the comparison.
+    ``config`` (merged configuration) and ``spots`` (today's index by underlying) let the worst-scenario
+    table state SPAN moves in % and Deribit losses in USD; ``greeks`` (``pmjax.greeks.portfolio_greeks``)
+    adds the values-and-Greeks tables; ``scenario_records`` (one flat record per stress scenario, with its
+    moves) replace the plain ``doc["scenarios"]`` {name: P&L} table.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    cur = doc["currency"]
+    rows = comparison(doc)
+    app = applicable_requirement(doc)
+    worst = worst_scenarios(doc, config, spots)
+    images: dict[str, bytes] = {"margin_bars": plot_margin_bars(rows, cur)}
+    sections = _headline_sections(doc, rows, app, cur)
+    sections.extend(extra_sections)
+    if notes:
+        sections.append(("Notes", "".join(f"<p class=note>{html.escape(n)}</p>" for n in notes)))
+    sections += _book_sections(doc, cur, greeks, worst, scenario_records)
+    if "rules" in doc:
+        sections += _rules_sections(doc["rules"], cur)
+    if "span" in doc:
+        sections.append(_span_html(doc["span"], cur, images))
+    if "deribit" in doc:
+        sections.append(_deribit_html(doc["deribit"], cur, spots))
+    if "var" in doc:
+        sections.append(_var_html(doc["var"], doc["positions"], cur, images))
+    title = f"pmjax margin report: {doc['account']} ({doc['market']}, {doc['as_of']})"
+    extra = {"comparison": rows, "applicable": app, "worst_scenarios": worst}
+    if spots:
+        extra["index_prices"] = dict(spots)
+    if greeks:
+        extra["greeks"] = greeks
+    return _write_files(out_dir, stem, render_html(title, sections, images), {**doc, **extra, **(extra_json or {})},
+                        images)

@@ -1,42 +1,34 @@
 """Many accounts at once: SPAN, the Deribit grid and named scenarios over a stacked batch of books,
-chunked and sharded over every local device (``pmjax stress``)."""
+chunked and sharded over every local device (``pmjax stress``) through ``pmjax.batch.sharding.map_accounts``
+and the cached vmapped one-account measures (``sharding.vmapped``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from pmjax.batch.accounts import AccountBatch, _chunks, build_batch
-from pmjax.batch.sharding import deribit_chunk, map_accounts, span_chunk, stress_chunk
+from pmjax.batch.accounts import AccountBatch, build_batch
+from pmjax.batch.sharding import deribit_chunk, map_accounts, span_chunk, stress_chunk, vmapped
 from pmjax.core.book import Book
-from pmjax.core.kernel import Shock, position_pnl
-from pmjax.measures.span import SpanParams, SpanResult, span_margin_batch, span_section
-from pmjax.scenarios.grids import VOL_FLOOR
-from pmjax.scenarios.named import StressScenario
+from pmjax.measures.deribit import DeribitParams, DeribitResult, deribit_margin, deribit_section
+from pmjax.measures.span import SpanParams, SpanResult, span_margin, span_section
+from pmjax.scenarios.base import ScenarioSet
+from pmjax.scenarios.named import StressScenario, named_scenarios
 
 
 def span_batch(batch: AccountBatch, params: SpanParams, *, chunk: int | None = None,
                devices=None) -> SpanResult:
-    """SPAN of every account, in jitted vmapped calls; a ``SpanResult`` of host (numpy) arrays whose
-    leading axis holds the batch's real accounts only (slicing on the host compiles nothing). With
-    several ``devices`` (default: every local device) the accounts are sharded over them. ``chunk``:
-    accounts per call (default ``sharding.span_chunk`` of the memory at hand, a multiple of the device
-    count); the results are the same for any chunk."""
-    from pmjax.batch.sharding import span_chunk
-
+    """SPAN of every account (``span_margin`` vmapped, through ``map_accounts``); a ``SpanResult`` of host
+    (numpy) arrays whose leading axis holds the batch's real accounts only. The accounts are sharded over
+    ``devices`` (default: every local device). ``chunk``: accounts per call (default ``sharding.span_chunk``
+    of the memory at hand, a multiple of the device count); the results are the same for any chunk."""
     devices = list(devices) if devices is not None else jax.local_devices()
     if chunk is None:
         chunk = span_chunk(batch.size, batch.books.quantity.dtype, n_devices=len(devices))
-    if len(devices) > 1:
-        from pmjax.apps.stress import span_margin_sharded
-
-        result = span_margin_sharded(batch.books, params, chunk=chunk, devices=devices)
-        return jax.tree_util.tree_map(lambda x: x[:batch.n_accounts], result)
-    parts = [jax.tree_util.tree_map(np.asarray, span_margin_batch(b, params)) for b in _chunks(batch, chunk)]
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:batch.n_accounts], *parts)
+    result = map_accounts(vmapped(span_margin), batch.books, (params,), chunk=chunk, devices=devices)
+    return jax.tree_util.tree_map(lambda x: x[:batch.n_accounts], result)
 
 
 def span_sections(batch: AccountBatch, result: SpanResult, *, positions: bool = False,
@@ -52,33 +44,21 @@ def span_sections(batch: AccountBatch, result: SpanResult, *, positions: bool = 
 
 # ---------------------------------------------------------------- named stress scenarios
 
-def _account_stress_pnl(book: Book, price_move, vol_shift, dt):
-    """Total P&L (margin currency, gain positive) of one account under each joint scenario."""
-    floor = jnp.asarray(VOL_FLOOR, book.quantity.dtype)
-
-    def one(pm, vs, t):
-        shock = Shock(1.0 + pm, vs[book.underlying], t, floor)
-        return position_pnl(book, shock).sum()
-
-    return jax.vmap(one)(price_move, vol_shift, dt)
-
-
-stress_pnl_batch = jax.jit(jax.vmap(_account_stress_pnl, in_axes=(0, None, None, None)))
+def account_total_pnl(book: Book, scenarios: ScenarioSet):
+    """Total P&L (margin currency, gain positive) of one account under each scenario of a set."""
+    return scenarios.pnl(book).sum(axis=-1)
 
 
 def stress_pnl(batch: AccountBatch, scenarios: list[StressScenario], *, chunk: int | None = None) -> np.ndarray:
-    """(accounts, scenarios) P&L matrix in each account's margin currency (gain positive). ``chunk``: accounts
-    per call (default ``sharding.stress_chunk`` of the memory at hand); the results are the same for any."""
-    from pmjax.batch.sharding import stress_chunk
-
+    """(accounts, scenarios) P&L matrix in each account's margin currency (gain positive), on one device.
+    ``chunk``: accounts per call (default ``sharding.stress_chunk`` of the memory at hand); the results are
+    the same for any."""
     dtype = batch.books.quantity.dtype
     if chunk is None:
         chunk = stress_chunk(batch.size, len(scenarios), dtype, n_devices=1)
-    pm = jnp.asarray([s.price_move for s in scenarios], dtype)
-    vs = jnp.asarray([s.vol_shift for s in scenarios], dtype)
-    dt = jnp.asarray([s.days / 365.0 for s in scenarios], dtype)
-    parts = [np.asarray(stress_pnl_batch(b, pm, vs, dt)) for b in _chunks(batch, chunk)]
-    return np.concatenate(parts)[:batch.n_accounts]
+    sset = named_scenarios(scenarios, dtype=dtype)
+    pnl = map_accounts(vmapped(account_total_pnl), batch.books, (sset,), chunk=chunk, devices=jax.local_devices()[:1])
+    return pnl[:batch.n_accounts]
 
 
 def account_scenario_pnl(portfolio, market, scenarios: list[StressScenario], *, dtype) -> dict[str, float]:
@@ -88,31 +68,20 @@ def account_scenario_pnl(portfolio, market, scenarios: list[StressScenario], *, 
     return {s.name: float(x) for s, x in zip(scenarios, pnl)}
 
 
-def span_margin_sharded(books, params, *, chunk: int | None = None, devices: Sequence | None = None):
-    """SPAN (``span.span_margin_batch``) of every account of ``books`` (a stacked ``Book`` of host arrays),
-    accounts sharded over ``devices``: a ``SpanResult`` of host arrays, one row per account.
-    ``chunk``: accounts per call (default ``span_chunk`` of the memory at hand)."""
-    from pmjax.measures.span import span_margin_batch
-
+def deribit_margin_sharded(books: Book, params: DeribitParams, *, chunk: int | None = None,
+                           devices: Sequence | None = None) -> DeribitResult:
+    """The Deribit grid (``deribit_margin`` vmapped, through ``map_accounts``) of every account of ``books``
+    (stacked host arrays), sharded over ``devices`` (default: every local device): a ``DeribitResult`` of host
+    arrays, one row per row of ``books``. ``chunk``: accounts per call (default ``sharding.deribit_chunk``)."""
     if chunk is None:
         n_dev = len(devices) if devices is not None else None
-        chunk = span_chunk(books.quantity.shape[-1], books.quantity.dtype, n_devices=n_dev)
-    return map_accounts(span_margin_batch, books, (params,), chunk=chunk, devices=devices)
+        chunk = deribit_chunk(books.quantity.shape[-1], books.quantity.dtype, n_devices=n_dev)
+    return map_accounts(vmapped(deribit_margin), books, (params,), chunk=chunk, devices=devices)
 
 
-def deribit_margin_sharded(books, params, initial_addons=None, *, chunk: int | None = None,
-                           devices: Sequence | None = None):
-    """The Deribit grid (``deribit.deribit_margin_batch``) of every account, sharded as ``span_margin_sharded``.
-    ``initial_addons``: (accounts, u) coin amounts (default 0)."""
-    from pmjax.measures.deribit import _deribit_margin_batch_jit
-
-    n, rows = books.quantity.shape
-    dtype = books.quantity.dtype
-    addons = np.zeros((n,) + books.underlying_spot.shape[1:], dtype) if initial_addons is None else \
-        np.broadcast_to(np.asarray(initial_addons, dtype), (n,) + books.underlying_spot.shape[1:])
-    if chunk is None:
-        n_dev = len(devices) if devices is not None else None
-        chunk = deribit_chunk(rows, dtype, n_devices=n_dev)
-    return map_accounts(_deribit_margin_batch_jit, books, (params,), (addons,), chunk=chunk, devices=devices)
-
-
+def deribit_sections(batch: AccountBatch, result: DeribitResult, params: DeribitParams) -> list[dict]:
+    """The SPEC ``deribit`` section of each account of a batch result (rows beyond the batch's real
+    accounts are padding and ignored)."""
+    host = jax.tree_util.tree_map(np.asarray, result)
+    return [deribit_section(jax.tree_util.tree_map(lambda x: x[a], host), batch.resolved[a], p.margin_currency,
+                            params) for a, p in enumerate(batch.portfolios)]

@@ -7,7 +7,7 @@ are computed once, there. ``incremental(trades)`` resolves only the trades' inst
 account does not hold (a market lookup each), writes them into spare rows, raises the quantities of
 those it holds, and sends the packed matrix to the device in one transfer: a small jitted call unpacks
 it into the book after the trades (casts only), then the regular path's own jitted functions
-(``pmjax.span.span_margin``, the Deribit grid of ``pmjax.deribit.deribit_margin``) run on it, compiled
+(``pmjax.measures.span.span_margin``, the Deribit grid ``pmjax.measures.deribit.deribit_margin``) run on it, compiled
 ahead of time for the account's shapes (``.lower(...).compile()`` at construction: the same lowering,
 hence the same executable, called without jit's per-call dispatch). Figures
 are those of ``pmjax margin --what-if`` (SPEC section 3): span ``total``, deribit ``initial`` (margin
@@ -31,22 +31,18 @@ few ulps. Evaluating with the regular compiled functions removes that.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pmjax.core.book import Book, bucket_size, make_book, resolve
 from pmjax.io.config import load_config
-from pmjax.measures.deribit import _addons, _deribit_margin_jit, deribit_params
+from pmjax.measures.deribit import deribit_margin, deribit_params
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS, Instrument
 from pmjax.core.market import Market
-from pmjax.io.market import load_market
 from pmjax.apps.margin import HEADLINE, METHODS, compute_margins
-from pmjax.core.portfolio import Portfolio, Position, make_portfolio
+from pmjax.core.portfolio import Portfolio, Position
 from pmjax.io.portfolio import parse_trades
 from pmjax.measures.span import span_margin, span_params
 
@@ -72,6 +68,9 @@ def _unpack(packed, underlying_spot, margin_coin, quantity_row: int) -> Book:
         vol=packed[8].astype(dtype), underlying_spot=underlying_spot, margin_coin=margin_coin,
     )
 
+
+#: the regular path's one-account functions, jitted (compiled ahead of time per account below)
+_JITTED = {"span": jax.jit(span_margin), "deribit": jax.jit(deribit_margin)}
 
 #: the book after the trades, on the device, from the packed host matrix (one transfer, casts only)
 _after_book = jax.jit(lambda packed, underlying_spot, margin_coin:
@@ -110,15 +109,11 @@ class WhatIf:
         self._underlying_spot = jax.device_put(book.underlying_spot)
         self._margin_coin = jax.device_put(book.margin_coin)
         self._span = span_params(self.config, dtype=dtype) if "span" in self.fast else None
-        self._deribit = deribit_params(self.config, dtype) if "deribit" in self.fast else None
+        self._deribit = deribit_params(self.config, dtype=dtype) if "deribit" in self.fast else None
         # the regular path's jitted functions, compiled ahead of time for this book's shapes: the same
         # lowering, so the same executable and bitwise the same figures, without the per-call jit dispatch
-        self._compiled = {}
-        if "span" in self.fast:
-            self._compiled["span"] = span_margin.lower(book, self._span).compile()
-        if "deribit" in self.fast:
-            self._addons = _addons(None, book.underlying_spot.shape, book.quantity.dtype)
-            self._compiled["deribit"] = _deribit_margin_jit.lower(book, self._deribit, self._addons).compile()
+        params = {"span": self._span, "deribit": self._deribit}
+        self._compiled = {m: _JITTED[m].lower(book, params[m]).compile() for m in self.fast}
         self._unpack = _after_book.lower(self._packed, self._underlying_spot, self._margin_coin).compile()
         self._before = self._figures(book)  # the account as built, on its padded book: computed once
         self._slow_before: dict | None = None
@@ -163,7 +158,7 @@ class WhatIf:
         """(len(fast methods),) figures of ``book`` by the regular path's compiled functions: span total
         (``span_margin``), deribit initial (``deribit_margin``, no add-ons), dispatched together."""
         outs = [self._compiled["span"](book, self._span).total if m == "span"
-                else self._compiled["deribit"](book, self._deribit, self._addons).initial for m in self.fast]
+                else self._compiled["deribit"](book, self._deribit).initial for m in self.fast]
         return np.array([float(o) for o in outs], np.float64)
 
     def fast_figures(self, trades: list[Position]) -> np.ndarray:
@@ -200,61 +195,4 @@ class WhatIf:
                 "incremental": {m: after[m] - before[m] for m in order}}
 
 
-# ---------------------------------------------------------------- latency measurement
-
-def listed_options(market: Market, underlyings=UNDERLYINGS, moneyness: float = 0.3) -> list[Instrument]:
-    """Every listed inverse option (call and put) of ``market`` unexpired and within ``moneyness`` in
-    log-strike of its forward, in (underlying, expiry, strike, right) order."""
-    import math
-
-    out = []
-    for u in underlyings:
-        if u not in market.underlyings:
-            continue
-        m = market.underlyings[u]
-        for e in sorted(m.smiles):
-            if market.years_to(e) <= 0:
-                continue
-            f = market.forward(u, e)
-            for k in m.smiles[e].strikes:
-                if abs(math.log(k / f)) < moneyness:
-                    for right in ("call", "put"):
-                        out.append(Instrument(u, "option", "inverse", e, float(k), right))
-    return out
-
-
-def synthetic_account(market: Market, n_positions: int = 100, *, seed: int = 0) -> Portfolio:
-    """``n_positions`` distinct listed BTC and ETH options with random long and short quantities (a
-    stand-in desk book; deterministic for a seed)."""
-    listed = listed_options(market)
-    if len(listed) <= n_positions:
-        raise ValueError(f"the market lists {len(listed)} options near the money; need more than {n_positions}")
-    rng = np.random.default_rng(seed)
-    picks = sorted(rng.choice(len(listed), size=n_positions, replace=False))
-    positions = [Position(listed[p], float(rng.choice([-1.0, 1.0]) * rng.integers(1, 10)
-                                         * (1.0 if listed[p].underlying == "BTC" else 10.0))) for p in picks]
-    return make_portfolio(positions, account=f"synthetic-{n_positions}", source="synthetic")
-
-
-def whatif_latency(n_positions: int = 100, *, repeats: int = 200, methods=FAST_METHODS, market: Market | None = None,
-                   config: dict | None = None, dtype=jnp.float64, seed: int = 0) -> float:
-    """Median warm latency, seconds, of ``WhatIf.incremental`` of one new listed option (1 coin short) on an
-    ``n_positions`` account of the bundled market: resolve, write, one transfer, the jitted unpack and margin
-    calls, figures back."""
-    market = load_market() if market is None else market
-    portfolio = synthetic_account(market, n_positions, seed=seed)
-    held = set(portfolio.instruments)
-    candidates = [i for i in listed_options(market, ("BTC",)) if i not in held]
-    trades = [Position(candidates[len(candidates) // 2], -1.0)]
-    w = WhatIf(portfolio, market, config, methods=methods, dtype=dtype)
-    for _ in range(3):  # compile and warm
-        w.incremental(trades)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        w.incremental(trades)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-__all__ = ["FAST_METHODS", "WhatIf", "listed_options", "synthetic_account", "whatif_latency"]
+__all__ = ["FAST_METHODS", "WhatIf"]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pmjax.batch.sharding import pad_accounts
 from pmjax.core.book import Book, ResolvedPosition, bucket_size, make_book, resolve_portfolio
 from pmjax.core.errors import InputError
 from pmjax.core.market import Market
@@ -75,7 +76,4 @@ def _chunks(batch: AccountBatch, chunk: int):
         return
     for start in range(0, n, chunk):
         part = jax.tree_util.tree_map(lambda x: x[start:start + chunk], batch.books)
-        m = part.quantity.shape[0]
-        if m < chunk:  # pad the last chunk with copies of its last account (dropped later): one shape
-            part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), part)
-        yield part
+        yield pad_accounts(part, chunk)[0]  # the last chunk padded with copies of its last account: one shape

@@ -2,12 +2,12 @@
 
 Accounts are independent, so a batch of stacked books (every leaf with a leading accounts axis) is
 padded to a multiple of the device count, placed with ``NamedSharding(mesh, PartitionSpec("accounts"))``
-and run through the usual jitted, vmapped batch function (``span_margin_batch``,
-``deribit_margin_batch``): the compiled code follows the data, each device computes its own slice of
+and run through the usual jitted, vmapped batch function (``vmapped(span_margin)``,
+``vmapped(deribit_margin)``): the compiled code follows the data, each device computes its own slice of
 accounts, and the parameters are replicated. Every account is computed by the same arithmetic as on one
 device, so the results agree to the last bit or two (XLA compiles the per-device program separately;
 ``tests/test_sharding.py`` measures <= 1e-16 relative on 4 forced host devices and bounds it at 1e-14).
-``accounts.span_batch`` and ``pmjax stress`` take this path whenever there is more than one local device. Monte
+``stress.span_batch`` and ``pmjax stress`` take this path whenever there is more than one local device. Monte
 Carlo paths are sharded the same way in ``pmjax.montecarlo`` (a 'paths' mesh axis), and the closed-form Greeks
 in ``pmjax.fast_greeks`` (an 'options' axis).
 
@@ -16,13 +16,14 @@ CPU, ``device.memory_stats()`` bytes_limit - bytes_in_use on an accelerator; hos
 so each gets its share); ``span_chunk``, ``deribit_chunk``, ``stress_chunk`` and ``mc_chunk`` pick the device
 count times the largest power of two per device whose estimated bytes (``span_chunk_bytes``,
 ``deribit_chunk_bytes``, ``stress_chunk_bytes``, ``mc_chunk_bytes``: arguments + outputs + XLA temporaries, from
-per-row constants measured with ``Compiled.memory_analysis()``) stay under it. ``accounts.span_batch``,
-``accounts.stress_pnl`` and ``pmjax stress`` take their chunks from these by default. Chunking never changes a
+per-row constants measured with ``Compiled.memory_analysis()``) stay under it. ``stress.span_batch``,
+``stress.stress_pnl`` and ``pmjax stress`` take their chunks from these by default. Chunking never changes a
 result. Multi-host: docs/scaling.md.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 
@@ -36,20 +37,20 @@ DEFAULT_FRACTION = 0.25
 #: bytes when nothing can be read (no /proc, no memory_stats): a conservative 2 GiB
 FALLBACK_BYTES = 2 << 30
 
-#: XLA's peak bytes (arguments + outputs + temporaries) per account-row of ``span_margin_batch``, in units of
+#: XLA's peak bytes (arguments + outputs + temporaries) per account-row of ``vmapped(span_margin)``, in units of
 #: the float size, measured with ``Compiled.memory_analysis()`` on CPU (jax 0.10.2): 43 float64, 44 float32
 #: (each position valued under its own underlying's 16 scenarios, 7 composite-delta points, the (16, n)
 #: per-position risk array output); rounded up for other backends' fusion choices
 SPAN_FLOATS_PER_ROW = 64
-#: the same for one Monte Carlo path-row of ``montecarlo._losses``: 1.01-1.08 measured (XLA fuses the whole
+#: the same for one Monte Carlo path-row of ``mc_models.path_losses``: 1.01-1.08 measured (XLA fuses the whole
 #: revaluation; one (paths, rows) P&L buffer remains); 4 leaves room for a backend that keeps a few
 MC_FLOATS_PER_ROW = 4
-#: the same for one account-row of ``deribit_margin_batch``: 239-256 measured (float32 and float64, 8 to 32-row
+#: the same for one account-row of ``vmapped(deribit_margin)``: 239-256 measured (float32 and float64, 8 to 32-row
 #: books: the standard and extended scenario grids per position) plus a term growing with the book (the (n, n)
 #: same-expiry matrices of the roll shock: 56 more at 128 rows, 440 at 512); ``deribit_chunk_bytes`` counts
 #: ``DERIBIT_FLOATS_PER_ROW + rows`` floats per account-row
 DERIBIT_FLOATS_PER_ROW = 320
-#: one account-row of ``accounts.stress_pnl_batch``: 12-14 floats measured plus 1.1-1.6 per scenario (5 with one
+#: one account-row of ``stress.stress_pnl``: 12-14 floats measured plus 1.1-1.6 per scenario (5 with one
 #: scenario); counted as ``STRESS_FLOATS_PER_ROW + 2 x scenarios``
 STRESS_FLOATS_PER_ROW = 16
 #: fixed bytes per compiled call (parameters, keys, small buffers)
@@ -95,7 +96,7 @@ def _itemsize(dtype) -> int:
 
 
 def span_chunk_bytes(accounts: int, rows: int, dtype) -> int:
-    """Estimated peak bytes of one ``span_margin_batch`` call on ``accounts`` books of ``rows`` rows."""
+    """Estimated peak bytes of one ``vmapped(span_margin)`` call on ``accounts`` books of ``rows`` rows."""
     return accounts * rows * _itemsize(dtype) * SPAN_FLOATS_PER_ROW + OVERHEAD_BYTES
 
 
@@ -105,12 +106,12 @@ def mc_chunk_bytes(paths: int, rows: int, dtype) -> int:
 
 
 def deribit_chunk_bytes(accounts: int, rows: int, dtype) -> int:
-    """Estimated peak bytes of one ``deribit_margin_batch`` call on ``accounts`` books of ``rows`` rows."""
+    """Estimated peak bytes of one ``vmapped(deribit_margin)`` call on ``accounts`` books of ``rows`` rows."""
     return accounts * rows * _itemsize(dtype) * (DERIBIT_FLOATS_PER_ROW + rows) + OVERHEAD_BYTES
 
 
 def stress_chunk_bytes(accounts: int, rows: int, scenarios: int, dtype) -> int:
-    """Estimated peak bytes of one ``accounts.stress_pnl_batch`` call (``scenarios`` joint shocks)."""
+    """Estimated peak bytes of one ``stress.stress_pnl`` call (``scenarios`` joint shocks)."""
     return accounts * rows * _itemsize(dtype) * (STRESS_FLOATS_PER_ROW + 2 * scenarios) + OVERHEAD_BYTES
 
 
@@ -142,7 +143,7 @@ def _chunk(bytes_of, budget, n_devices, cap) -> int:
 
 def span_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
                cap: int = 1 << 16) -> int:
-    """Accounts per ``span_margin_batch`` call for books of ``rows`` rows: ``n_devices`` (default every local
+    """Accounts per ``vmapped(span_margin)`` call for books of ``rows`` rows: ``n_devices`` (default every local
     device) times the largest power of two whose estimate ``span_chunk_bytes`` stays within ``budget`` per
     device (default: ``memory_budget()``, shared between host devices), at most ``cap``."""
     return _chunk(lambda a: span_chunk_bytes(a, rows, dtype), budget, n_devices, cap)
@@ -150,13 +151,13 @@ def span_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | 
 
 def deribit_chunk(rows: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
                   cap: int = 1 << 16) -> int:
-    """Accounts per ``deribit_margin_batch`` call, as ``span_chunk`` with ``deribit_chunk_bytes``."""
+    """Accounts per ``vmapped(deribit_margin)`` call, as ``span_chunk`` with ``deribit_chunk_bytes``."""
     return _chunk(lambda a: deribit_chunk_bytes(a, rows, dtype), budget, n_devices, cap)
 
 
 def stress_chunk(rows: int, scenarios: int, dtype, *, budget: int | None = None, n_devices: int | None = None,
                  cap: int = 1 << 16) -> int:
-    """Accounts per ``accounts.stress_pnl_batch`` call, as ``span_chunk`` with ``stress_chunk_bytes``."""
+    """Accounts per ``stress.stress_pnl`` call, as ``span_chunk`` with ``stress_chunk_bytes``."""
     return _chunk(lambda a: stress_chunk_bytes(a, rows, scenarios, dtype), budget, n_devices, cap)
 
 
@@ -226,3 +227,41 @@ def map_accounts(batch_fn, books, shared=(), per_account=(), *, chunk: int, devi
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *host)
 
 
+def vmapped(fn: Callable, in_axes=(0, None)) -> Callable:
+    """``jax.jit(jax.vmap(fn, in_axes=in_axes))``, one per ``(fn, in_axes)`` so its compiled code is kept
+    between calls: e.g. ``vmapped(span_margin)`` maps a one-account measure over a leading accounts axis
+    of the book, parameters shared (what ``map_accounts`` takes as ``batch_fn``)."""
+    return _vmapped(fn, tuple(in_axes))
+
+
+@functools.lru_cache(maxsize=None)
+def _vmapped(fn: Callable, in_axes: tuple) -> Callable:
+    return jax.jit(jax.vmap(fn, in_axes=in_axes))
+
+
+def map_chunks(fn: Callable, items: np.ndarray, size: int, *, put: Callable = lambda x: x, fill=0,
+               on_ready: Callable[[int], None] | None = None) -> tuple[list, list]:
+    """``fn(put(part))`` over ``items`` (a 1-d host array) in parts of ``size`` rows, the last padded with
+    ``fill``; returns the per-part outputs and the valid rows of each (one shape, so one compilation).
+
+    ``on_ready(done)``, if given, is called once each part's result is ready with the items done so far.
+    JAX dispatches asynchronously, so the loop keeps one part in flight behind the one being dispatched:
+    it dispatches part k + 1, then blocks on part k and reports it (the device never waits for the host,
+    the count never runs ahead of the work). The outputs are the same with or without ``on_ready``."""
+    outs, valid = [], []
+    pending = None  # (output, items done once it is ready) of the part dispatched last
+    for start in range(0, len(items), size):
+        stop = min(start + size, len(items))
+        part = np.full(size, fill, items.dtype)
+        part[: stop - start] = items[start:stop]
+        outs.append(fn(put(part)))
+        valid.append(stop - start)
+        if on_ready is not None:
+            if pending is not None:  # part k + 1 is queued: wait for part k, then report it
+                jax.block_until_ready(pending[0])
+                on_ready(pending[1])
+            pending = (outs[-1], stop)
+    if pending is not None:
+        jax.block_until_ready(pending[0])
+        on_ready(pending[1])
+    return outs, valid

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 2
-        import pmjax  # noqa: F401  (enables float64)
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64 unless --precision float32
 
         doc, text = importlib.import_module(f"pmjax.cli.commands.{args.command}").run(args)
         if args.json:

@@ -13,9 +13,13 @@ from pmjax.core.errors import InputError
 from pmjax.core.instruments import KINDS, UNDERLYINGS, Instrument
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
+from pmjax.core.precision import check_dtype
 
 OPTION, FUTURE, PERPETUAL, SPOT = range(4)
 MIN_BUCKET = 8
+#: what a padding row holds: quantity 0 and harmless market data, so it adds exactly 0 to every figure
+PAD_ROW = {"underlying": 0, "kind": SPOT, "inverse": False, "is_call": True, "strike": 1.0, "quantity": 0.0,
+           "expiry_years": 0.0, "spot": 1.0, "forward": 1.0, "vol": 0.5}
 
 
 def bucket_size(n: int, minimum: int = MIN_BUCKET) -> int:
@@ -103,29 +107,47 @@ def resolve_portfolio(portfolio: Portfolio, market: Market) -> list[ResolvedPosi
 def make_book(resolved: list[ResolvedPosition], market: Market, margin_currency: str = "USD", *,
               dtype=jnp.float64, size: int | None = None) -> Book:
     """Pack resolved positions into a padded ``Book`` (size: a bucket from ``bucket_size`` by default)."""
+    check_dtype(dtype)
     n = len(resolved)
     size = bucket_size(n) if size is None else size
     if size < n:
         raise ValueError(f"size {size} < {n} positions")
     pad = size - n
-    col = lambda f, fill: np.array([f(r) for r in resolved] + [fill] * pad)  # noqa: E731
+    col = lambda f, name: np.array([f(r) for r in resolved] + [PAD_ROW[name]] * pad)  # noqa: E731
     und_spot = [market.underlyings[u].spot if u in market.underlyings else 1.0 for u in UNDERLYINGS]
     mc = -1 if margin_currency == "USD" else UNDERLYINGS.index(margin_coin_check(margin_currency, market))
     f = lambda a: jnp.asarray(a, dtype=dtype)  # noqa: E731
     return Book(
-        underlying=jnp.asarray(col(lambda r: UNDERLYINGS.index(r.instrument.underlying), 0), jnp.int32),
-        kind=jnp.asarray(col(lambda r: KINDS.index(r.instrument.kind), SPOT), jnp.int32),
-        inverse=jnp.asarray(col(lambda r: r.instrument.settlement == "inverse", False), bool),
-        is_call=jnp.asarray(col(lambda r: r.instrument.right == "call", True), bool),
-        strike=f(col(lambda r: r.instrument.strike or 1.0, 1.0)),
-        quantity=f(col(lambda r: r.quantity, 0.0)),
-        expiry_years=f(col(lambda r: r.expiry_years, 0.0)),
-        spot=f(col(lambda r: r.spot, 1.0)),
-        forward=f(col(lambda r: r.forward, 1.0)),
-        vol=f(col(lambda r: r.vol, 0.5)),
+        underlying=jnp.asarray(col(lambda r: UNDERLYINGS.index(r.instrument.underlying), "underlying"), jnp.int32),
+        kind=jnp.asarray(col(lambda r: KINDS.index(r.instrument.kind), "kind"), jnp.int32),
+        inverse=jnp.asarray(col(lambda r: r.instrument.settlement == "inverse", "inverse"), bool),
+        is_call=jnp.asarray(col(lambda r: r.instrument.right == "call", "is_call"), bool),
+        strike=f(col(lambda r: r.instrument.strike or 1.0, "strike")),
+        quantity=f(col(lambda r: r.quantity, "quantity")),
+        expiry_years=f(col(lambda r: r.expiry_years, "expiry_years")),
+        spot=f(col(lambda r: r.spot, "spot")),
+        forward=f(col(lambda r: r.forward, "forward")),
+        vol=f(col(lambda r: r.vol, "vol")),
         underlying_spot=f(und_spot),
         margin_coin=jnp.asarray(mc, jnp.int32),
     )
+
+
+def pad_book(book: Book, size: int) -> Book:
+    """``book`` padded along its positions axis (the last; leading accounts or days axes allowed) to ``size``
+    rows of ``PAD_ROW``; numpy fields stay numpy, device arrays stay device arrays."""
+    n = book.size
+    if size < n:
+        raise ValueError(f"size {size} < {n} positions")
+    if size == n:
+        return book
+
+    def pad(name, x):
+        xp = np if isinstance(x, np.ndarray) else jnp
+        fill = xp.full(x.shape[:-1] + (size - n,), PAD_ROW[name], x.dtype)
+        return xp.concatenate([x, fill], axis=-1)
+
+    return dataclasses.replace(book, **{name: pad(name, getattr(book, name)) for name in PAD_ROW})
 
 
 def margin_coin_check(margin_currency: str, market: Market) -> str:

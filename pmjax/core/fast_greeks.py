@@ -60,7 +60,7 @@ from jax.scipy.special import ndtr
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pmjax.core.book import FUTURE, OPTION, PERPETUAL, SPOT, Book
-from pmjax.core.kernel import DAY
+from pmjax.core.units import DAY
 
 try:
     from jax import shard_map
@@ -225,7 +225,7 @@ def _compiled(devices: tuple, block: int, n: int, padded: int, cdf: str = "auto"
     return jax.jit(run)
 
 
-def _layout(n: int, n_dev: int, block: int) -> tuple[int, int]:
+def block_layout(n: int, n_dev: int, block: int) -> tuple[int, int]:
     """(block, padded length): blocks of at most ``block`` options, the same count on each of ``n_dev``
     devices; small books take one block per device (rounded up to 8 rows)."""
     per_dev = -(-n // n_dev)
@@ -247,7 +247,7 @@ def unit_greeks_fast(book: Book, *, block: int | None = None, devices: Sequence 
     n = int(np.prod(shape)) if shape else 1
     devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
     block = default_block(fields["forward"].dtype) if block is None else int(block)
-    block, padded = _layout(n, len(devices), block)
+    block, padded = block_layout(n, len(devices), block)
     fn = _compiled(devices, block, n, padded, cdf)
     out = fn({k: v.reshape(n) for k, v in fields.items()})
     return {k: v.reshape(shape) for k, v in out.items()} if len(shape) != 1 else out

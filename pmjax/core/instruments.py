@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import re
 
 from pmjax.core.errors import InputError
+from pmjax.core.units import EXPIRY_HOUR_UTC
+from pmjax.core.validate import positive_number
 
 #: The underlyings pmjax knows, in the fixed order used by every array (index 0 = BTC).
 UNDERLYINGS: tuple[str, ...] = ("BTC", "ETH")
 KINDS: tuple[str, ...] = ("option", "future", "perpetual", "spot")
 SETTLEMENTS: tuple[str, ...] = ("inverse", "linear")
-EXPIRY_HOUR_UTC = 8
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DATE = r"(\d{1,2})([A-Z]{3})(\d{2})"
@@ -95,27 +95,6 @@ def _deribit_date(day: str, mon: str, yy: str, name: str, source, field) -> dt.d
         return dt.datetime(2000 + int(yy), _MONTHS.index(mon) + 1, int(day), EXPIRY_HOUR_UTC, tzinfo=dt.timezone.utc)
     except ValueError:
         raise InputError(f"malformed Deribit name {name!r}: no such date", source=source, field=field) from None
-
-
-def positive_number(value, *, source, field, allow_zero: bool = False) -> float:
-    """A finite float (> 0, or >= 0 with ``allow_zero``); bools and strings are rejected."""
-    x = finite_number(value, source=source, field=field)
-    if x < 0 or (x == 0 and not allow_zero):
-        raise InputError(f"must be positive, got {value!r}", source=source, field=field)
-    return x
-
-
-def finite_number(value, *, source, field) -> float:
-    """A finite float; numeric strings are accepted (CSV), bools and other text are not."""
-    if isinstance(value, bool) or value is None:
-        raise InputError(f"not a number: {value!r}", source=source, field=field)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"not a number: {value!r}", source=source, field=field) from None
-    if not math.isfinite(x):
-        raise InputError(f"not a finite number: {value!r}", source=source, field=field)
-    return x
 
 
 def parse_instrument(name: str, *, source: str | None = None, field: str = "instrument") -> Instrument:

@@ -14,8 +14,7 @@ from jax.scipy.special import ndtr
 from jaxtyping import Array, Float
 
 from pmjax.core.book import FUTURE, OPTION, PERPETUAL, SPOT, Book
-
-DAY = 1.0 / 365.0  # one day in years
+from pmjax.core.units import DAY
 
 
 def black76(F, K, T, vol, is_call):
@@ -47,6 +46,12 @@ def no_shock(book: Book) -> Shock:
     return Shock(jnp.ones_like(book.underlying_spot), jnp.zeros_like(book.quantity), z, z)
 
 
+def futures_pnl_usd(inverse, entry_forward, forward, spot):
+    """USD P&L of one coin long a future or perpetual as its forward moves from ``entry_forward`` to
+    ``forward``: linear F - F0; inverse the coin P&L F0 (1/F0 - 1/F) valued at ``spot``, (1 - F0/F) S."""
+    return jnp.where(inverse, (1.0 - entry_forward / forward) * spot, forward - entry_forward)
+
+
 def unit_value_usd(book: Book, scale, vol_shift, dt, vol_floor=0.0):
     """USD value of one coin of each position (futures: P&L against today's forward).
 
@@ -62,7 +67,7 @@ def unit_value_usd(book: Book, scale, vol_shift, dt, vol_floor=0.0):
     # cancelling O(B76) terms that swamp deep in-the-money gammas (1e-8 relative)
     option = jnp.where(book.inverse, option * (book.spot / book.forward), option)
     # inverse future/perpetual: coin P&L F0 (1/F0 - 1/F) valued at the scenario's spot
-    future = jnp.where(book.inverse, (1.0 - book.forward / F) * S, F - book.forward)
+    future = futures_pnl_usd(book.inverse, book.forward, F, S)
     k = book.kind
     return jnp.where(k == OPTION, option, jnp.where((k == FUTURE) | (k == PERPETUAL), future,
                                                     jnp.where(k == SPOT, S, 0.0)))

@@ -11,23 +11,16 @@ import math
 import numpy as np
 
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, expiry_datetime, finite_number, parse_instrument, positive_number
-
-
-SECONDS_PER_YEAR = 365.0 * 86400.0
+from pmjax.core.units import SECONDS_PER_YEAR
 
 
 @dataclasses.dataclass
-
-
 class Smile:
     strikes: np.ndarray  # USD, increasing
     vols: np.ndarray  # decimals
 
 
 @dataclasses.dataclass
-
-
 class UnderlyingMarket:
     spot: float
     forwards: dict[dt.datetime, float] = dataclasses.field(default_factory=dict)
@@ -37,8 +30,6 @@ class UnderlyingMarket:
 
 
 @dataclasses.dataclass
-
-
 class Market:
     """A market snapshot. Lookups raise ``InputError`` naming what is missing."""
 

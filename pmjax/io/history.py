@@ -20,11 +20,11 @@ from importlib import resources
 import numpy as np
 
 from pmjax.core.errors import InputError
+from pmjax.core.units import DAYS_PER_YEAR
 
 #: bundled files (pmjax/data/history/), by underlying
 CLOSE_FILES = {"BTC": "BTCUSDT_1d.csv", "ETH": "ETHUSDT_1d.csv"}
 DVOL_FILES = {"BTC": "btc_dvol.csv", "ETH": "eth_dvol.csv"}
-DAYS_PER_YEAR = 365.0
 
 
 # ---------------------------------------------------------------- series
@@ -44,7 +44,7 @@ class Series:
 
     def between(self, start=None, end=None) -> "Series":
         """The days from ``start`` to ``end`` inclusive (either may be None: unbounded)."""
-        keep = _date_mask(self.dates, start, end)
+        keep = date_mask(self.dates, start, end)
         return dataclasses.replace(self, dates=self.dates[keep], values=self.values[keep])
 
 
@@ -63,7 +63,7 @@ class Joint:
         return self.values[:, self.names.index(name)]
 
     def between(self, start=None, end=None) -> "Joint":
-        keep = _date_mask(self.dates, start, end)
+        keep = date_mask(self.dates, start, end)
         return dataclasses.replace(self, dates=self.dates[keep], values=self.values[keep])
 
     def select(self, names: Sequence[str]) -> "Joint":
@@ -81,7 +81,8 @@ def as_day(value) -> np.datetime64 | None:
     return np.datetime64(value, "D")
 
 
-def _date_mask(dates: np.ndarray, start, end) -> np.ndarray:
+def date_mask(dates: np.ndarray, start, end) -> np.ndarray:
+    """Boolean mask of ``dates`` within [start, end] (either may be None: unbounded)."""
     keep = np.ones(len(dates), bool)
     if start is not None:
         keep &= dates >= as_day(start)

@@ -10,9 +10,7 @@ listed, F = S exp(rate T) if a rate is given (rate defaults to 0 when no forward
 
 from __future__ import annotations
 
-import bisect
 import csv
-import dataclasses
 import datetime as dt
 import math
 import os
@@ -21,9 +19,9 @@ from importlib import resources
 import numpy as np
 
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, expiry_datetime, finite_number, parse_instrument, positive_number
+from pmjax.core.instruments import UNDERLYINGS, expiry_datetime, parse_instrument
 from pmjax.core.market import Market, Smile, UnderlyingMarket
-from pmjax.io.documents import read_document
+from pmjax.core.validate import finite_number, positive_number
 
 BUNDLED_MARKETS = {
     "deribit-20260102": "deribit_chain_20260102T091809Z.csv",

@@ -6,8 +6,9 @@ import csv
 import os
 
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, Instrument, explicit_instrument, finite_number, parse_instrument
+from pmjax.core.instruments import UNDERLYINGS, Instrument, explicit_instrument, parse_instrument
 from pmjax.core.portfolio import Portfolio, Position, make_portfolio
+from pmjax.core.validate import finite_number
 from pmjax.io.documents import read_document
 
 

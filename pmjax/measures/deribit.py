@@ -22,16 +22,18 @@ The scenarios are data: ``DeribitParams.grid`` is the ``scenarios.deribit_grid``
 ``scenarios.DeribitGrid``: per-scenario price moves, vol states and weights, and the expiry-dependent vol
 rule ``scenarios.RelativeVolShock``), turned into one ``Shock`` batch as SPAN's ``scenarios.Grid`` is.
 Every vector is P&L (gain positive) in coin of the underlying, as Deribit reports a coin-settled book.
-Valuation goes through ``pmjax.kernel.position_values`` (instantaneous: no time passes). The numeric
-core is branch-free, jitted, and vmaps over a leading accounts axis (``deribit_margin_batch``).
-Methodology, sources and the choices no published example pins down: docs/deribit_grid.md.
+Valuation goes through ``pmjax.core.kernel.position_values`` (instantaneous: no time passes).
+
+Three doors: ``deribit_params(config, *, dtype) -> DeribitParams`` (invariants checked in ``__check_init__``),
+the pure, branch-free ``deribit_margin(book, params) -> DeribitResult`` (callers jit it, or vmap it over a
+leading accounts axis: ``pmjax.apps.stress.deribit_margin_sharded``), and ``deribit_section(result, ...)``, the
+SPEC JSON section. Add-ons (Deribit's mmp, open-orders and spot margin) are not part of the book: a caller
+that has them applies ``add_initial_addons`` to the result inside its own jit (bitwise the figures of the
+single call it replaces). Formulas: see docs/methodology.md section 6; sources and the choices no published
+example pins down: docs/deribit_grid.md.
 """
 
 from __future__ import annotations
-
-import datetime as dt
-import json
-import sys
 
 import equinox as eqx
 import jax
@@ -39,10 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from pmjax.core.book import PERPETUAL, Book, book_from_portfolio
+from pmjax.core.book import PERPETUAL, Book
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, parse_instrument
+from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import Shock, no_shock, position_values
+from pmjax.core.validate import number
 from pmjax.scenarios.grids import (
     DERIBIT_DTE_FLOOR_DAYS,
     DERIBIT_EXTENDED_MOVES,
@@ -71,20 +74,33 @@ FLOAT_PARAMS = (
     "min_annualised_move", "extended_dampener", "pnl_offset", "max_offsetable_pnl", "mm_factor", "m_inc",
     "max_delta_shock", "delta_total_liq_shock_threshold",
 )
-#: which ``model_params`` block each parameter lives in (``config_from_model_params``)
-_PAIR_KEYS = ("price_range", "volatility_range_up", "volatility_range_down", "min_volatility_for_shock_up",
-              "short_term_vega_power", "long_term_vega_power", "extended_table_factor", "m_inc",
-              "max_delta_shock", "delta_total_liq_shock_threshold")
-_CURRENCY_KEYS = ("annualised_move_risk", "min_annualised_move", "extended_dampener", "pnl_offset",
-                  "max_offsetable_pnl")
-_GENERAL_KEYS = ("buckets_count", "mm_factor")
-#: allowed range of each parameter: (lowest, lowest allowed?, highest, highest allowed?)
+#: allowed range of each parameter (``validate.number`` bounds); the others are >= 0
 _BOUNDS = {
-    "price_range": (0.0, False, 1.0, False),
-    "volatility_range_down": (0.0, True, 1.0, True),
-    "pnl_offset": (0.0, True, 1.0, True),
-    "mm_factor": (0.0, False, float("inf"), False),
+    "price_range": dict(low=0.0, high=1.0, low_open=True, high_open=True),
+    "volatility_range_down": dict(low=0.0, high=1.0),
+    "pnl_offset": dict(low=0.0, high=1.0),
+    "mm_factor": dict(low=0.0, low_open=True),
 }
+_NON_NEGATIVE = dict(low=0.0)
+
+
+def _check_param(name: str, value, *, source, field) -> float:
+    """One parameter value as a float within its range; ``InputError`` naming ``field`` otherwise."""
+    return number(value, source=source, field=field, strings=False, **_BOUNDS.get(name, _NON_NEGATIVE))
+
+
+def _check_buckets(value, *, source, field) -> int:
+    return number(value, source=source, field=field, strings=False, integer=True, low=1.0)
+
+
+def _check_moves(moves, *, source, field) -> list[float]:
+    """Extended-table moves: a non-empty list of floats, each > -1 and non-zero."""
+    if not isinstance(moves, (list, tuple)) or not moves:
+        raise InputError("must be a non-empty list of price moves", source=source, field=field)
+    moves = [number(m, source=source, field=field, strings=False) for m in moves]
+    if any(m <= -1.0 or m == 0.0 for m in moves):
+        raise InputError(f"each move must be > -1 and non-zero, got {moves}", source=source, field=field)
+    return moves
 
 
 class DeribitParams(eqx.Module):
@@ -109,6 +125,26 @@ class DeribitParams(eqx.Module):
     extended_moves: Float[Array, " e"]  # extended-table price moves (fractions), shared by all underlyings
     buckets_count: int = eqx.field(static=True)  # B: 2B+1 price points in the standard table
 
+    def __check_init__(self):
+        """Invariants, however the params were built: shapes (u,) and (e,), ``buckets_count`` a whole number
+        >= 1, each parameter in its range, extended moves > -1 and non-zero (``InputError`` naming the field).
+        Values under a jax trace are not checked."""
+        source = "DeribitParams"
+        _check_buckets(self.buckets_count, source=source, field="buckets_count")
+        arrays = {k: getattr(self, k) for k in FLOAT_PARAMS + ("extended_moves",)}
+        if any(isinstance(x, jax.core.Tracer) for x in arrays.values()):
+            return
+        for name in FLOAT_PARAMS:
+            x = np.asarray(arrays[name], np.float64)
+            if x.shape != (len(UNDERLYINGS),):
+                raise InputError(f"must have shape ({len(UNDERLYINGS)},), got {x.shape}", source=source, field=name)
+            for u, v in zip(UNDERLYINGS, x.tolist()):
+                _check_param(name, v, source=source, field=f"{name}[{u}]")
+        moves = np.asarray(arrays["extended_moves"], np.float64)
+        if moves.ndim != 1:
+            raise InputError(f"must have one axis, got shape {moves.shape}", source=source, field="extended_moves")
+        _check_moves(moves.tolist(), source=source, field="extended_moves")
+
     @property
     def n_standard(self) -> int:
         return (2 * self.buckets_count + 1) * len(VOL_STATES)
@@ -127,8 +163,8 @@ class DeribitParams(eqx.Module):
                             self.extended_moves, dtype=self.price_range.dtype)
 
 
-class DeribitMargin(eqx.Module):
-    """The grid's results for one account (every field gains a leading axis under ``deribit_margin_batch``).
+class DeribitResult(eqx.Module):
+    """The grid's results for one account (every field gains a leading axis under a vmap over accounts).
 
     Vectors are P&L, gain positive, in coin of the position's / row's underlying; margins (``*_coin``) in
     that coin; ``initial`` and ``maintenance`` in the book's margin currency.
@@ -155,20 +191,7 @@ class DeribitMargin(eqx.Module):
 
 # ------------------------------------------------------------------------------------------ parameters
 
-def _number(value, *, source, field) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise InputError(f"must be a finite number, got {value!r}", source=source, field=field)
-    return float(value)
-
-
-def _check_bounds(name: str, x: float, *, source, field) -> None:
-    lo, lo_ok, hi, hi_ok = _BOUNDS.get(name, (0.0, True, float("inf"), False))
-    if x < lo or (x == lo and not lo_ok) or x > hi or (x == hi and not hi_ok):
-        left, right = "[" if lo_ok else "(", "]" if hi_ok else ")"
-        raise InputError(f"must be in {left}{lo:g}, {hi:g}{right}, got {x!r}", source=source, field=field)
-
-
-def deribit_params(config: dict, dtype=jnp.float64) -> DeribitParams:
+def deribit_params(config: dict, *, dtype=jnp.float64) -> DeribitParams:
     """``DeribitParams`` from a merged config's ``deribit:`` section; raises ``InputError`` naming the field."""
     source = config.get("_source", "configs/deribit.yaml")
     section = config.get("deribit")
@@ -185,49 +208,18 @@ def deribit_params(config: dict, dtype=jnp.float64) -> DeribitParams:
             field = f"deribit.{u}.{name}"
             if name not in block:
                 raise InputError("missing", source=source, field=field)
-            x = _number(block[name], source=source, field=field)
             if name == "buckets_count":
-                if x != int(x) or x < 1:
-                    raise InputError(f"must be a whole number >= 1, got {block[name]!r}", source=source, field=field)
-                buckets.append(int(x))
+                buckets.append(_check_buckets(block[name], source=source, field=field))
             else:
-                _check_bounds(name, x, source=source, field=field)
-                values[name].append(x)
+                values[name].append(_check_param(name, block[name], source=source, field=field))
     if len(set(buckets)) != 1:
         raise InputError(f"buckets_count must be the same for every underlying (vectors share one layout), got "
                          f"{dict(zip(UNDERLYINGS, buckets))}", source=source, field="deribit.buckets_count")
-    moves = section.get("extended_moves", list(EXTENDED_MOVES))
-    if not isinstance(moves, (list, tuple)) or not moves:
-        raise InputError("must be a non-empty list of price moves", source=source, field="deribit.extended_moves")
-    moves = [_number(m, source=source, field="deribit.extended_moves") for m in moves]
-    if any(m <= -1.0 or m == 0.0 for m in moves):
-        raise InputError(f"each move must be > -1 and non-zero, got {moves}", source=source,
+    moves = _check_moves(section.get("extended_moves", list(EXTENDED_MOVES)), source=source,
                          field="deribit.extended_moves")
     arr = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
     return DeribitParams(**{k: arr(v) for k, v in values.items()}, extended_moves=arr(moves),
                          buckets_count=buckets[0])
-
-
-def config_from_model_params(model_params: dict, base: dict | None = None) -> dict:
-    """A ``deribit:`` config section from Deribit's ``model_params`` (``private/pme/simulate``).
-
-    Each ``currency_pair`` ``<u>_usd`` block, with the ``currency`` block of its settlement coin ``<u>`` and
-    the ``general`` block, becomes the entry of underlying U; underlyings it lacks keep ``base``'s entry.
-    """
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (base or {}).items()}
-    general = model_params.get("general", {})
-    for pair, block in model_params.get("currency_pair", {}).items():
-        coin = pair.split("_")[0]
-        u = coin.upper()
-        if u not in UNDERLYINGS:
-            continue
-        currency = model_params.get("currency", {}).get(coin, {})
-        entry = dict(out.get(u, {}))
-        entry.update({k: block[k] for k in _PAIR_KEYS if k in block})
-        entry.update({k: currency[k] for k in _CURRENCY_KEYS if k in currency})
-        entry.update({k: general[k] for k in _GENERAL_KEYS if k in general})
-        out[u] = entry
-    return out
 
 
 # ------------------------------------------------------------------------------------------ the core
@@ -241,12 +233,6 @@ def _round_half_up(x, decimals: int):
     return jnp.floor(x * scale + 0.5) / scale
 
 
-def vol_shocked(book: Book, params: DeribitParams):
-    """(vol up, vol down) of each position: sigma (1 + up f) floored at min_volatility_for_shock_up, and
-    max(sigma (1 - down f), 0), with f = (30 / max(DTE, 1))^p (p short-term below 30 days)."""
-    return params.vol_rule.shocked_vols(book)
-
-
 def _as_usd_book(book: Book) -> Book:
     return eqx.tree_at(lambda b: b.margin_coin, book, jnp.full_like(book.margin_coin, -1))
 
@@ -256,7 +242,38 @@ def _sum_by_underlying(x, member):
     return jnp.sum(jnp.where(member, x[..., :, None], 0.0), axis=-2)
 
 
-def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> DeribitMargin:
+def _to_margin(book: Book):
+    """Margin currency per coin of each underlying at today's prices (coin u -> USD at S_u -> margin coin)."""
+    S = book.underlying_spot
+    mc = book.margin_coin
+    coin_usd = jnp.where(mc >= 0, S[jnp.maximum(mc, 0)], 1.0)
+    return jnp.where(jnp.arange(len(UNDERLYINGS), dtype=mc.dtype) == mc, 1.0, S / coin_usd)
+
+
+def _roll_and_delta_shocks(book: Book, params: DeribitParams, delta, member):
+    """(roll shock, net coin delta, delta shock), each (u,), from each position's coin delta (n,)."""
+    und, S = book.underlying, book.underlying_spot
+    # roll shock: per expiry group (a perpetual is its own group, T = 0), |net delta| x rate, each group once
+    T = book.expiry_years
+    perp = book.kind == PERPETUAL
+    same = (und[:, None] == und[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
+    n = und.shape[0]
+    earlier = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]
+    first = ~jnp.any(same & earlier, axis=1)
+    group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
+    rate = jnp.maximum(params.min_annualised_move[und], params.annualised_move_risk[und] * T)
+    roll = _sum_by_underlying(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
+
+    # delta shock on the net delta beyond the liquidity threshold (USD)
+    net_delta = _sum_by_underlying(delta, member)
+    beyond = jnp.maximum(jnp.abs(net_delta) * S - params.delta_total_liq_shock_threshold, 0.0) / S
+    delta_shock = jnp.abs(net_delta) * jnp.minimum(params.max_delta_shock, params.m_inc * beyond)
+    return roll, net_delta, delta_shock
+
+
+def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
+    """The grid for one account, add-ons 0 (see docs/methodology.md section 6). Pure: jit it, or vmap it over
+    books stacked on a leading accounts axis with ``in_axes=(0, None)``."""
     dtype = book.quantity.dtype
     n_und = len(UNDERLYINGS)
     und = book.underlying
@@ -304,31 +321,12 @@ def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> Deribi
     ones = jnp.ones_like(S)
     _, delta = jax.jvp(coin_values, (ones,), (ones,))
 
-    # roll shock: per expiry group (a perpetual is its own group, T = 0), |net delta| x rate, each group once
-    T = book.expiry_years
-    perp = book.kind == PERPETUAL
-    same = (und[:, None] == und[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
-    n = und.shape[0]
-    earlier = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]
-    first = ~jnp.any(same & earlier, axis=1)
-    group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
-    rate = jnp.maximum(params.min_annualised_move[und], params.annualised_move_risk[und] * T)
-    roll = _sum_by_underlying(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
-
-    # delta shock on the net delta beyond the liquidity threshold (USD)
-    net_delta = _sum_by_underlying(delta, member)
-    beyond = jnp.maximum(jnp.abs(net_delta) * S - params.delta_total_liq_shock_threshold, 0.0) / S
-    delta_shock = jnp.abs(net_delta) * jnp.minimum(params.max_delta_shock, params.m_inc * beyond)
-
+    roll, net_delta, delta_shock = _roll_and_delta_shocks(book, params, delta, member)
     rmm = _round_half_up(worst, DECIMALS) + roll + delta_shock  # + correlation contingency (0: not set)
     maintenance = params.mm_factor * rmm
-    initial = _round_half_up(rmm + initial_addons, DECIMALS)
-
-    # to the margin currency at today's prices (coin u -> USD at S_u -> margin coin at its S)
-    mc = book.margin_coin
-    coin_usd = jnp.where(mc >= 0, S[jnp.maximum(mc, 0)], 1.0)
-    to_margin = jnp.where(jnp.arange(n_und, dtype=mc.dtype) == mc, 1.0, S / coin_usd)
-    return DeribitMargin(
+    initial = _round_half_up(rmm, DECIMALS)
+    to_margin = _to_margin(book)  # to the margin currency at today's prices
+    return DeribitResult(
         instrument_standard=standard.T, instrument_extended=extended.T,
         pre_aggregated_standard=pre_std, pre_aggregated_extended=pre_ext,
         standard=agg_std, extended=agg_ext, price_moves=moves,
@@ -338,33 +336,13 @@ def _deribit_margin(book: Book, params: DeribitParams, initial_addons) -> Deribi
     )
 
 
-_deribit_margin_jit = jax.jit(_deribit_margin)
-_deribit_margin_batch_jit = jax.jit(jax.vmap(_deribit_margin, in_axes=(0, None, 0)))
-
-
-def _addons(initial_addons, shape, dtype):
-    if initial_addons is None:
-        return jnp.zeros(shape, dtype)
-    return jnp.broadcast_to(jnp.asarray(initial_addons, dtype), shape)
-
-
-def deribit_margin(book: Book, params: DeribitParams, initial_addons=None) -> DeribitMargin:
-    """The grid for one account (jitted; a book of the same bucket size and dtype reuses the compiled code).
-
-    ``initial_addons``: coin amounts per underlying (shape (u,)) added to the risk-matrix margin in the
-    initial margin, standing for Deribit's mmp_margin + open_orders_margin + spot_margin (default 0).
-    """
-    return _deribit_margin_jit(book, params, _addons(initial_addons, book.underlying_spot.shape,
-                                                     book.quantity.dtype))
-
-
-def deribit_margin_batch(stacked_books: Book, params: DeribitParams, initial_addons=None) -> DeribitMargin:
-    """The grid for many accounts at once: every array of ``stacked_books`` has a leading accounts axis
-    (books padded to one size); ``initial_addons`` of shape (a, u) or broadcastable. Fields of the result
-    gain the accounts axis: ``.initial`` and ``.maintenance`` are (a,) in each account's margin currency."""
-    shape = stacked_books.underlying_spot.shape
-    return _deribit_margin_batch_jit(stacked_books, params, _addons(initial_addons, shape,
-                                                                    stacked_books.quantity.dtype))
+def add_initial_addons(result: DeribitResult, book: Book, initial_addons) -> DeribitResult:
+    """``result`` with coin amounts per underlying (shape (u,), Deribit's mmp_margin + open_orders_margin +
+    spot_margin) added to the initial margin: initial_coin = round9(risk-matrix margin + add-ons). Pure; jit it
+    together with ``deribit_margin`` for bitwise the figures of one call."""
+    initial = _round_half_up(result.risk_matrix_margin + initial_addons, DECIMALS)
+    result = eqx.tree_at(lambda r: r.initial_coin, result, initial)
+    return eqx.tree_at(lambda r: r.initial, result, jnp.sum(initial * _to_margin(book)))
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -373,7 +351,7 @@ def _floats(x) -> list:
     return np.asarray(x, np.float64).tolist()
 
 
-def worst_case_bucket(index: int, params: DeribitParams, u: int) -> dict:
+def _worst_case_bucket(index: int, params: DeribitParams, u: int) -> dict:
     """Deribit's ``worst_case_bucket`` for an index into standard ++ extended (bucket numbered from 1)."""
     n_std = params.n_standard
     if index < n_std:
@@ -387,9 +365,14 @@ def worst_case_bucket(index: int, params: DeribitParams, u: int) -> dict:
             "vol_state": "up"}
 
 
-def deribit_section(result: DeribitMargin, resolved, margin_currency: str, params: DeribitParams) -> dict:
-    """SPEC section 3's ``deribit`` section from one account's ``DeribitMargin`` (no accounts axis; host or
-    device arrays) and its resolved positions (``pmjax.book.ResolvedPosition``, in book order)."""
+def deribit_section(result: DeribitResult, resolved, margin_currency: str, params: DeribitParams) -> dict:
+    """SPEC section 3's ``deribit`` section from one account's ``DeribitResult`` (no accounts axis; host or
+    device arrays) and its resolved positions (``pmjax.core.book.ResolvedPosition``, in book order).
+
+    ``by_underlying[U]`` (underlyings held): the aggregated vectors (``standard``: 3 (2B+1) entries, index
+    3 i + j for price point i and vol state j in up/same/down; ``extended``), their ``pre_aggregated`` sums,
+    worst case, roll and delta shocks, risk-matrix margin, ``initial``/``maintenance``, all in coin of U.
+    ``by_instrument``: each position's vectors. ``initial``/``maintenance``: in the margin currency."""
     r = jax.tree_util.tree_map(np.asarray, result)
     used = [u for u in UNDERLYINGS if any(p.instrument.underlying == u for p in resolved)]
     by_underlying = {}
@@ -402,7 +385,7 @@ def deribit_section(result: DeribitMargin, resolved, margin_currency: str, param
             "delta_shock": float(r.delta_shock[i]), "risk_matrix_margin": float(r.risk_matrix_margin[i]),
             "initial": float(r.initial_coin[i]), "maintenance": float(r.maintenance_coin[i]),
             "net_delta": float(r.net_delta[i]),
-            "worst_case_bucket": worst_case_bucket(int(r.worst_case_index[i]), params, i),
+            "worst_case_bucket": _worst_case_bucket(int(r.worst_case_index[i]), params, i),
             "pre_aggregated": {"standard": _floats(r.pre_aggregated_standard[i]),
                                "extended": _floats(r.pre_aggregated_extended[i])},
             "price_moves": _floats(r.price_moves[i]),
@@ -415,114 +398,3 @@ def deribit_section(result: DeribitMargin, resolved, margin_currency: str, param
     return {"by_underlying": by_underlying, "initial": float(r.initial), "maintenance": float(r.maintenance),
             "currency": margin_currency, "vol_states": list(VOL_STATES),
             "extended_moves": _floats(params.extended_moves), "by_instrument": by_instrument}
-
-
-def deribit_sections(portfolios, resolved, result: DeribitMargin, params: DeribitParams) -> list[dict]:
-    """The ``deribit`` section of each account of a ``deribit_margin_batch`` result (accounts axis first;
-    rows beyond ``len(portfolios)`` are padding and ignored)."""
-    host = jax.tree_util.tree_map(np.asarray, result)
-    return [deribit_section(jax.tree_util.tree_map(lambda x: x[a], host), resolved[a], p.margin_currency, params)
-            for a, p in enumerate(portfolios)]
-
-
-def deribit_report(portfolio, market, config: dict, dtype=jnp.float64, initial_addons: dict | None = None) -> dict:
-    """SPEC section 3's ``deribit`` section for one account.
-
-    ``by_underlying[U]``: the aggregated vectors (``standard``: 3 (2B+1) entries, index 3 i + j for price
-    point i and vol state j in up/same/down; ``extended``), their ``pre_aggregated`` sums, worst case, roll
-    and delta shocks, risk-matrix margin, and ``initial``/``maintenance``, all in coin of U. ``by_instrument``:
-    each position's vectors (Deribit's initial_risk_vectors). ``initial``/``maintenance``: the sum over
-    underlyings converted to the margin currency at today's index prices. ``initial_addons``: coin amounts
-    by underlying name (Deribit's mmp + open-orders + spot margin; 0 when absent).
-    """
-    params = deribit_params(config, dtype)
-    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
-    addons = np.zeros(len(UNDERLYINGS))
-    for name, x in (initial_addons or {}).items():
-        addons[UNDERLYINGS.index(str(name).upper())] = float(x)
-    return deribit_section(deribit_margin(book, params, addons), resolved, portfolio.margin_currency, params)
-
-
-# ------------------------------------------------------------------------------------------ Deribit's example
-
-def pme_simulate_inputs(result: dict, base_config: dict | None = None):
-    """(portfolio, market, config) reproducing a ``private/pme/simulate`` ``result``: its positions (coins),
-    its index prices, dated futures' forwards from the ticker's mark prices, its ``model_params`` (over
-    ``base_config``'s ``deribit:`` section), as of ``general.timestamp``; margin currency = its margin coin.
-    Options need implied vols, which the response does not carry: they raise ``InputError``."""
-    from pmjax.io.config import default_config
-    from pmjax.io.market import market_from_dict
-    from pmjax.core.portfolio import Position, make_portfolio
-
-    src = "private/pme/simulate result"
-    mp = result["model_params"]
-    as_of = dt.datetime.fromtimestamp(mp["general"]["timestamp"] / 1000.0, tz=dt.timezone.utc)
-    positions = [Position(parse_instrument(name, source=src, field="portfolio.position"), float(q))
-                 for name, q in result["portfolio"]["position"].items()]
-    if any(p.instrument.is_option for p in positions):
-        raise InputError("has options, whose implied vols the response does not carry: value it on a market",
-                         source=src, field="portfolio.position")
-    underlyings = {}
-    for pair, spot in result["index_price"].items():
-        u = pair.split("_")[0].upper()
-        forwards = {p.instrument.expiry.isoformat(): result["ticker"][p.instrument.name]["mark_price"]
-                    for p in positions if p.instrument.underlying == u and p.instrument.kind == "future"}
-        underlyings[u] = {"spot": spot, "forwards": forwards, "vol": {"atm": 0.5}}
-    market = market_from_dict({"as_of": as_of.isoformat(), "underlyings": underlyings}, source=src)
-    coin = next(iter(result.get("margins", {"usd": None}))).upper()
-    portfolio = make_portfolio(positions, account="pme-simulate", margin_currency=coin if coin in UNDERLYINGS
-                               else "USD", source=src)
-    base = base_config if base_config is not None else default_config()
-    config = dict(base, deribit=config_from_model_params(mp, base.get("deribit")))
-    return portfolio, market, config
-
-
-def compare_with_pme_simulate(result: dict, dtype=jnp.float64) -> list[tuple[str, float, float]]:
-    """(name, pmjax, Deribit) for every number of a ``private/pme/simulate`` result that the grid derives."""
-    portfolio, market, config = pme_simulate_inputs(result)
-    coin = portfolio.margin_currency.lower()
-    details = result["margins"][coin]["initial_margin_details"]
-    addons = {portfolio.margin_currency: details.get("mmp_margin", 0) + details.get("open_orders_margin", 0)
-              + details.get("spot_margin", 0)}
-    ours = deribit_report(portfolio, market, config, dtype, initial_addons=addons)
-    rows = []
-    for name, vecs in result["initial_risk_vectors"].items():
-        for table in ("standard", "extended"):
-            for k, (a, b) in enumerate(zip(ours["by_instrument"][name][table], vecs[table], strict=True)):
-                rows.append((f"initial_risk_vectors.{name}.{table}[{k}]", a, b))
-    for kind in ("pre_aggregated_risk_vectors", "aggregated_risk_vectors"):
-        for key, vecs in result.get(kind, {}).items():
-            mine = ours["by_underlying"][key.split("_")[0].upper()]
-            mine = mine["pre_aggregated"] if kind.startswith("pre") else mine
-            for table in ("standard", "extended"):
-                for k, (a, b) in enumerate(zip(mine[table], vecs[table], strict=True)):
-                    rows.append((f"{kind}.{key}.{table}[{k}]", a, b))
-    u = ours["by_underlying"][portfolio.margin_currency]
-    rmd = details["risk_matrix_margin_details"]
-    for k in ("worst_case", "roll_shock", "delta_shock"):
-        rows.append((f"risk_matrix_margin_details.{k}", u[k], rmd[k]))
-    rows.append(("risk_matrix_margin", u["risk_matrix_margin"], details["risk_matrix_margin"]))
-    rows.append(("maintenance_margin", u["maintenance"], result["margins"][coin]["maintenance_margin"]))
-    rows.append(("initial_margin", u["initial"], result["margins"][coin]["initial_margin"]))
-    return rows
-
-
-def main(argv=None) -> int:
-    """``python -m pmjax.deribit RESPONSE.json``: every derived number beside Deribit's, and the largest gap."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m pmjax.deribit PME_SIMULATE_RESPONSE.json", file=sys.stderr)
-        return 2
-    with open(argv[0], encoding="utf-8") as fh:
-        doc = json.load(fh)
-    result = doc.get("response", doc).get("result", doc)
-    rows = compare_with_pme_simulate(result)
-    for name, a, b in rows:
-        print(f"{name:60s} {a:>24.17g} {b:>24.17g} {abs(a - b):9.2g}")
-    gap = max(abs(a - b) for _, a, b in rows)
-    print(f"{len(rows)} numbers, max |pmjax - Deribit| = {gap:.3g}")
-    return 0 if gap <= 1e-9 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

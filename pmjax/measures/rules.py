@@ -28,14 +28,16 @@ coin at today's index). Option marks come from ``pmjax.greeks.price_instruments`
 from __future__ import annotations
 
 import dataclasses
-import os
+
+import equinox as eqx
 
 from pmjax.core.errors import InputError
 from pmjax.io.portfolio import COLLATERAL_CURRENCIES
 from pmjax.core.greeks import price_instruments
-from pmjax.core.instruments import UNDERLYINGS, Instrument, finite_number
+from pmjax.core.instruments import Instrument
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
+from pmjax.core.validate import finite_number
 
 MODES = ("deribit_standard", "strategy")
 STRATEGY_KINDS = ("iron_condor", "vertical", "covered", "calendar", "straddle")
@@ -47,30 +49,76 @@ RATE_KEYS = ("option_initial", "option_initial_floor", "option_maintenance", "fu
 NAKED = "naked"
 
 
-# ---------------------------------------------------------------- settings
+# ---------------------------------------------------------------- parameters
 
-def _source(config: dict) -> str:
-    return config.get("_source", "configs/rules.yaml")
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """One underlying's standard-margin rates (fractions; ``*_per_coin`` per coin of position size)."""
+
+    option_initial: float
+    option_initial_floor: float
+    option_maintenance: float
+    future_initial: float
+    future_initial_per_coin: float
+    future_maintenance: float
+    future_maintenance_per_coin: float
 
 
-def rules_settings(config: dict) -> dict:
-    """The validated ``rules`` block of a merged config; raises ``InputError`` naming the bad field."""
-    src = _source(config)
+class RulesParams(eqx.Module):
+    """The validated ``rules`` block (see the module doc); every field static (rules is plain Python).
+
+    ``rates``: (underlying, ``Rates``) pairs; ``pm_minimum_equity``: (amount, currency); ``dtype``: the
+    precision of the option marks (None: float64); ``source``: the config file named in errors.
+    """
+
+    mode: str = eqx.field(static=True)
+    long_option_charge: str = eqx.field(static=True)
+    long_spot_charge: str = eqx.field(static=True)
+    option_underlying: str = eqx.field(static=True)
+    rates: tuple[tuple[str, Rates], ...] = eqx.field(static=True)
+    strategy_priority: tuple[str, ...] = eqx.field(static=True)
+    pm_minimum_equity: tuple[float, str] = eqx.field(static=True)
+    dtype: object = eqx.field(static=True, default=None)
+    source: str = eqx.field(static=True, default="configs/rules.yaml")
+
+    def __check_init__(self):
+        src = self.source
+        for key, allowed in (("mode", MODES), ("long_option_charge", LONG_OPTION_CHARGES),
+                             ("long_spot_charge", LONG_SPOT_CHARGES), ("option_underlying", OPTION_UNDERLYINGS)):
+            v = getattr(self, key)
+            if v not in allowed:
+                raise InputError(f"must be one of {', '.join(allowed)}, got {v!r}", source=src, field=f"rules.{key}")
+        for u, rates in self.rates:
+            for k in RATE_KEYS:
+                x = getattr(rates, k)
+                if not x >= 0:
+                    raise InputError(f"must not be negative, got {x!r}", source=src, field=f"rules.underlyings.{u}.{k}")
+        prio = self.strategy_priority
+        if any(p not in STRATEGY_KINDS for p in prio) or len(set(prio)) != len(prio):
+            raise InputError(f"must be a list of distinct names from {', '.join(STRATEGY_KINDS)}, got {list(prio)!r}",
+                             source=src, field="rules.strategy_priority")
+        cur = self.pm_minimum_equity[1]
+        if cur not in COLLATERAL_CURRENCIES:
+            raise InputError(f"currency must be one of {', '.join(COLLATERAL_CURRENCIES)}, got {cur!r}",
+                             source=src, field="rules.pm_minimum_equity.currency")
+
+    def underlying_rates(self, underlying: str) -> Rates:
+        """The rates of ``underlying``; ``InputError`` naming the config field if it has none."""
+        for u, rates in self.rates:
+            if u == underlying:
+                return rates
+        raise InputError(f"no margin rates for underlying {underlying}", source=self.source,
+                         field=f"rules.underlyings.{underlying}")
+
+
+def rules_params(config: dict, *, dtype=None) -> RulesParams:
+    """``RulesParams`` from a merged config's ``rules`` block; raises ``InputError`` naming the bad field.
+    ``dtype``: precision of the option marks (None: float64)."""
+    src = config.get("_source", "configs/rules.yaml")
     r = config.get("rules")
     if not isinstance(r, dict):
         raise InputError("missing rules section", source=src, field="rules")
-
-    def choice(key, allowed, default):
-        v = r.get(key, default)
-        if v not in allowed:
-            raise InputError(f"must be one of {', '.join(allowed)}, got {v!r}", source=src, field=f"rules.{key}")
-        return v
-
-    out = {"mode": choice("mode", MODES, "strategy"),
-           "long_option_charge": choice("long_option_charge", LONG_OPTION_CHARGES, "premium"),
-           "long_spot_charge": choice("long_spot_charge", LONG_SPOT_CHARGES, "full_value"),
-           "option_underlying": choice("option_underlying", OPTION_UNDERLYINGS, "forward")}
-    rates = {}
+    rates = []
     for u, d in (r.get("underlyings") or {}).items():
         if not isinstance(d, dict):
             raise InputError("must be a mapping of rates", source=src, field=f"rules.underlyings.{u}")
@@ -79,19 +127,19 @@ def rules_settings(config: dict) -> dict:
             f = f"rules.underlyings.{u}.{k}"
             if k not in d:
                 raise InputError("missing", source=src, field=f)
-            x = finite_number(d[k], source=src, field=f)
-            if x < 0:
-                raise InputError(f"must not be negative, got {d[k]!r}", source=src, field=f)
-            row[k] = x
-        rates[str(u).upper()] = row
-    out["underlyings"] = rates
+            row[k] = finite_number(d[k], source=src, field=f)
+        rates.append((str(u).upper(), Rates(**row)))
     prio = r.get("strategy_priority", list(STRATEGY_KINDS))
-    if not isinstance(prio, list) or any(p not in STRATEGY_KINDS for p in prio) or len(set(prio)) != len(prio):
+    if not isinstance(prio, list):
         raise InputError(f"must be a list of distinct names from {', '.join(STRATEGY_KINDS)}, got {prio!r}",
                          source=src, field="rules.strategy_priority")
-    out["strategy_priority"] = list(prio)
-    out["pm_minimum_equity"] = _minimum_equity(r.get("pm_minimum_equity", {"amount": 0.0, "currency": "USD"}), src)
-    return out
+    return RulesParams(mode=r.get("mode", "strategy"), long_option_charge=r.get("long_option_charge", "premium"),
+                       long_spot_charge=r.get("long_spot_charge", "full_value"),
+                       option_underlying=r.get("option_underlying", "forward"), rates=tuple(rates),
+                       strategy_priority=tuple(prio),
+                       pm_minimum_equity=_minimum_equity(r.get("pm_minimum_equity",
+                                                               {"amount": 0.0, "currency": "USD"}), src),
+                       dtype=dtype, source=src)
 
 
 def _minimum_equity(d, src) -> tuple[float, str]:
@@ -99,43 +147,32 @@ def _minimum_equity(d, src) -> tuple[float, str]:
     if not isinstance(d, dict) or "amount" not in d:
         raise InputError("must be a mapping {amount, currency}", source=src, field=f)
     amount = finite_number(d["amount"], source=src, field=f"{f}.amount")
-    cur = str(d.get("currency", "USD")).upper()
-    if cur not in COLLATERAL_CURRENCIES:
-        raise InputError(f"currency must be one of {', '.join(COLLATERAL_CURRENCIES)}, got {d.get('currency')!r}",
-                         source=src, field=f"{f}.currency")
-    return amount, cur
-
-
-def _rates(settings: dict, underlying: str, src: str) -> dict:
-    if underlying not in settings["underlyings"]:
-        raise InputError(f"no margin rates for underlying {underlying}", source=src,
-                         field=f"rules.underlyings.{underlying}")
-    return settings["underlyings"][underlying]
+    return amount, str(d.get("currency", "USD")).upper()
 
 
 # ---------------------------------------------------------------- standalone (Deribit standard) margin
 
 def short_option_margin(is_call: bool, strike: float, underlying_price: float, coin_price: float, mark: float,
-                        rates: dict) -> tuple[float, float]:
+                        rates: Rates) -> tuple[float, float]:
     """(initial, maintenance) of one coin short of an option, USD, by Deribit's standard-margin formulas.
 
     underlying_price: U in the OTM term; coin_price: P, the USD value of one coin of requirement;
     mark: the option's value, USD per coin.
     """
     otm = max(strike - underlying_price, 0.0) if is_call else max(underlying_price - strike, 0.0)
-    rate = max(rates["option_initial"] - otm / underlying_price, rates["option_initial_floor"])
-    m = rates["option_maintenance"]
+    rate = max(rates.option_initial - otm / underlying_price, rates.option_initial_floor)
+    m = rates.option_maintenance
     if is_call:
         return rate * coin_price + mark, m * coin_price + mark
     maintenance = max(m * coin_price, m * mark) + mark
     return max(rate * coin_price + mark, maintenance), maintenance
 
 
-def future_margin(size: float, coin_price: float, rates: dict) -> tuple[float, float]:
+def future_margin(size: float, coin_price: float, rates: Rates) -> tuple[float, float]:
     """(initial, maintenance) per coin of a futures position of ``size`` coins in all, USD per coin."""
     a = abs(size)
-    return ((rates["future_initial"] + a * rates["future_initial_per_coin"]) * coin_price,
-            (rates["future_maintenance"] + a * rates["future_maintenance_per_coin"]) * coin_price)
+    return ((rates.future_initial + a * rates.future_initial_per_coin) * coin_price,
+            (rates.future_maintenance + a * rates.future_maintenance_per_coin) * coin_price)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +189,8 @@ class Leg:
     maintenance: float
 
 
-def _marks(portfolio: Portfolio, market: Market, dtype=None) -> dict[str, float]:
-    """Option marks, USD per coin, from the kernel (``pmjax.greeks.price_instruments``)."""
+def option_marks(portfolio: Portfolio, market: Market, dtype=None) -> dict[str, float]:
+    """Option marks, USD per coin, by name, from the kernel (``pmjax.core.greeks.price_instruments``)."""
     options = [p.instrument for p in portfolio.positions if p.instrument.is_option]
     if not options:
         return {}
@@ -161,29 +198,28 @@ def _marks(portfolio: Portfolio, market: Market, dtype=None) -> dict[str, float]
     return {r["instrument"]: r["price_usd"] for r in price_instruments(options, market, **kw)}
 
 
-def standalone_legs(portfolio: Portfolio, market: Market, settings: dict, *, source: str = "rules",
-                    dtype=None) -> list[Leg]:
+def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -> list[Leg]:
     """Each position with its Deribit standard-margin requirement per coin (USD)."""
-    marks = _marks(portfolio, market, dtype)
+    marks = option_marks(portfolio, market, params.dtype)
     legs = []
     for k, p in enumerate(portfolio.positions):
         inst, q = p.instrument, p.quantity
-        rates = _rates(settings, inst.underlying, source)
+        rates = params.underlying_rates(inst.underlying)
         spot = market.spot(inst.underlying)
         fwd = market.forward(inst.underlying, inst.expiry)
         mark = 0.0
         if inst.is_option:
             mark = marks[inst.name]
             if q < 0:
-                u = fwd if settings["option_underlying"] == "forward" else spot
+                u = fwd if params.option_underlying == "forward" else spot
                 im, mm = short_option_margin(inst.right == "call", inst.strike, u,
                                              spot if inst.settlement == "inverse" else u, mark, rates)
             else:
-                im = mm = mark if settings["long_option_charge"] == "premium" else 0.0
+                im = mm = mark if params.long_option_charge == "premium" else 0.0
         elif inst.kind == "spot" and q >= 0:
             # paid in full, like a long option's premium (``long_spot_charge: full_value``), or left out of
             # the requirement as collateral (``none``)
-            im = mm = spot if settings["long_spot_charge"] == "full_value" else 0.0
+            im = mm = spot if params.long_spot_charge == "full_value" else 0.0
         else:  # futures, perpetuals, and short spot (a borrowed coin) as a delta-one position
             im, mm = future_margin(q, spot if inst.settlement == "inverse" else fwd, rates)
         legs.append(Leg(k, inst, q, mark, spot, fwd, im, mm))
@@ -211,10 +247,10 @@ def _same_series(a: Instrument, b: Instrument) -> bool:
     return a.underlying == b.underlying and a.expiry == b.expiry and a.settlement == b.settlement
 
 
-def candidates(kind: str, legs: list[Leg], settings: dict) -> list[Candidate]:
+def candidates(kind: str, legs: list[Leg], params: RulesParams) -> list[Candidate]:
     """Every strategy of ``kind`` the positions' signs allow (availability is checked while pairing)."""
     by_index = {g.index: g for g in legs}
-    charge = 1.0 if settings["long_option_charge"] == "premium" else 0.0
+    charge = 1.0 if params.long_option_charge == "premium" else 0.0
     opts = [g for g in legs if g.instrument.is_option]
     short = lambda right: [g for g in opts if g.quantity < 0 and g.instrument.right == right]  # noqa: E731
     long = lambda right: [g for g in opts if g.quantity > 0 and g.instrument.right == right]  # noqa: E731
@@ -277,14 +313,14 @@ def candidates(kind: str, legs: list[Leg], settings: dict) -> list[Candidate]:
     return out
 
 
-def recognise(legs: list[Leg], settings: dict) -> tuple[list[tuple[Candidate, float]], dict[int, float]]:
+def recognise(legs: list[Leg], params: RulesParams) -> tuple[list[tuple[Candidate, float]], dict[int, float]]:
     """Greedy pairing: (strategies with their quantities in coins, quantities left per position index)."""
     by_index = {g.index: g for g in legs}
     left = {g.index: g.quantity for g in legs}
     tol = lambda i: 1e-12 * max(1.0, abs(by_index[i].quantity))  # noqa: E731
     found = []
-    for kind in settings["strategy_priority"]:
-        cands = candidates(kind, legs, settings)
+    for kind in params.strategy_priority:
+        cands = candidates(kind, legs, params)
         while True:
             best, best_key = None, None
             for order, c in enumerate(cands):
@@ -307,32 +343,29 @@ def recognise(legs: list[Leg], settings: dict) -> tuple[list[tuple[Candidate, fl
     return found, left
 
 
-# ---------------------------------------------------------------- public entry
+# ---------------------------------------------------------------- margin and its section
+
+@dataclasses.dataclass(frozen=True)
+class RulesResult:
+    """Rules margin of one account, in its margin currency (positive requirements); fields as SPEC
+    section 3's ``rules`` section (see ``rules_margin``)."""
+
+    mode: str
+    initial: float
+    maintenance: float
+    by_position: list[dict]
+    strategies: list[dict]
+    naked: list[dict]
+    standard: dict
+
 
 def _share(total: float, weights: list[float]) -> list[float]:
     s = sum(weights)
     return [total * w / s for w in weights] if s > 0 else [total / len(weights)] * len(weights)
 
 
-def rules_margin(portfolio: Portfolio, market: Market, config: dict, *, dtype=None) -> dict:
-    """SPEC section 3 ``rules``: {"initial", "maintenance", "by_position", "strategies", "naked", "mode",
-    "standard"}; money in the portfolio's margin currency, positive requirements.
-
-    by_position has one row per position slice (a position split across strategies gives several rows);
-    a strategy's requirement is shared among its legs in proportion to their standalone requirements.
-    ``standard`` holds the Deribit standard (every position alone) totals, for comparison. ``dtype``: the
-    precision of the option marks (float64 by default).
-    """
-    settings = rules_settings(config)
-    src = _source(config)
-    legs = standalone_legs(portfolio, market, settings, source=src, dtype=dtype)
-    cur = portfolio.margin_currency
-    to_cur = 1.0 if cur == "USD" else 1.0 / market.spot(cur)
-    if settings["mode"] == "strategy":
-        found, left = recognise(legs, settings)
-    else:
-        found, left = [], {g.index: g.quantity for g in legs}
-    by_index = {g.index: g for g in legs}
+def _strategy_rows(found, by_index, to_cur) -> tuple[list[dict], list[tuple]]:
+    """(strategies rows, by_position slices (index, strategy id, row)) of the recognised strategies."""
     strategies, slices = [], []
     for sid, (c, q) in enumerate(found):
         im, mm = c.initial * q * to_cur, c.maintenance * q * to_cur
@@ -344,6 +377,26 @@ def rules_margin(portfolio: Portfolio, market: Market, config: dict, *, dtype=No
         for (i, sign), a, b in zip(c.legs, ims, mms):
             slices.append((i, sid, {"instrument": by_index[i].instrument.name, "quantity": sign * q,
                                     "initial": a, "maintenance": b, "strategy": c.type, "strategy_id": sid}))
+    return strategies, slices
+
+
+def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams) -> RulesResult:
+    """Rules margin of ``portfolio`` under ``market`` (see docs/methodology.md, rules section).
+
+    Rules is combinatorial Python (strategy pairing over instruments), not an array program, so it takes
+    the portfolio, not a ``Book``, and is neither jitted nor vmapped. ``by_position`` has one row per
+    position slice (a position split across strategies gives several rows); a strategy's requirement is
+    shared among its legs in proportion to their standalone requirements. ``standard`` holds the Deribit
+    standard (every position alone) totals, for comparison.
+    """
+    legs = standalone_legs(portfolio, market, params)
+    cur = portfolio.margin_currency
+    to_cur = 1.0 if cur == "USD" else 1.0 / market.spot(cur)
+    if params.mode == "strategy":
+        found, left = recognise(legs, params)
+    else:
+        found, left = [], {g.index: g.quantity for g in legs}
+    strategies, slices = _strategy_rows(found, {g.index: g for g in legs}, to_cur)
     naked = []
     for g in legs:
         q = left[g.index]
@@ -358,53 +411,12 @@ def rules_margin(portfolio: Portfolio, market: Market, config: dict, *, dtype=No
     maintenance = sum(s["maintenance"] for s in strategies) + sum(r["maintenance"] for r in naked)
     standard = {"initial": sum(g.initial * abs(g.quantity) for g in legs) * to_cur,
                 "maintenance": sum(g.maintenance * abs(g.quantity) for g in legs) * to_cur}
-    return {"mode": settings["mode"], "initial": initial, "maintenance": maintenance,
-            "by_position": [s[2] for s in slices], "strategies": strategies, "naked": naked, "standard": standard}
+    return RulesResult(params.mode, initial, maintenance, [s[2] for s in slices], strategies, naked, standard)
 
 
-# ---------------------------------------------------------------- account equity and PM qualification
-
-def _usd_per_unit(currency: str, market: Market) -> float:
-    return 1.0 if currency in ("USD", "USDC") else market.spot(currency)
-
-
-def account_equity(portfolio: Portfolio, market: Market, collateral: dict[str, float] | None = None, *,
-                   dtype=None) -> float:
-    """Collateral plus position values, in the portfolio's margin currency.
-
-    Position values: options at their mark, spot at the index, futures and perpetuals 0 (their value is
-    the P&L since entry, which a portfolio file does not record).
-    """
-    marks = _marks(portfolio, market, dtype)
-    usd = sum(a * _usd_per_unit(c, market) for c, a in (collateral or {}).items())
-    for p in portfolio.positions:
-        inst = p.instrument
-        if inst.is_option:
-            usd += p.quantity * marks[inst.name]
-        elif inst.kind == "spot":
-            usd += p.quantity * market.spot(inst.underlying)
-    return usd / _usd_per_unit(portfolio.margin_currency, market)
-
-
-def qualifies_for_pm(equity: float, config: dict, currency: str, market: Market) -> tuple[bool, str]:
-    """Whether an account with ``equity`` (in ``currency``) meets ``rules.pm_minimum_equity``; (ok, reason)."""
-    amount, cur = rules_settings(config)["pm_minimum_equity"]
-    minimum = amount * _usd_per_unit(cur, market) / _usd_per_unit(currency, market)
-    ok = equity >= minimum
-    shown = f"{amount:,.8g} {cur}" + ("" if cur == currency else f" = {minimum:,.8g} {currency}")
-    verdict = "meets" if ok else "is below"
-    return ok, f"equity {equity:,.8g} {currency} {verdict} the portfolio-margin minimum {shown} (rules.pm_minimum_equity)"
-
-
-def pm_qualification(portfolio: Portfolio, market: Market, config: dict,
-                     collateral: dict[str, float] | None = None, *, dtype=None) -> dict:
-    """{"equity", "minimum", "currency", "qualifies", "reason"}: the account's equity (collateral plus
-    position values) against ``rules.pm_minimum_equity``, both in the portfolio's margin currency."""
-    cur = portfolio.margin_currency
-    equity = account_equity(portfolio, market, collateral, dtype=dtype)
-    amount, min_cur = rules_settings(config)["pm_minimum_equity"]
-    ok, reason = qualifies_for_pm(equity, config, cur, market)
-    return {"equity": equity, "minimum": amount * _usd_per_unit(min_cur, market) / _usd_per_unit(cur, market),
-            "currency": cur, "qualifies": ok, "reason": reason}
-
-
+def rules_section(result: RulesResult) -> dict:
+    """SPEC section 3 ``rules``: {"mode", "initial", "maintenance", "by_position", "strategies", "naked",
+    "standard"}; money in the portfolio's margin currency."""
+    return {"mode": result.mode, "initial": result.initial, "maintenance": result.maintenance,
+            "by_position": result.by_position, "strategies": result.strategies, "naked": result.naked,
+            "standard": result.standard}

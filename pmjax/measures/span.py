@@ -1,11 +1,12 @@
-"""SPAN margin (SPEC section 5): risk arrays, scan risk, composite delta, intra-commodity tiers, spot
-charge, inter-commodity credits, short option minimum and net option value.
+"""SPAN margin (SPEC section 5; formulas: docs/methodology.md, SPAN section): risk arrays, scan risk,
+composite delta, intra-commodity tiers, spot charge, inter-commodity credits, short option minimum and
+net option value.
 
-The numeric core ``span_core(book, params)`` is a pure, branch-free function of a ``Book`` and
-``SpanParams`` (per-underlying arrays, tiers padded with +inf), so it jits once per book bucket and
-vmaps over a leading accounts axis (``span_margin_batch``). ``span_report`` turns one account's
-result into the SPEC section 3 ``span`` JSON section; ``risk_parameter_file`` publishes per-contract
-risk arrays for every listed contract of a market, as a clearing house publishes its SPAN file.
+Three doors: ``span_params(config, dtype=...)`` -> ``SpanParams`` (per-underlying arrays, tiers padded with
++inf; invariants checked in ``SpanParams.__check_init__``); ``span_margin(book, params)`` -> ``SpanResult``,
+one pure, branch-free function of a ``Book`` that callers jit, vmap over a leading accounts axis
+(``jax.jit(jax.vmap(span_margin, in_axes=(0, None)))``) or shard (``pmjax.batch.sharding.map_accounts``);
+``span_section(result, ...)`` -> the SPEC section 3 ``span`` JSON section.
 
 Units: risk arrays and every margin figure are in the book's margin currency (losses positive);
 composite deltas are in coins of the underlying.
@@ -13,24 +14,21 @@ composite deltas are in coins of the underlying.
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from pmjax.core.book import FUTURE, OPTION, Book, book_from_portfolio, bucket_size, make_book, resolve
+from pmjax.core.book import FUTURE, OPTION, Book
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, Instrument, finite_number
+from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import no_shock, own_underlying_values, position_values
+from pmjax.core.units import DAY, DAYS_PER_YEAR, SECONDS_PER_DAY
+from pmjax.core.validate import finite_number, number
 from pmjax.scenarios.grids import (
     COMPOSITE_DELTA_STEPS,
     COMPOSITE_DELTA_WEIGHTS,
-    N_SPAN_SCENARIOS,
     VOL_FLOOR,
     Grid,
     own_underlying_losses,
@@ -40,30 +38,84 @@ from pmjax.scenarios.grids import (
 #: per-underlying keys of the config's ``span.underlyings.<U>`` mapping
 UNDERLYING_KEYS = ("price_scan_range", "vol_scan_range", "extreme_move_multiple", "extreme_cover_fraction",
                    "short_option_minimum", "tiers_days", "intra_spread_rate", "spot_days", "spot_rate")
+#: the (u,) fields of ``SpanParams``, in the config's order
+_PER_UNDERLYING = ("price_scan_range", "vol_scan_range", "extreme_move_multiple", "extreme_cover_fraction",
+                   "short_option_minimum", "intra_spread_rate", "spot_days", "spot_rate")
+
+
+def _concrete(*xs) -> bool:
+    """Whether every array is a value (not a tracer inside jit/vmap/grad), so it can be checked now."""
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _invalid(field: str, message: str):
+    raise InputError(message, source="SpanParams", field=field)
 
 
 class SpanParams(eqx.Module):
-    """SPAN parameters as arrays: (u,) per underlying in ``UNDERLYINGS`` order; (p, 2) per inter spread."""
+    """SPAN parameters as arrays: (u,) per underlying in ``UNDERLYINGS`` order; (p, 2) per inter spread.
+    Leading batch axes are allowed (e.g. one parameter set per day); ``__check_init__`` checks shapes
+    always and values whenever they are concrete."""
 
-    price_scan_range: Float[Array, " u"]  # fraction of spot
-    vol_scan_range: Float[Array, " u"]  # absolute vol (0.10 = 10 vol points)
-    extreme_move_multiple: Float[Array, " u"]
-    extreme_cover_fraction: Float[Array, " u"]
-    short_option_minimum: Float[Array, " u"]  # fraction of spot per coin short
-    intra_spread_rate: Float[Array, " u"]  # fraction of spot per coin of spread
-    spot_days: Float[Array, " u"]
-    spot_rate: Float[Array, " u"]  # fraction of spot per coin of near-expiry delta
-    tiers_days: Float[Array, "u k"]  # tier boundaries in days, padded with +inf
-    horizon_days: Float[Array, ""]
-    inter_legs: Int[Array, "p 2"]  # underlying indices of the two legs
-    inter_ratios: Float[Array, "p 2"]  # coins of delta per spread, per leg
-    inter_credit_rate: Float[Array, " p"]
+    price_scan_range: Float[Array, "*b u"]  # fraction of spot, in (0, 1]
+    vol_scan_range: Float[Array, "*b u"]  # absolute vol (0.10 = 10 vol points)
+    extreme_move_multiple: Float[Array, "*b u"]  # price_scan_range * multiple < 1
+    extreme_cover_fraction: Float[Array, "*b u"]  # in [0, 1]
+    short_option_minimum: Float[Array, "*b u"]  # fraction of spot per coin short
+    intra_spread_rate: Float[Array, "*b u"]  # fraction of spot per coin of spread
+    spot_days: Float[Array, "*b u"]
+    spot_rate: Float[Array, "*b u"]  # fraction of spot per coin of near-expiry delta
+    tiers_days: Float[Array, "*b u k"]  # tier boundaries in days, positive, increasing, padded with +inf
+    horizon_days: Float[Array, "*b"]
+    inter_legs: Int[Array, "*b p 2"]  # underlying indices of the two legs
+    inter_ratios: Float[Array, "*b p 2"]  # coins of delta per spread, per leg, > 0
+    inter_credit_rate: Float[Array, "*b p"]  # in [0, 1]
 
     @property
     def grid(self) -> Grid:
         return span_grid(self.price_scan_range, self.vol_scan_range, self.extreme_move_multiple,
                          self.extreme_cover_fraction, self.horizon_days, vol_floor=VOL_FLOOR,
                          dtype=self.price_scan_range.dtype)
+
+    def __check_init__(self):
+        self._check_shapes()
+        if _concrete(*jax.tree_util.tree_leaves(self)):
+            self._check_values()
+
+    def _check_shapes(self):
+        n_und = len(UNDERLYINGS)
+        for k in _PER_UNDERLYING:
+            if jnp.shape(getattr(self, k))[-1:] != (n_und,):
+                _invalid(k, f"expected a last axis of {n_und} underlyings, got shape {jnp.shape(getattr(self, k))}")
+        if jnp.shape(self.tiers_days)[-2:-1] != (n_und,):
+            _invalid("tiers_days", f"expected shape (..., {n_und}, k), got {jnp.shape(self.tiers_days)}")
+        n_pairs = jnp.shape(self.inter_legs)[-2:-1]
+        if jnp.shape(self.inter_legs)[-1:] != (2,) or jnp.shape(self.inter_ratios)[-2:] != n_pairs + (2,) \
+                or jnp.shape(self.inter_credit_rate)[-1:] != n_pairs:
+            _invalid("inter_legs", "inter_legs, inter_ratios must be (p, 2) and inter_credit_rate (p,)")
+
+    def _check_values(self):
+        v = {k: np.asarray(getattr(self, k), np.float64) for k in _PER_UNDERLYING + ("horizon_days",)}
+        for k, x in v.items():
+            if not np.all(np.isfinite(x) & (x >= 0)):
+                _invalid(k, f"must be finite and >= 0, got {x.tolist()}")
+        if not np.all((v["price_scan_range"] > 0) & (v["price_scan_range"] <= 1)):
+            _invalid("price_scan_range", f"must be in (0, 1], got {v['price_scan_range'].tolist()}")
+        if not np.all(v["extreme_cover_fraction"] <= 1):
+            _invalid("extreme_cover_fraction", f"must be in [0, 1], got {v['extreme_cover_fraction'].tolist()}")
+        if not np.all(v["price_scan_range"] * v["extreme_move_multiple"] < 1):
+            _invalid("extreme_move_multiple", "price_scan_range * extreme_move_multiple must be < 1")
+        t = np.asarray(self.tiers_days, np.float64)
+        if np.any(np.isnan(t)) or np.any(t <= 0) or np.any((np.diff(t, axis=-1) <= 0) & np.isfinite(t[..., 1:])):
+            _invalid("tiers_days", "must be positive and increasing (padded with +inf)")
+        legs = np.asarray(self.inter_legs)
+        if np.any((legs < 0) | (legs >= len(UNDERLYINGS))) or np.any(legs[..., 0] == legs[..., 1]):
+            _invalid("inter_legs", f"legs must be two different underlying indices, got {legs.tolist()}")
+        ratios, rate = np.asarray(self.inter_ratios, np.float64), np.asarray(self.inter_credit_rate, np.float64)
+        if not np.all(np.isfinite(ratios) & (ratios > 0)):
+            _invalid("inter_ratios", f"must be finite and > 0, got {ratios.tolist()}")
+        if not np.all((rate >= 0) & (rate <= 1)):
+            _invalid("inter_credit_rate", f"must be in [0, 1], got {rate.tolist()}")
 
 
 class SpanResult(eqx.Module):
@@ -90,70 +142,39 @@ class SpanResult(eqx.Module):
 
 # ---------------------------------------------------------------- parameters
 
-def _number(d, key, where, source, *, minimum=0.0, allow_equal=True, maximum=None):
-    """``d[key]`` as a float within bounds; ``InputError`` naming ``where.key`` otherwise."""
+def _number(d, key, where, source, **bounds) -> float:
+    """``d[key]`` as a float within ``bounds`` (``validate.number``); ``InputError`` naming ``where.key``."""
     field = f"{where}.{key}" if where else key
     if key not in d:
         raise InputError(f"missing {key}", source=source, field=field)
-    x = finite_number(d[key], source=source, field=field)
-    if x < minimum or (x == minimum and not allow_equal) or (maximum is not None and x > maximum):
-        bound = f"> {minimum:g}" if not allow_equal else f">= {minimum:g}"
-        if maximum is not None:
-            bound += f" and <= {maximum:g}"
-        raise InputError(f"must be {bound}, got {d[key]!r}", source=source, field=field)
-    return x
+    return number(d[key], source=source, field=field, **bounds)
 
 
-def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
-    """``SpanParams`` from a config (``pmjax.config.load_config``): its ``span`` section and ``horizon_days``.
+def _underlying_row(d, where: str, source: str) -> tuple[list[float], list[float]]:
+    """One underlying's (u,) values in ``_PER_UNDERLYING`` order, and its tier boundaries (days)."""
+    if not isinstance(d, dict):
+        raise InputError(f"missing SPAN parameters for {where.rsplit('.', 1)[-1]}", source=source, field=where)
+    unit = {"low": 0.0, "high": 1.0}
+    row = [_number(d, "price_scan_range", where, source, low=0.0, low_open=True, high=1.0),
+           _number(d, "vol_scan_range", where, source, low=0.0),
+           _number(d, "extreme_move_multiple", where, source, low=0.0),
+           _number(d, "extreme_cover_fraction", where, source, **unit)]
+    row += [_number(d, k, where, source, low=0.0) for k in _PER_UNDERLYING[4:]]
+    if row[0] * row[2] >= 1.0:
+        raise InputError(f"price_scan_range * extreme_move_multiple must be < 1 (a move of -100% or more), got "
+                         f"{row[0] * row[2]:g}", source=source, field=f"{where}.extreme_move_multiple")
+    t = d.get("tiers_days", [])
+    if not isinstance(t, list):
+        raise InputError("tiers_days must be a list of days", source=source, field=f"{where}.tiers_days")
+    t = [finite_number(x, source=source, field=f"{where}.tiers_days") for x in t]
+    if any(x <= 0 for x in t) or any(b <= a for a, b in zip(t, t[1:])):
+        raise InputError(f"tiers_days must be positive and increasing, got {t}", source=source,
+                         field=f"{where}.tiers_days")
+    return row, t
 
-    Raises ``InputError`` naming the field for anything missing or out of range.
-    """
-    source = config.get("_source", "config")
-    span = config.get("span")
-    if not isinstance(span, dict):
-        raise InputError("missing span section", source=source, field="span")
-    unds = span.get("underlyings")
-    if not isinstance(unds, dict):
-        raise InputError("missing span.underlyings", source=source, field="span.underlyings")
-    unknown = [u for u in unds if str(u).upper() not in UNDERLYINGS]
-    if unknown:
-        raise InputError(f"unknown underlying {unknown[0]!r} (known: {', '.join(UNDERLYINGS)})", source=source,
-                         field=f"span.underlyings.{unknown[0]}")
-    unds = {str(u).upper(): v for u, v in unds.items()}
-    rows, tiers = [], []
-    for u in UNDERLYINGS:
-        where = f"span.underlyings.{u}"
-        d = unds.get(u)
-        if not isinstance(d, dict):
-            raise InputError(f"missing SPAN parameters for {u}", source=source, field=where)
-        rows.append([
-            _number(d, "price_scan_range", where, source, allow_equal=False, maximum=1.0),
-            _number(d, "vol_scan_range", where, source),
-            _number(d, "extreme_move_multiple", where, source),
-            _number(d, "extreme_cover_fraction", where, source, maximum=1.0),
-            _number(d, "short_option_minimum", where, source),
-            _number(d, "intra_spread_rate", where, source),
-            _number(d, "spot_days", where, source),
-            _number(d, "spot_rate", where, source),
-        ])
-        if rows[-1][0] * rows[-1][2] >= 1.0:
-            raise InputError(f"price_scan_range * extreme_move_multiple must be < 1 (a move of -100% or more), got "
-                             f"{rows[-1][0] * rows[-1][2]:g}", source=source, field=f"{where}.extreme_move_multiple")
-        t = d.get("tiers_days", [])
-        if not isinstance(t, list):
-            raise InputError("tiers_days must be a list of days", source=source, field=f"{where}.tiers_days")
-        t = [finite_number(x, source=source, field=f"{where}.tiers_days") for x in t]
-        if any(x <= 0 for x in t) or any(b <= a for a, b in zip(t, t[1:])):
-            raise InputError(f"tiers_days must be positive and increasing, got {t}", source=source,
-                             field=f"{where}.tiers_days")
-        tiers.append(t)
-    k = max(1, max(len(t) for t in tiers))
-    tiers_arr = np.full((len(UNDERLYINGS), k), np.inf)
-    for i, t in enumerate(tiers):
-        tiers_arr[i, :len(t)] = t
-    horizon = _number(config, "horizon_days", "", source) if "horizon_days" in config else 1.0
 
+def _inter_spreads(span: dict, source: str):
+    """(legs, ratios, rates) of ``span.inter_spreads``, in config order."""
     legs, ratios, rates = [], [], []
     inter = span.get("inter_spreads") or []
     if not isinstance(inter, list):
@@ -172,14 +193,44 @@ def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
             raise InputError("the two legs must be different underlyings", source=source, field=f"{where}.legs")
         legs.append([UNDERLYINGS.index(u) for u in names])
         leg_d = {str(u).upper(): v for u, v in s["legs"].items()}
-        ratios.append([_number(leg_d, u, f"{where}.legs", source, allow_equal=False) for u in names])
-        rates.append(_number(s, "credit_rate", where, source, maximum=1.0))
+        ratios.append([_number(leg_d, u, f"{where}.legs", source, low=0.0, low_open=True) for u in names])
+        rates.append(_number(s, "credit_rate", where, source, low=0.0, high=1.0))
+    return legs, ratios, rates
+
+
+def _underlyings_section(span: dict, source: str) -> dict:
+    """``span.underlyings`` keyed by upper-case underlying; ``InputError`` for a missing or unknown one."""
+    unds = span.get("underlyings")
+    if not isinstance(unds, dict):
+        raise InputError("missing span.underlyings", source=source, field="span.underlyings")
+    unknown = [u for u in unds if str(u).upper() not in UNDERLYINGS]
+    if unknown:
+        raise InputError(f"unknown underlying {unknown[0]!r} (known: {', '.join(UNDERLYINGS)})", source=source,
+                         field=f"span.underlyings.{unknown[0]}")
+    return {str(u).upper(): v for u, v in unds.items()}
+
+
+def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
+    """``SpanParams`` from a config (``pmjax.io.config.load_config``): its ``span`` section and ``horizon_days``.
+
+    Raises ``InputError`` naming the file and field for anything missing or out of range.
+    """
+    source = config.get("_source", "config")
+    span = config.get("span")
+    if not isinstance(span, dict):
+        raise InputError("missing span section", source=source, field="span")
+    unds = _underlyings_section(span, source)
+    rows, tiers = zip(*[_underlying_row(unds.get(u), f"span.underlyings.{u}", source) for u in UNDERLYINGS])
+    k = max(1, max(len(t) for t in tiers))
+    tiers_arr = np.full((len(UNDERLYINGS), k), np.inf)
+    for i, t in enumerate(tiers):
+        tiers_arr[i, :len(t)] = t
+    horizon = _number(config, "horizon_days", "", source, low=0.0) if "horizon_days" in config else 1.0
+    legs, ratios, rates = _inter_spreads(span, source)
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     cols = np.asarray(rows, dtype=np.float64).T
     return SpanParams(
-        price_scan_range=f(cols[0]), vol_scan_range=f(cols[1]), extreme_move_multiple=f(cols[2]),
-        extreme_cover_fraction=f(cols[3]), short_option_minimum=f(cols[4]), intra_spread_rate=f(cols[5]),
-        spot_days=f(cols[6]), spot_rate=f(cols[7]), tiers_days=f(tiers_arr), horizon_days=f(horizon),
+        **{k: f(cols[i]) for i, k in enumerate(_PER_UNDERLYING)}, tiers_days=f(tiers_arr), horizon_days=f(horizon),
         inter_legs=jnp.asarray(np.asarray(legs, dtype=np.int32).reshape(-1, 2)),
         inter_ratios=f(np.asarray(ratios, dtype=np.float64).reshape(-1, 2)),
         inter_credit_rate=f(np.asarray(rates, dtype=np.float64).reshape(-1)),
@@ -191,7 +242,7 @@ def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
 def _days(book: Book):
     """Days to expiry, nudged up by a few ulps so an expiry exactly on a boundary (30.0 days computed
     as 29.999999999999996) counts as reaching it."""
-    d = book.expiry_years * 365.0
+    d = book.expiry_years * DAYS_PER_YEAR
     return d + jnp.maximum(d, 1.0) * (1024 * jnp.finfo(d.dtype).eps)
 
 
@@ -206,7 +257,7 @@ def position_composite_deltas(book: Book, params: SpanParams) -> Float[Array, " 
     As in the scan, a price point of underlying u moves only u.
     """
     dtype = book.quantity.dtype
-    dt = params.horizon_days * (1.0 / 365.0)
+    dt = params.horizon_days * DAY
     no_vol_shift = jnp.zeros_like(book.quantity)
     coin = jnp.maximum(book.margin_coin, 0)
     own_coin = book.underlying == coin
@@ -226,8 +277,9 @@ def position_composite_deltas(book: Book, params: SpanParams) -> Float[Array, " 
     return jnp.asarray(COMPOSITE_DELTA_WEIGHTS, dtype) @ deltas
 
 
-def span_core(book: Book, params: SpanParams) -> SpanResult:
-    """SPAN for one account's book (SPEC section 5); jit and vmap freely."""
+def span_margin(book: Book, params: SpanParams) -> SpanResult:
+    """SPAN for one account's book (SPEC section 5; formulas: docs/methodology.md, SPAN section). Pure and
+    branch-free: jit it, or ``jax.jit(jax.vmap(span_margin, in_axes=(0, None)))`` over accounts."""
     dtype = book.quantity.dtype
     n_und = len(UNDERLYINGS)
     und_index = jnp.arange(n_und, dtype=book.underlying.dtype)
@@ -305,21 +357,18 @@ def span_core(book: Book, params: SpanParams) -> SpanResult:
     )
 
 
-#: one account (a book of the same bucket size and dtype reuses the compiled code)
-span_margin = jax.jit(span_core)
-#: many accounts: every leaf of the book carries a leading accounts axis; parameters are shared
-span_margin_batch = jax.jit(jax.vmap(span_core, in_axes=(0, None)))
-
-
 # ---------------------------------------------------------------- JSON
 
 def _f(x) -> float:
     return float(np.asarray(x)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def span_section(result: SpanResult, underlyings, resolved=None, *, as_of=None) -> dict:
+def span_section(result: SpanResult, underlyings, resolved=None, *, as_of=None, params: SpanParams | None = None,
+                 market=None, margin_currency: str = "USD") -> dict:
     """The SPEC section 3 ``span`` JSON section of one (unbatched) result, for ``underlyings`` (names);
-    with ``resolved`` (the book's positions, in book order) it adds ``by_position`` (``position_rows``)."""
+    with ``resolved`` (the book's positions, in book order) it adds ``by_position`` (``_position_rows``;
+    ``as_of``: the market's, for exact days to expiry); with ``params`` (and the ``market``, the book's
+    ``margin_currency``) it adds ``parameters`` (``_parameters_section``): enough to re-derive every figure."""
     r = jax.tree_util.tree_map(np.asarray, result)
     by = {}
     for u in UNDERLYINGS:
@@ -339,18 +388,20 @@ def span_section(result: SpanResult, underlyings, resolved=None, *, as_of=None) 
         }
     doc = {"risk": _f(r.risk), "nov": _f(r.nov), "total": _f(r.total), "by_underlying": by}
     if resolved is not None:
-        doc["by_position"] = position_rows(r, resolved, as_of=as_of)
+        doc["by_position"] = _position_rows(r, resolved, as_of=as_of)
+    if params is not None:
+        doc["parameters"] = _parameters_section(params, market, margin_currency)
     return doc
 
 
 def _days_to_expiry(p, as_of) -> float:
     """Days from ``as_of`` to the expiry (exact for whole days), else from the position's year fraction."""
     if as_of is not None:
-        return (p.instrument.expiry - as_of).total_seconds() / 86400.0
-    return p.expiry_years * 365.0
+        return (p.instrument.expiry - as_of).total_seconds() / SECONDS_PER_DAY
+    return p.expiry_years * DAYS_PER_YEAR
 
 
-def position_rows(result: SpanResult, resolved, *, as_of=None) -> list[dict]:
+def _position_rows(result: SpanResult, resolved, *, as_of=None) -> list[dict]:
     """Per-position detail (SPEC section 5 inputs), in book order: instrument, underlying, kind, right
     (options), quantity (coins), days_to_expiry (None for spot and perpetuals), tier (1-based),
     in_spot_month, risk_array (16 weighted losses, margin currency), composite_delta (coins, quantity
@@ -369,7 +420,7 @@ def position_rows(result: SpanResult, resolved, *, as_of=None) -> list[dict]:
     return rows
 
 
-def parameters_section(params: SpanParams, market, margin_currency: str) -> dict:
+def _parameters_section(params: SpanParams, market, margin_currency: str) -> dict:
     """The SPAN inputs a user needs besides the positions to redo SPEC section 5 by hand: per underlying
     today's ``spot`` (USD) and its parameters, the inter-commodity spreads in the order they apply, the
     horizon, and ``usd_to_margin`` (1 for USD, 1 / spot of the margin coin) that converts the USD-stated
@@ -387,101 +438,5 @@ def parameters_section(params: SpanParams, market, margin_currency: str) -> dict
             "underlyings": unds, "inter_spreads": inter}
 
 
-def span_report(portfolio, market, config: dict, dtype=jnp.float64, *, positions: bool = False,
-                params: SpanParams | None = None) -> dict:
-    """The ``span`` section of ``pmjax margin`` for one portfolio; with ``positions`` also ``by_position``
-    (``position_rows``) and ``parameters`` (``parameters_section``), enough to re-derive every figure."""
-    params = span_params(config, dtype=dtype) if params is None else params
-    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
-    result = span_margin(book, params)
-    doc = span_section(result, {p.instrument.underlying for p in portfolio.positions},
-                       resolved if positions else None, as_of=market.as_of)
-    if positions:
-        doc["parameters"] = parameters_section(params, market, portfolio.margin_currency)
-    return doc
-
-
-# ---------------------------------------------------------------- risk parameter file
-
-def listed_contracts(market) -> list[Instrument]:
-    """Every contract the market lists: each option of every smile (call and put, inverse), the future of
-    each expiry with a forward (inverse), and the perpetual, per underlying."""
-    out = []
-    for u in UNDERLYINGS:
-        if u not in market.underlyings:
-            continue
-        m = market.underlyings[u]
-        for e in sorted(m.smiles):
-            for k in m.smiles[e].strikes:
-                for right in ("call", "put"):
-                    out.append(Instrument(u, "option", "inverse", e, float(k), right))
-        for e in sorted(m.forwards):
-            out.append(Instrument(u, "future", "inverse", e))
-        out.append(Instrument(u, "perpetual", "inverse"))
-    return [i for i in out if i.expiry is None or market.years_to(i.expiry) >= 0]
-
-
-RISK_FILE_COLUMNS = ("instrument", "underlying", "kind", "settlement", "expiry", "strike", "right", "days",
-                     "forward", "vol", "price_usd", "composite_delta", "tier") + tuple(
-    f"L{i}" for i in range(1, N_SPAN_SCENARIOS + 1))
-
-
-def risk_parameter_rows(market, params: SpanParams) -> list[dict]:
-    """Risk array (USD losses, weights applied) and composite delta of 1 coin long of every listed contract."""
-    dtype = params.price_scan_range.dtype
-    contracts = listed_contracts(market)
-    if not contracts:
-        raise InputError("the market lists no contracts", source=market.source)
-    resolved = resolve(contracts, [1.0] * len(contracts), market)
-    book = make_book(resolved, market, "USD", dtype=dtype, size=bucket_size(len(resolved)))
-    r = jax.tree_util.tree_map(np.asarray, span_margin(book, params))
-    rows = []
-    for i, p in enumerate(resolved):
-        inst = p.instrument
-        row = {"instrument": inst.name, "underlying": inst.underlying, "kind": inst.kind,
-               "settlement": inst.settlement, "expiry": inst.expiry.isoformat() if inst.expiry else "",
-               "strike": inst.strike if inst.strike is not None else "", "right": inst.right or "",
-               "days": p.expiry_years * 365.0, "forward": p.forward, "vol": p.vol if inst.is_option else "",
-               "price_usd": float(r.position_value[i]) if inst.is_option else 0.0,
-               "composite_delta": float(r.position_composite_delta[i]), "tier": int(r.position_tier[i]) + 1}
-        for s in range(N_SPAN_SCENARIOS):
-            row[f"L{s + 1}"] = _f(r.position_risk_array[s, i])
-        rows.append(row)
-    return rows
-
-
-def risk_parameter_file(market, config: dict, path: str, dtype=jnp.float64) -> list[dict]:
-    """Write the market's SPAN risk parameter file (per-contract risk arrays of 1 coin long, USD) to ``path``:
-    CSV for ``.csv``, JSON for ``.json`` (``{"as_of", "market", "currency", "scenarios", "parameters",
-    "contracts"}``). ``price_usd`` is the option premium (0 for futures, valued as P&L). Returns the rows."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".csv", ".json"):
-        raise InputError(f"unknown file type {ext!r} for a risk parameter file (use .csv or .json)", source=path)
-    params = span_params(config, dtype=dtype)
-    rows = risk_parameter_rows(market, params)
-    try:
-        if ext == ".csv":
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(RISK_FILE_COLUMNS))
-                w.writeheader()
-                w.writerows(rows)
-        else:
-            grid = jax.tree_util.tree_map(np.asarray, params.grid)
-            doc = {"as_of": market.as_of.isoformat(), "market": market.source, "currency": "USD",
-                   "quantity": 1.0, "losses_positive": True,
-                   "scenarios": {u: {"price_move": grid.price_move[i].tolist(), "vol_shift": grid.vol_shift[i].tolist(),
-                                     "weight": grid.weight[i].tolist()} for i, u in enumerate(UNDERLYINGS)},
-                   "horizon_days": float(params.horizon_days),
-                   "parameters": config.get("span"),
-                   "contracts": [dict({k: v for k, v in r.items() if not k.startswith("L")},
-                                      risk_array=[r[f"L{s + 1}"] for s in range(N_SPAN_SCENARIOS)]) for r in rows]}
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=1)
-    except OSError as e:
-        raise InputError(f"cannot write file: {e.strerror}", source=path) from None
-    return rows
-
-
-__all__ = ["SpanParams", "SpanResult", "listed_contracts", "parameters_section", "position_composite_deltas",
-           "position_rows", "risk_parameter_file", "risk_parameter_rows", "span_core", "span_margin", "span_margin_batch",
-           "span_params", "span_report", "span_section"]
+__all__ = ["SpanParams", "SpanResult", "position_composite_deltas", "span_margin", "span_params",
+           "span_section"]

@@ -26,15 +26,18 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmjax.io import history
-from pmjax.scenarios import montecarlo
-from pmjax.core.book import Book, book_from_portfolio
+from pmjax.batch.sharding import mc_chunk
+from pmjax.core.book import Book
 from pmjax.core.market import Market
-from pmjax.core.portfolio import Portfolio, Position
+from pmjax.scenarios import montecarlo
+from pmjax.scenarios.historical import HistoricalScenarios, historical_scenarios, scenario_losses, \
+    scenario_tail_allocation
+from pmjax.scenarios.mc_models import ScenarioModel, ScenarioParams
 
 PNL_PROBABILITIES = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)
 
@@ -104,22 +107,6 @@ def pnl_histogram(losses, bins: int = 80, tail: float = 2e-4) -> dict:
     return {"edges": edges.tolist(), "counts": counts.tolist()}
 
 
-# ---------------------------------------------------------------- Monte Carlo
-
-
-@dataclasses.dataclass
-class MonteCarloResult:
-    """A Monte Carlo run: the loss of every path, its tail estimate and per-position ES contributions."""
-
-    losses: np.ndarray
-    estimate: TailEstimate
-    contributions: np.ndarray  # per book row (padding rows 0)
-    spec: montecarlo.ModelSpec
-    params: montecarlo.ScenarioParams
-    info: dict
-    seed: int
-
-
 #: on a CPU, path x position revaluations per compiled call: 2^22 (4,096 paths x 1,024 positions) ran
 #: 10-15% faster than 16,384 or 65,536 paths on this project's 2-core CPU (float32 and float64), the
 #: intermediates staying nearer the cache; at most 65,536 paths a call
@@ -134,10 +121,6 @@ def auto_chunk(rows: int, dtype, devices=None) -> int:
     estimated footprint (``pmjax.sharding.mc_chunk``) fits a quarter of the memory free now, capped on a
     CPU at ``CPU_REVALUATIONS_PER_CALL / rows`` (and 65,536) paths, on an accelerator at 2^20. The figures
     do not depend on it (paths are drawn per index)."""
-    import jax
-
-    from pmjax.batch.sharding import mc_chunk
-
     devices = list(devices) if devices is not None else jax.local_devices()
     if devices[0].platform == "cpu":
         cap = min(CPU_CHUNK_CAP, 1 << max(0, (CPU_REVALUATIONS_PER_CALL // max(rows, 1)).bit_length() - 1))
@@ -147,65 +130,94 @@ def auto_chunk(rows: int, dtype, devices=None) -> int:
     return mc_chunk(rows, dtype, n_devices=len(devices), cap=cap)
 
 
-def monte_carlo(book: Book, market: Market, settings: montecarlo.VarSettings, *, devices=None,
-                model=None) -> MonteCarloResult:
-    """Simulate ``settings.paths`` paths of ``book`` and estimate VaR/ES with ES contributions.
-
-    ``model``: a (spec, params, info) triple from ``montecarlo.build_model`` to reuse (e.g. the same
-    model for a what-if book); built from ``market`` and ``settings`` when None.
-    """
-    dtype = book.quantity.dtype
-    spec, params, info = model if model is not None else montecarlo.build_model(market, settings, dtype=dtype)
-    chunk = settings.chunk or auto_chunk(book.size, dtype, devices)
-    losses = montecarlo.simulate_losses(book, spec, params, paths=settings.paths, seed=settings.seed,
-                                        chunk=chunk, devices=devices, progress=settings.progress)
-    est = var_es(losses, settings.confidence)
-    _, parts = montecarlo.tail_allocation(book, spec, params, seed=settings.seed, indices=est.tail,
-                                          chunk=chunk, devices=devices)
-    return MonteCarloResult(losses, est, parts, spec, params, info, settings.seed)
+# ---------------------------------------------------------------- the three doors
 
 
-# ---------------------------------------------------------------- historical simulation
-
-
-@dataclasses.dataclass
-class HistoricalResult:
+class HistoricalResult(eqx.Module):
     """Historical simulation: each day's joint moves applied to today's book."""
 
     dates: np.ndarray
     losses: np.ndarray
-    estimate: TailEstimate
+    estimate: TailEstimate = eqx.field(static=True)
     contributions: np.ndarray
 
 
-def historical(book: Book, market: Market, settings: montecarlo.VarSettings, params=None) -> HistoricalResult:
-    """VaR/ES from the actual joint h-day moves of BTC and ETH closes and of their DVOL (log changes;
-    overlapping windows for h > 1) over the history window, applied to today's book (no random draws).
+class VarParams(eqx.Module):
+    """Everything the VaR measure needs: the validated ``var`` config (``settings``), the Monte Carlo
+    model (a jit-static strategy object) and its arrays, and the historical scenarios (None: not run)."""
 
-    Each day's DVOL log change shifts the underlying's smile by atm_vol (exp(change) - 1); days without
-    DVOL (before 2021-03-24) are not used. ``params``: the scenario model's arrays (for atm_vol and the
-    vol floor); built from the market when None.
-    """
-    if params is None:
-        _, params, _ = montecarlo.build_model(market, dataclasses.replace(settings, model="normal"),
-                                              dtype=book.quantity.dtype)
-    h = settings.horizon_days
-    if h != int(h):
-        raise ValueError(f"historical simulation needs a whole number of days, got {h}")
-    start, end = montecarlo.history_window(settings, market)
-    us = montecarlo.UNDERLYINGS
-    joint = history.bundled_joint_returns(us, h=int(h), start=start, end=end, dvol=True)
-    returns, vol_changes = joint.values[:, : len(us)], joint.values[:, len(us):]
-    if not settings.vol_moves:
-        vol_changes = np.zeros_like(vol_changes)
-    shocks = montecarlo.historical_shocks(book, params, returns, vol_changes, h)
-    losses = montecarlo.explicit_losses(book, shocks)
-    est = var_es(losses, settings.confidence)
-    _, parts = montecarlo.explicit_tail_allocation(book, shocks, est.tail)
-    return HistoricalResult(joint.dates, losses, est, parts)
+    model: ScenarioModel = eqx.field(static=True)
+    scenario: ScenarioParams
+    info: dict = eqx.field(static=True)  # the model's inputs, JSON-able (the section's ``scenario``)
+    settings: montecarlo.VarSettings = eqx.field(static=True)
+    historical: HistoricalScenarios | None = None
+    historical_dates: np.ndarray | None = None
+
+    def __check_init__(self):
+        s = self.settings
+        if not 0.0 < s.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {s.confidence}")
+        if s.paths < 1 or (s.chunk is not None and s.chunk < 1):
+            raise ValueError(f"paths and chunk must be >= 1, got {s.paths}, {s.chunk}")
+        if s.horizon_days <= 0:
+            raise ValueError(f"horizon_days must be positive, got {s.horizon_days}")
+        if self.model.name != s.model or self.model.antithetic != s.antithetic:
+            raise ValueError(f"the model {self.model} does not match the config's {s.model!r}")
+        if (self.historical is None) != (self.historical_dates is None):
+            raise ValueError("historical scenarios need their dates")
 
 
-# ---------------------------------------------------------------- report
+def var_params(config: dict | None, *, market: Market, dtype=jnp.float64, paths: int | None = None,
+               seed: int | None = None, confidence: float | None = None, progress=None,
+               historical: bool | None = None) -> VarParams:
+    """``config['var']`` and ``config['horizon_days']`` validated (``InputError`` naming the file and field;
+    ``paths``, ``seed``, ``confidence``, ``progress`` override them when given) and the scenario model
+    built for ``market``. ``historical``: run historical simulation (default ``var.historical``; only for a
+    whole number of days)."""
+    settings = montecarlo.var_settings(config, paths=paths, seed=seed, confidence=confidence, progress=progress)
+    model, scenario, info = montecarlo.build_model(market, settings, dtype=dtype)
+    run_hs = settings.historical if historical is None else historical
+    dates = scenarios = None
+    if run_hs and settings.horizon_days == int(settings.horizon_days):
+        dates, scenarios = historical_scenarios(market, settings, scenario, dtype=dtype)
+    return VarParams(model, scenario, info, settings, scenarios, dates)
+
+
+class VarResult(eqx.Module):
+    """A VaR run: the loss of every Monte Carlo path, its tail estimate, per-position ES contributions
+    (per book row, padding rows 0) and the historical simulation (None when not run)."""
+
+    losses: np.ndarray
+    estimate: TailEstimate = eqx.field(static=True)
+    contributions: np.ndarray
+    params: VarParams
+    historical: HistoricalResult | None = None
+
+
+def var_margin(book: Book, params: VarParams, *, devices=None) -> VarResult:
+    """Monte Carlo VaR/ES of ``book`` with ES contributions (``params.settings.paths`` paths, chunked and
+    sharded over ``devices``, default every local device), and historical simulation when
+    ``params.historical`` is set. See docs/methodology.md for the formulas."""
+    s = params.settings
+    chunk = s.chunk or auto_chunk(book.size, book.quantity.dtype, devices)
+    losses = montecarlo.simulate_losses(book, params.model, params.scenario, paths=s.paths, seed=s.seed,
+                                        chunk=chunk, devices=devices, progress=s.progress)
+    est = var_es(losses, s.confidence)
+    _, parts = montecarlo.tail_allocation(book, params.model, params.scenario, seed=s.seed, indices=est.tail,
+                                          chunk=chunk, devices=devices)
+    hs = None
+    if params.historical is not None:
+        hs = historical_simulation(book, params.historical, params.historical_dates, s.confidence)
+    return VarResult(losses, est, parts, params, hs)
+
+
+def historical_simulation(book: Book, scenarios: HistoricalScenarios, dates: np.ndarray,
+                          confidence: float) -> HistoricalResult:
+    """VaR/ES and contributions of ``book`` over the historical days (``pmjax.scenarios.historical``)."""
+    losses = scenario_losses(book, scenarios)
+    est = var_es(losses, confidence)
+    _, parts = scenario_tail_allocation(book, scenarios, est.tail)
+    return HistoricalResult(dates, losses, est, parts)
 
 
 def _figures(est: TailEstimate, contributions: np.ndarray, n_positions: int) -> dict:
@@ -213,105 +225,26 @@ def _figures(est: TailEstimate, contributions: np.ndarray, n_positions: int) -> 
             "tail_size": est.k, "contributions": [float(c) for c in contributions[:n_positions]]}
 
 
-def var_report(portfolio: Portfolio, market: Market, config: dict | None = None, *, paths: int | None = None,
-               seed: int | None = None, confidence: float | None = None, dtype=jnp.float64, devices=None,
-               progress: bool | None = None, historical_simulation: bool | None = None) -> dict:
-    """The SPEC section 3 ``var`` document for one account.
-
-    ``config``: the merged configuration (``pmjax.config.load_config``), its ``var`` section and
-    ``horizon_days``; ``paths``, ``seed``, ``confidence`` override it when given. Keys: model,
-    confidence, horizon_days, paths, seed, var, es, var_stderr, es_stderr, contributions (per position
-    of ``portfolio``, in order, summing to es), and also currency, tail_size, nu (student_t),
-    antithetic, scenario (the model's inputs: vols, vol of vol, correlations, history window),
-    pnl_quantiles and pnl_histogram (P&L, gain positive) and historical (historical simulation:
-    days, start, end, var, es, var_stderr, es_stderr, contributions, worst_days).
-    """
-    settings = montecarlo.var_settings(config, paths=paths, seed=seed, confidence=confidence, progress=progress)
-    book, _ = book_from_portfolio(portfolio, market, dtype=dtype)
-    n_pos = len(portfolio.positions)
-    model = montecarlo.build_model(market, settings, dtype=dtype)
-    mc = monte_carlo(book, market, settings, devices=devices, model=model)
-    doc = {"model": settings.model, "confidence": settings.confidence, "horizon_days": settings.horizon_days,
-           "paths": settings.paths, "seed": settings.seed, **_figures(mc.estimate, mc.contributions, n_pos),
-           "currency": portfolio.margin_currency, "antithetic": settings.antithetic}
-    if settings.horizon_days == int(settings.horizon_days):
-        doc["horizon_days"] = int(settings.horizon_days)
-    if settings.model == "student_t":
-        doc["nu"] = settings.nu
-    doc["scenario"] = mc.info
-    doc["pnl_quantiles"] = pnl_quantiles(mc.losses)
-    doc["pnl_histogram"] = pnl_histogram(mc.losses)
-    run_hs = settings.historical if historical_simulation is None else historical_simulation
-    if run_hs and settings.horizon_days == int(settings.horizon_days):
-        hs = historical(book, market, settings, params=mc.params)
+def var_section(result: VarResult, *, n_positions: int, currency: str) -> dict:
+    """The SPEC section 3 ``var`` document. Keys: model, confidence, horizon_days, paths, seed, var, es,
+    var_stderr, es_stderr, tail_size, contributions (per position, the first ``n_positions`` book rows,
+    summing to es), currency, antithetic, nu (student_t), scenario (the model's inputs), pnl_quantiles
+    and pnl_histogram (P&L, gain positive) and historical (days, start, end, the figures, worst_days)."""
+    s = result.params.settings
+    doc = {"model": s.model, "confidence": s.confidence, "horizon_days": s.horizon_days,
+           "paths": s.paths, "seed": s.seed, **_figures(result.estimate, result.contributions, n_positions),
+           "currency": currency, "antithetic": s.antithetic}
+    if s.horizon_days == int(s.horizon_days):
+        doc["horizon_days"] = int(s.horizon_days)
+    if s.model == "student_t":
+        doc["nu"] = s.nu
+    doc["scenario"] = result.params.info
+    doc["pnl_quantiles"] = pnl_quantiles(result.losses)
+    doc["pnl_histogram"] = pnl_histogram(result.losses)
+    hs = result.historical
+    if hs is not None:
         worst = hs.estimate.tail[: min(5, hs.estimate.k)]
         doc["historical"] = {"days": len(hs.losses), "start": str(hs.dates[0]), "end": str(hs.dates[-1]),
-                             **_figures(hs.estimate, hs.contributions, n_pos),
+                             **_figures(hs.estimate, hs.contributions, n_positions),
                              "worst_days": [{"date": str(hs.dates[i]), "loss": float(hs.losses[i])} for i in worst]}
     return doc
-
-
-# ---------------------------------------------------------------- memory footprint
-
-
-def synthetic_options_portfolio(market: Market, n_options: int = 100, *, seed: int = 0) -> Portfolio:
-    """``n_options`` distinct listed BTC and ETH options of ``market`` (inverse, every listed expiry and
-    strike within 30% of the forward), with random long and short quantities: a stand-in desk book."""
-    from pmjax.core.instruments import Instrument
-    from pmjax.core.portfolio import make_portfolio
-
-    rng = np.random.default_rng(seed)
-    listed = []
-    for u in ("BTC", "ETH"):
-        listed += [(u, e, k) for e, k in market.listed_strikes(u, 0.3)]
-    if len(listed) * 2 < n_options:
-        raise ValueError(f"the market lists {len(listed)} strikes near the money; need {n_options // 2}")
-    picks = rng.choice(len(listed) * 2, size=n_options, replace=False)
-    positions = []
-    for p in picks:
-        u, e, k = listed[p // 2]
-        qty = float(rng.choice([-1.0, 1.0]) * rng.integers(1, 10) * (1.0 if u == "BTC" else 10.0))
-        positions.append(Position(Instrument(u, "option", "inverse", e, k, "call" if p % 2 else "put"), qty))
-    return make_portfolio(positions, account=f"synthetic-{n_options}-options", source="synthetic")
-
-
-def measure_footprint(paths: int = 1_000_000, n_options: int = 100, *, chunk: int = 65_536,
-                      model: str = "student_t", dtype=jnp.float64, market: Market | None = None) -> dict:
-    """Run ``paths`` Monte Carlo paths of a ``n_options``-option book in chunks on the default device and
-    report the process's peak resident memory (``resource.getrusage``, MiB) before and after, the
-    wall time (compile included, and a second timed run) and revaluations per second."""
-    import resource
-    import time
-
-    from pmjax.io.market import load_market
-
-    def peak_mib() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
-
-    market = market or load_market()
-    portfolio = synthetic_options_portfolio(market, n_options)
-    settings = montecarlo.var_settings({"var": {"model": model, "paths": paths, "chunk": chunk,
-                                                "historical": False}})
-    book, _ = book_from_portfolio(portfolio, market, dtype=dtype)
-    spec, params, _ = montecarlo.build_model(market, settings, dtype=dtype)
-    before = peak_mib()
-    t0 = time.perf_counter()
-    losses = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=0, chunk=chunk, progress=False)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    losses = montecarlo.simulate_losses(book, spec, params, paths=paths, seed=0, chunk=chunk, progress=False)
-    second = time.perf_counter() - t0
-    est = var_es(losses, settings.confidence)
-    return {"paths": paths, "options": n_options, "book_rows": book.size, "chunk": chunk, "model": model,
-            "dtype": str(jnp.dtype(dtype)), "device": str(jax.devices()[0]),
-            "peak_rss_mib_before": round(before, 1), "peak_rss_mib": round(peak_mib(), 1),
-            "seconds_first_run": round(first, 2), "seconds": round(second, 2),
-            "revaluations_per_s": paths * n_options / second, "es": est.es, "var": est.var}
-
-
-if __name__ == "__main__":  # python -m pmjax.var [paths] [options] [chunk]
-    import json
-    import sys
-
-    args = [int(a) for a in sys.argv[1:4]]
-    print(json.dumps(measure_footprint(*args[:2], **({"chunk": args[2]} if len(args) > 2 else {})), indent=1))

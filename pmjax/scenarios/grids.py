@@ -16,8 +16,9 @@ Two presets build grids from a method's parameters: ``span_grid`` (SPAN's 16 sce
 ``deribit_grid`` (Deribit's 3 (2B+1) standard + extended scenarios, a ``DeribitGrid``). A Deribit
 scenario's vol move depends on each option's days to expiry, so ``DeribitGrid`` stores it as data: a
 vol state per scenario (+1 up, 0 same, -1 down) and a ``RelativeVolShock`` rule that turns a state into
-each position's absolute vol shift. Either grid becomes a batch of ``pmjax.kernel.Shock`` for a book
-(``underlying_shocks``, ``DeribitGrid.shocks``), valued by the same kernel.
+each position's absolute vol shift. Both are ``base.ScenarioSet``s: ``shocks(book)`` gives a batch of
+``pmjax.kernel.Shock`` with one scenario axis (``Grid.shocks`` flattens ``underlying_shocks``), valued by
+the same kernel (``pnl(book)``). See docs/methodology.md sections on SPAN and the Deribit grid.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from jaxtyping import Array, Bool, Float, Int
 
 from pmjax.core.book import OPTION, Book
 from pmjax.core.instruments import UNDERLYINGS
-from pmjax.core.kernel import DAY, Shock, no_shock, own_underlying_values, position_values, scenario_pnl
+from pmjax.core.kernel import Shock, no_shock, own_underlying_values, position_values
+from pmjax.core.units import DAY, DAYS_PER_YEAR
+from pmjax.scenarios.base import ScenarioSet
 
 #: implied vols never fall below 1% in a scenario
 VOL_FLOOR = 0.01
@@ -48,8 +51,9 @@ COMPOSITE_DELTA_STEPS = np.array([-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0])
 COMPOSITE_DELTA_WEIGHTS = np.array([0.037, 0.111, 0.217, 0.270, 0.217, 0.111, 0.037])
 
 
-class Grid(eqx.Module):
-    """Scenarios per underlying: (u, s) arrays of moves and weights, shared time step and vol floor."""
+class Grid(ScenarioSet):
+    """Scenarios per underlying: (u, s) arrays of moves and weights, shared time step and vol floor.
+    As a ``ScenarioSet`` its shocks are ``underlying_shocks`` flattened to (u s,), underlying-major."""
 
     price_move: Float[Array, "u s"]  # fractional spot/forward move of underlying u in scenario s
     vol_shift: Float[Array, "u s"]  # absolute implied-vol shift of u's positions
@@ -60,6 +64,12 @@ class Grid(eqx.Module):
     @property
     def n_scenarios(self) -> int:
         return self.price_move.shape[-1]
+
+    def shocks(self, book: Book) -> Shock:
+        """``underlying_shocks(book, self)`` flattened to one scenario axis of u x s (underlying-major)."""
+        n_und, n_scen = self.price_move.shape
+        return jax.tree_util.tree_map(lambda x: x.reshape((n_und * n_scen,) + x.shape[2:]),
+                                      underlying_shocks(book, self))
 
 
 def span_grid(price_scan_range, vol_scan_range, extreme_move_multiple, extreme_cover_fraction, horizon_days, *,
@@ -101,10 +111,8 @@ def underlying_shocks(book: Book, grid: Grid) -> Shock:
 
 def full_pnl(book: Book, grid: Grid) -> Float[Array, "u s n"]:
     """P&L of every position (margin currency, gain positive) under scenario s of underlying u."""
-    shocks = underlying_shocks(book, grid)
     n_und, n_scen = grid.price_move.shape
-    flat = jax.tree_util.tree_map(lambda x: x.reshape((n_und * n_scen,) + x.shape[2:]), shocks)
-    return scenario_pnl(book, flat).reshape(n_und, n_scen, -1)
+    return grid.pnl(book).reshape(n_und, n_scen, -1)
 
 
 def own_underlying_pnl(book: Book, grid: Grid) -> Float[Array, "s n"]:
@@ -155,7 +163,7 @@ class RelativeVolShock(eqx.Module):
     def shocked_vols(self, book: Book):
         """(vol up, vol down) of each position of ``book`` (shape (n,) each)."""
         u = book.underlying
-        dte = book.expiry_years * 365.0
+        dte = book.expiry_years * DAYS_PER_YEAR
         power = jnp.where(dte < self.reference_days, self.short_term_power[u], self.long_term_power[u])
         f = (self.reference_days / jnp.maximum(dte, self.dte_floor_days)) ** power
         up = jnp.maximum(book.vol * (1.0 + self.range_up[u] * f), self.min_vol_up[u])
@@ -173,7 +181,7 @@ class RelativeVolShock(eqx.Module):
                          jnp.where(state == VOL_DOWN, down_shift[None, :], jnp.zeros((), up_shift.dtype)))
 
 
-class DeribitGrid(eqx.Module):
+class DeribitGrid(ScenarioSet):
     """Deribit's scenarios as data: the first ``n_standard`` are the standard table, the rest the extended one.
 
     In scenario s every underlying u moves by ``price_move[u, s]`` at once (a position sees only its own

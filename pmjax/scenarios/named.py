@@ -1,17 +1,28 @@
-"""Named joint scenarios (stress days, user files): a move of every underlying's price and implied vol."""
+"""Named joint scenarios (stress days, user files): a move of every underlying's price and implied vol.
+
+``load_scenarios`` reads them as ``StressScenario``s; ``named_scenarios`` turns a list into a
+``NamedScenarios`` set (a ``base.ScenarioSet``: scenario s moves every underlying at once).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from pmjax.core.book import Book
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, finite_number
+from pmjax.core.instruments import UNDERLYINGS
+from pmjax.core.validate import finite_number
+from pmjax.core.kernel import Shock
+from pmjax.core.units import DAYS_PER_YEAR
 from pmjax.io.documents import read_document
+from pmjax.scenarios.base import ScenarioSet
+from pmjax.scenarios.grids import VOL_FLOOR
 
 
 @dataclasses.dataclass(frozen=True)
-
-
 class StressScenario:
     """A joint move of every underlying at once: spot (fraction) and implied vol (absolute) shifts."""
 
@@ -64,3 +75,27 @@ def load_scenarios(path: str) -> list[StressScenario]:
             raise InputError(f"days must be >= 0, got {days:g}", source=path, field=f"{where}.days")
         out.append(StressScenario(name, tuple(price), tuple(vol), days))
     return out
+
+
+class NamedScenarios(ScenarioSet):
+    """Joint moves as arrays: in scenario s spot and every forward of underlying u scale by
+    1 + ``price_move[s, u]``, each position's vol shifts by ``vol_shift[s, u]`` of its underlying
+    (floored at ``vol_floor``) and time advances ``dt[s]`` years."""
+
+    price_move: Float[Array, "s u"]  # fraction of spot
+    vol_shift: Float[Array, "s u"]  # absolute vol
+    dt: Float[Array, " s"]  # years
+    vol_floor: Float[Array, ""]
+
+    def shocks(self, book: Book) -> Shock:
+        """One ``Shock`` per scenario (leading axis s) for ``book``."""
+        floor = jnp.broadcast_to(self.vol_floor, self.dt.shape)
+        return Shock(1.0 + self.price_move, self.vol_shift[:, book.underlying], self.dt, floor)
+
+
+def named_scenarios(scenarios: list[StressScenario], *, dtype=jnp.float64) -> NamedScenarios:
+    """The ``NamedScenarios`` set of ``scenarios`` (e.g. from ``load_scenarios``), in their order."""
+    return NamedScenarios(price_move=jnp.asarray([s.price_move for s in scenarios], dtype),
+                          vol_shift=jnp.asarray([s.vol_shift for s in scenarios], dtype),
+                          dt=jnp.asarray([s.days / DAYS_PER_YEAR for s in scenarios], dtype),
+                          vol_floor=jnp.asarray(VOL_FLOOR, dtype))

@@ -22,15 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import pmjax  # noqa: F401  (float64 on)
-from pmjax.bench import harness as bench
+jax.config.update("jax_enable_x64", True)  # float64: pmjax changes no JAX setting by itself
+from pmjax.bench import books as bench
 from pmjax.scenarios import montecarlo
 from pmjax.io.config import load_config
-from pmjax.measures.deribit import deribit_margin_batch, deribit_params
+from pmjax.batch.sharding import vmapped
+from pmjax.measures.deribit import deribit_margin, deribit_params
 from pmjax.core.fast_greeks import unit_greeks_fast
 from pmjax.core.kernel import unit_greeks_jit
 from pmjax.io.market import load_market
-from pmjax.measures.span import span_margin_batch, span_params
+from pmjax.measures.span import span_margin, span_params
 from pmjax.measures.var import var_es
 
 #: (accounts, options, Monte Carlo paths): full and --small (the CPU test of the script)
@@ -43,9 +44,9 @@ def figures(dtype, small: bool) -> dict[str, np.ndarray]:
     config = load_config()
     out = {}
     books = bench.random_account_books(accounts, 20, dtype, seed=31)
-    span = span_margin_batch(books, span_params(config, dtype=dtype))
+    span = vmapped(span_margin)(books, span_params(config, dtype=dtype))
     out.update({f"span.{k}": np.asarray(v) for k, v in vars(span).items()})
-    deribit = deribit_margin_batch(books, deribit_params(config, dtype))
+    deribit = vmapped(deribit_margin)(books, deribit_params(config, dtype=dtype))
     out.update({f"deribit.{k}": np.asarray(v) for k, v in vars(deribit).items()})
     opts = bench.random_option_book(options, dtype, seed=32)
     out.update({f"greeks.{k}": np.asarray(v) for k, v in unit_greeks_fast(opts).items()})

@@ -32,10 +32,12 @@ def child(mode: str) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    import pmjax  # noqa: F401  (float64 on)
-    from pmjax.bench import harness as bench
+    jax.config.update("jax_enable_x64", True)  # float64: pmjax changes no JAX setting by itself
+    from pmjax.bench import baselines as bench
+    from pmjax.bench import books
     from pmjax.core import fast_greeks
     from pmjax.scenarios import montecarlo
+    from pmjax.scenarios.mc_models import path_factors_batch
     from pmjax.core.kernel import black76, unit_greeks_jit
     from pmjax.io.market import load_market
 
@@ -67,7 +69,7 @@ def child(mode: str) -> dict:
     nd, _ = bench.baseline_ndtr()
     for dtype in (jnp.float32, jnp.float64):
         tag = jnp.dtype(dtype).name
-        book = fast_greeks.place_options(bench.random_option_book(N, dtype, seed=1))
+        book = fast_greeks.place_options(books.random_option_book(N, dtype, seed=1))
         r = {}
         variants = {
             "kernel_unit_greeks": (unit_greeks_jit, (book,)),
@@ -85,13 +87,13 @@ def child(mode: str) -> dict:
             if fn is not None and mode == "one_device":
                 r[f"{name}_xla"] = hlo_stats(fn, *args)
         if mode == "one_device":
-            from pmjax.core.fast_greeks import _compiled, _layout, default_block
+            from pmjax.core.fast_greeks import _compiled, block_layout, default_block
 
-            block, padded = _layout(N, 1, default_block(dtype))
+            block, padded = block_layout(N, 1, default_block(dtype))
             fields = {f: getattr(book, f) for f in fast_greeks.FIELDS}
             r["closed_form_blocked_xla"] = {"block": block, **hlo_stats(
                 _compiled(tuple(jax.local_devices()), block, N, padded), fields, per=block)}
-            host = bench.host_book(bench.random_option_book(N, dtype, seed=1))
+            host = bench.host_book(books.random_option_book(N, dtype, seed=1))
             step = 1 << 16
 
             def run_numpy():
@@ -109,12 +111,12 @@ def child(mode: str) -> dict:
                 settings = montecarlo.var_settings({"var": {"model": model, "historical": False}})
                 spec, params, _ = montecarlo.build_model(market, settings, dtype=dtype)
                 paths, n_opt = 16384, 1000
-                book = bench.random_option_book(n_opt, dtype, seed=3, size=1024)
+                book = books.random_option_book(n_opt, dtype, seed=3, size=1024)
                 t_all = med(lambda: montecarlo.simulate_losses(book, spec, params, paths=paths, seed=0, chunk=paths,
                                                                progress=False), 3)
                 idx = jnp.arange(paths, dtype=jnp.uint32)
                 key = jax.random.key(0)
-                t_draws = med(lambda: jax.block_until_ready(montecarlo._factors(spec, params, key, idx)), 3)
+                t_draws = med(lambda: jax.block_until_ready(path_factors_batch(spec, params, key, idx)), 3)
                 out[f"mc_{model}_{tag}"] = {"paths": paths, "options": n_opt,
                                             "revaluations_per_s": paths * n_opt / t_all, "seconds": t_all,
                                             "draws_seconds": t_draws, "draws_share": t_draws / t_all}

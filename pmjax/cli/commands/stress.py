@@ -13,16 +13,19 @@ import time
 from collections.abc import Callable
 
 from pmjax.batch.accounts import AccountBatch, build_batch
+from pmjax.batch.sharding import deribit_chunk
 from pmjax.io.accounts import load_accounts
 from pmjax.scenarios.named import load_scenarios
-from pmjax.apps.stress import span_batch, span_sections, stress_pnl
+from pmjax.apps.stress import deribit_margin_sharded, deribit_sections, span_batch, span_sections, stress_pnl
 from pmjax.cli.app import dtype_of, notices
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.io.market import DEFAULT_MARKET, load_market
 from pmjax.core.market import Market
-from pmjax.measures.span import risk_parameter_file, span_params
+from pmjax.apps.risk_file import risk_parameter_file
+from pmjax.measures.deribit import deribit_params
+from pmjax.measures.span import span_params
 from pmjax.apps.tables import table
 
 
@@ -50,25 +53,11 @@ def span_method(batch: AccountBatch, market: Market, config: dict, dtype) -> Met
 
 def deribit_method(batch: AccountBatch, market: Market, config: dict, dtype) -> MethodOutput:
     """The Deribit portfolio-margin grid of every account: the SPEC ``deribit`` section each."""
-    import jax
-    import numpy as np
-
-    from pmjax.batch.accounts import _chunks
-    from pmjax.measures.deribit import deribit_margin_batch, deribit_params, deribit_sections
-    from pmjax.batch.sharding import deribit_chunk
-    from pmjax.apps.stress import deribit_margin_sharded
-
-    params = deribit_params(config, dtype)
-    # accounts per call from the memory at hand (a multiple of the device count); results do not depend on it
-    chunk = deribit_chunk(batch.size, dtype)
-    if jax.local_device_count() > 1:  # accounts sharded over every local device
-        result = deribit_margin_sharded(batch.books, params, chunk=chunk)
-        result = jax.tree_util.tree_map(lambda x: x[: batch.n_accounts], result)
-    else:
-        parts = [jax.tree_util.tree_map(np.asarray, deribit_margin_batch(b, params))
-                 for b in _chunks(batch, chunk)]
-        result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[: batch.n_accounts], *parts)
-    sections = deribit_sections(batch.portfolios, batch.resolved, result, params)
+    params = deribit_params(config, dtype=dtype)
+    # accounts per call from the memory at hand (a multiple of the device count), sharded over every local
+    # device; results do not depend on it
+    result = deribit_margin_sharded(batch.books, params, chunk=deribit_chunk(batch.size, dtype))
+    sections = deribit_sections(batch, result, params)
     return MethodOutput(sections, ["deribit initial", "deribit maintenance"],
                         [[s["initial"], s["maintenance"]] for s in sections])
 
