@@ -11,7 +11,7 @@
 # # 01 Scan-range calibration on BTC/ETH history
 #
 # The SPAN price scan range of each underlying, calibrated day by day from the bundled Binance closes
-# (2017-08-17 .. 2026-01-06) with `pmjax.calibrate`: range_t = max(q_t sigma_t, floor_t), q_t the 99% quantile
+# (2017-08-17 .. 2026-01-06) with `pmjax.apps.calibrate`: range_t = max(q_t sigma_t, floor_t), q_t the 99% quantile
 # of EWMA-standardized absolute daily moves, floor_t the 95% quantile of ten years of absolute moves. Each
 # range is set at a close and tested against the next day's move (no look-ahead). The vol scan range comes
 # from DVOL changes. Runs as a plain script too: `python notebooks/01_scan_range_calibration.py`

@@ -10,7 +10,7 @@
 # %% [markdown]
 # # 02 Margin backtest: every measure against the next day's P&L
 #
-# `pmjax.backtest` walks stationary books (re-struck every day at fixed moneyness and days to expiry on a
+# `pmjax.apps.backtest` walks stationary books (re-struck every day at fixed moneyness and days to expiry on a
 # synthetic market: spot = the day's close, forwards = spot, flat vol = the day's DVOL) through the history
 # and compares each day's margin (SPAN with the day's calibrated range, the Deribit grid, Monte Carlo VaR
 # and ES, rules) with the loss of the next day, revalued in full at the next close and DVOL. Days are a

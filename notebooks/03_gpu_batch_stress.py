@@ -13,7 +13,7 @@
 # Synthetic desk accounts (random long/short books of the bundled market's listed BTC and ETH options,
 # perpetuals and futures) are padded to one bucket, stacked along an accounts axis and run through SPAN,
 # the Deribit grid and the four named stress days of `configs/scenarios/stress_days.yaml` in jitted, vmapped calls
-# (`pmjax.accounts`). On a GPU the same code runs there (JAX's default device). Sizes:
+# (`pmjax.batch`, `pmjax.apps.stress`). On a GPU the same code runs there (JAX's default device). Sizes:
 # `PMJAX_NB_ACCOUNTS` (default 4,096; 48 with `PMJAX_NOTEBOOK_SMALL=1`).
 # Runs as a plain script: `python notebooks/03_gpu_batch_stress.py`.
 

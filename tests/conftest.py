@@ -1,4 +1,6 @@
-"""Tests run in float64 with strict dtype promotion, so a silent float32/float64 mix is an error."""
+"""Tests run in float64 with strict dtype promotion and rank promotion raising, so a silent float32/float64
+mix or an implicit broadcast between arrays of different rank is an error; pyproject's addopts turns on
+jaxtyping + beartype run-time checks of every pmjax annotation (shapes included)."""
 
 import contextlib
 import logging
@@ -10,6 +12,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -145,7 +145,7 @@ def test_numpy_draws_follow_the_model(market):
     assert tail_pm > normal_tail + 8 * sd
 
 
-# ---------------------------------------------------------------- the closed-form Greeks (pmjax.fast_greeks)
+# ---------------------------------------------------------------- the closed-form Greeks (pmjax.core.fast_greeks)
 
 
 def greeks_cases(n: int, dtype, *, seed: int, tiny_t: float = 1e-14, tiny_vol: float = 1e-9):

@@ -1,5 +1,5 @@
-"""Rules-based margin (pmjax.rules): every figure re-derived here from the published formulas, with option
-marks from pmjax.price_instruments (the kernel's Black-76), never from pmjax.rules itself."""
+"""Rules-based margin (pmjax.measures.rules): every figure re-derived here from the published formulas, with option
+marks from pmjax.price_instruments (the kernel's Black-76), never from pmjax.measures.rules itself."""
 
 import numpy as np
 import pytest

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from pmjax.batch import sharding
+from pmjax.core.portfolio import make_portfolio
 
 SCRIPT = r"""
 import json, sys
@@ -240,7 +241,8 @@ def test_span_batch_and_stress_default_chunks_change_nothing():
 
     params = span_params(load_config())
     books = bench.random_account_books(37, 20, seed=3)
-    batch = AccountBatch([None] * 37, [[]] * 37, books, books.quantity.shape[1])
+    empty = make_portfolio([], allow_empty=True)  # the books come from the bench generator, not portfolios
+    batch = AccountBatch([empty] * 37, [[]] * 37, books, books.quantity.shape[1])
     auto = span_batch(batch, params)  # chunk from the memory at hand: all 37 in one call
     fixed = span_batch(batch, params, chunk=8)
     for a, b in zip(jax.tree_util.tree_leaves(auto), jax.tree_util.tree_leaves(fixed)):

@@ -178,7 +178,7 @@ def numpy_b76(F, K, T, vol, is_call):
 
 
 def numpy_pnl(portfolio, market, zr, zv, *, vol, atm, vov, horizon, floor):
-    """Per-path, per-position P&L in margin currency: the model of pmjax.montecarlo, written out in numpy."""
+    """Per-path, per-position P&L in margin currency: the model of pmjax.scenarios.mc_models, written out in numpy."""
     tau = horizon / 365
     r = vol * np.sqrt(tau) * zr - 0.5 * vol**2 * tau
     x = vov * np.sqrt(tau) * zv - 0.5 * vov**2 * tau

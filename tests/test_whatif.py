@@ -1,5 +1,5 @@
 """What-if margin: the regular path's incremental is after - before exactly, and the fast path
-(``pmjax.whatif.WhatIf``, the regular compiled functions on a book with spare rows) equals the regular
+(``pmjax.apps.whatif.WhatIf``, the regular compiled functions on a book with spare rows) equals the regular
 path bitwise, its incremental being after - before exactly."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Construction (documented choices):
 - Days: every UTC day d with Binance closes and Deribit DVOL of both BTC and ETH on d and d + 1, from
   ``min_window_days`` (30) after DVOL's start (2021-03-24) on, so the Monte Carlo model has a month of
   DVOL changes behind it. (The scan-range calibration itself backtests 2018-2026 on closes alone:
-  ``pmjax.calibrate``.)
+  ``pmjax.apps.calibrate``.)
 - Market of day d, synthetic: spot = the close of d, every forward = spot (no carry), every implied vol
   = that underlying's DVOL on d (a flat smile: DVOL is the 30-day ATM-like implied vol).
 - Books are re-struck every day at fixed moneyness and fixed days to expiry, so the book is the same
@@ -35,10 +35,11 @@ Construction (documented choices):
   back, and a credit spread's strike width less its credit is its largest loss. (A long option whose
   premium the rules charge counts twice, so the rules cover is overstated by the long options' value;
   a long spot holding is charged in full, fully paid.)
-- Exceedance: loss(d -> d+1) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.calibrate``.
+- Exceedance: loss(d -> d+1) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.apps.calibrate``.
 
 Days are a leading batch axis: the stacked books go through vmapped, jitted SPAN, Deribit, P&L and
 Monte Carlo kernels (Monte Carlo in chunks of ``chunk_days`` days); only rules runs day by day.
+Formulas: docs/methodology.md section 10.5.
 """
 
 from __future__ import annotations
@@ -136,14 +137,16 @@ class Days:
 
 @dataclasses.dataclass(frozen=True)
 class BacktestSettings:
-    start: object = None
-    end: object = None
-    coverage: float = 0.99
-    paths: int = 2000
+    """What ``run_backtest`` evaluates: the days, the coverage, the Monte Carlo size and the SPAN ranges."""
+
+    start: object = None  # first backtest day kept (a date or ISO string; None: from the first day with history)
+    end: object = None  # last day kept (None: up to the last day that has a next day)
+    coverage: float = 0.99  # VaR / scan-range coverage the exceedances are tested against
+    paths: int = 2000  # Monte Carlo paths per day
     seed: int = 0
-    nu: float = 4.0
-    window_days: int = 365
-    min_window_days: int = 30
+    nu: float = 4.0  # Student-t degrees of freedom of the Monte Carlo returns
+    window_days: int = 365  # rolling window of the Monte Carlo volatility and correlation estimates
+    min_window_days: int = 30  # days of moves a day needs behind it to be backtested
     span_ranges: str = "rolling"  # rolling (calibrated day by day) | config
     measures: tuple[str, ...] = MEASURES
     chunk_days: int = 64
@@ -416,7 +419,7 @@ __all__ = ["BacktestResult", "BacktestSettings", "Days", "Leg", "MEASURES", "bac
 # ---------------------------------------------------------------- report
 
 
-def write_report(result: BacktestResult, out_dir: str, *, command: str = "python -m pmjax.backtest") -> dict:
+def write_report(result: BacktestResult, out_dir: str, *, command: str = "python -m pmjax.apps.backtest") -> dict:
     """Write ``backtest.json`` (settings, days, table, daily series) and ``README.md`` (the table) to ``out_dir``."""
     import json
     import os
@@ -447,7 +450,7 @@ def write_report(result: BacktestResult, out_dir: str, *, command: str = "python
                   "mean loss USD"])
     readme = f"""# Margin backtest on BTC/ETH history
 
-Produced by `{command}` (module `pmjax.backtest`; the construction is in its docstring).
+Produced by `{command}` (module `pmjax.apps.backtest`; the construction is in its docstring).
 
 Days {d.dates[0]} .. {d.dates[-1]} ({len(d)} days: every day with Binance closes and Deribit DVOL of BTC and ETH
 on it and the next day, from {s.min_window_days} days after DVOL's start). Each day's margin of a stationary book
@@ -456,7 +459,7 @@ forwards = spot, flat vol = that day's DVOL) against the loss of the next day (f
 close and DVOL, one day later). An exceedance is loss > margin. Coverage target {s.coverage:.0%}: Kupiec's 95%
 acceptance region for {len(d)} days is {lo} .. {hi} exceedances.
 
-Measures: span = SPAN risk with the price scan range calibrated day by day (`pmjax.calibrate`, no look-ahead)
+Measures: span = SPAN risk with the price scan range calibrated day by day (`pmjax.apps.calibrate`, no look-ahead)
 and the shipped vol scan range; deribit = Deribit portfolio-margin initial margin (coin-margined: a spot
 holding is the collateral itself and carries no margin there: n/a); var / es = Monte Carlo Student-t (nu {s.nu:g}) at
 {s.coverage:.0%}, {s.paths:,} paths per day, vols = DVOL, vol of vol and correlations over the trailing
@@ -478,7 +481,7 @@ def main(argv=None) -> int:
 
     jax.config.update("jax_enable_x64", True)  # the backtest runs in float64
 
-    p = argparse.ArgumentParser(prog="python -m pmjax.backtest", description="margin backtest on BTC/ETH history")
+    p = argparse.ArgumentParser(prog="python -m pmjax.apps.backtest", description="margin backtest on BTC/ETH history")
     p.add_argument("--out", default="reports/backtest")
     p.add_argument("--start", default=None)
     p.add_argument("--end", default=None)
@@ -487,7 +490,7 @@ def main(argv=None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     settings = BacktestSettings(start=args.start, end=args.end, paths=args.paths, span_ranges=args.span_ranges)
     result = run_backtest(settings=settings)
-    command = "python -m pmjax.backtest " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m pmjax.apps.backtest " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(result, args.out, command=command.strip())
     print(open(f"{args.out}/README.md", encoding="utf-8").read())
     return 0

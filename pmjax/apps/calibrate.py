@@ -38,6 +38,8 @@ correlation rho; beta = cov(R_b, R_e) / var(R_e), the minimum-variance hedge of 
 hedge effectiveness E = 1 - q_a(|R_b - beta R_e|) / q_a(|R_b|) (how much of BTC's a-quantile move the
 hedged spread removes); credit_rate = min(max(E, 0), ``credit_cap``) (0.75). The spread's legs, in
 coins of delta: 1 BTC against beta S_b / S_e ETH at the last common close (USD ratio beta).
+
+Formulas: docs/methodology.md section 10.
 """
 
 from __future__ import annotations

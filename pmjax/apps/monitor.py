@@ -1,11 +1,11 @@
 """Real-time margin monitor: many accounts, compiled once, re-margined on every market update.
 
 ``Monitor(portfolios, market, config)`` resolves every account against the first market, pads and stacks
-the books once (``pmjax.accounts.build_batch``) and keeps them on the host. ``update(market)`` refreshes
+the books once (``pmjax.batch.accounts.build_batch``) and keeps them on the host. ``update(market)`` refreshes
 only the market-dependent arrays (spot, forward, vol, expiry_years, underlying_spot; numpy, outside jit)
 and runs the same jitted batch functions again (SPAN, the Deribit grid, equity), so no update after the
 first compiles anything. Rules and VaR (``rules``, ``var``) are computed account by account through
-``pmjax.measures``.
+``pmjax.apps.margin.compute_margins``. Formulas: docs/methodology.md section 9.
 
 Equity (margin currency) = collateral valued at the update's index prices + position values at the update
 (options at their Black-76 mark, spot holdings at the index) + futures and perpetual P&L since the
@@ -198,7 +198,7 @@ class Monitor:
             self._span = span_params(self.config, dtype=dtype)
         if "deribit" in need:
             self._deribit = deribit_params(self.config, dtype=dtype)
-        # accounts per compiled call, fixed at construction from the memory free then (pmjax.sharding), so
+        # accounts per compiled call, fixed at construction from the memory free then (pmjax.batch.sharding), so
         # that later updates reuse the same shapes whatever the memory does: no recompilation
         from pmjax.batch.sharding import deribit_chunk, span_chunk
 
@@ -244,7 +244,7 @@ class Monitor:
                                               for u in UNDERLYINGS], dtype)
         settled = [[] for _ in self.portfolios]
         for j in np.flatnonzero(self.live & expired[k]):
-            settled[a[j]].append(self._settle(a[j], r[j], self.instruments[k[j]], spot[k[j]]))
+            settled[a[j]].append(self._settle(int(a[j]), int(r[j]), self.instruments[k[j]], spot[k[j]]))
             self.live[j] = False
         return settled
 
@@ -275,7 +275,7 @@ class Monitor:
 
     def update(self, market: Market) -> list[dict]:
         """Re-margin every account on ``market``; one record per account (see ``record`` keys in the
-        module docstring and ``pmjax.commands.monitor``)."""
+        module docstring and ``pmjax.cli.commands.monitor``)."""
         if market.as_of < self.start:
             raise InputError(f"market as_of {market.as_of.isoformat()} is before the monitor's start "
                              f"{self.start.isoformat()}", source=market.source, field="as_of")

@@ -25,7 +25,7 @@ FIGURES = (
 #: monitor's primary method, configs/monitor.yaml)
 PM_FIGURES = (("span", "total", "SPAN total"), ("deribit", "initial", "Deribit PM grid initial"),
               ("var", "es", "Monte Carlo ES"))
-#: portfolio Greeks shown per position and in totals (pmjax.greeks.portfolio_greeks)
+#: portfolio Greeks shown per position and in totals (pmjax.core.greeks.portfolio_greeks)
 GREEK_COLUMNS = ("value", "delta", "gamma", "vega", "theta", "vanna", "volga")
 GREEK_UNITS = ("value in USD; delta in coins (dV/dS); gamma per USD; vega and volga per 1.00 of vol; vanna per "
                "USD per 1.00 of vol; theta in USD per day (SPEC section 4)")
@@ -343,7 +343,7 @@ def plot_waterfall(names: list[str], contributions: list[float], total: float, c
 
 def greeks_tables(greeks: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, header, rows) of the per-position Greeks and their totals by underlying and by expiry
-    (``pmjax.greeks.portfolio_greeks``)."""
+    (``pmjax.core.greeks.portfolio_greeks``)."""
     cols = list(GREEK_COLUMNS)
     pos = [[p["instrument"], p["quantity"]] + [p[k] for k in cols] for p in greeks["positions"]]
     by_u = [[u] + [t[k] for k in cols] for u, t in greeks["by_underlying"].items()]
@@ -564,7 +564,7 @@ def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sectio
 
     ``doc`` is a ``pmjax margin`` document; ``extra_sections`` (heading, html) go after the comparison.
     ``config`` (merged configuration) and ``spots`` (today's index by underlying) let the worst-scenario
-    table state SPAN moves in % and Deribit losses in USD; ``greeks`` (``pmjax.greeks.portfolio_greeks``)
+    table state SPAN moves in % and Deribit losses in USD; ``greeks`` (``pmjax.core.greeks.portfolio_greeks``)
     adds the values-and-Greeks tables; ``scenario_records`` (one flat record per stress scenario, with its
     moves) replace the plain ``doc["scenarios"]`` {name: P&L} table.
     """

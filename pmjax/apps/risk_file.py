@@ -1,7 +1,7 @@
 """The SPAN risk parameter file: per-contract risk arrays of every listed contract of a market, as a
 clearing house publishes its SPAN file (``pmjax stress --risk-parameter-file``). Figures are those of
-``pmjax.measures.span.span_margin`` on a book of 1 coin long of each contract (see docs/methodology.md,
-SPAN section)."""
+``pmjax.measures.span.span_margin`` on a book of 1 coin long of each contract (formulas: docs/methodology.md
+section 5)."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ _ROW = {f: i for i, f in enumerate(_FIELDS)}
 
 def _unpack(packed, underlying_spot, margin_coin, quantity_row: int) -> Book:
     """The book of the packed matrix with row ``quantity_row``'s quantities, every field cast to the dtype
-    ``pmjax.book.make_book`` gives it (so the regular path's compiled functions take it as they are)."""
+    ``pmjax.core.book.make_book`` gives it (so the regular path's compiled functions take it as they are)."""
     dtype = underlying_spot.dtype
     return Book(
         underlying=packed[0].astype(jnp.int32), kind=packed[1].astype(jnp.int32), inverse=packed[2] != 0,

@@ -8,8 +8,8 @@ accounts, and the parameters are replicated. Every account is computed by the sa
 device, so the results agree to the last bit or two (XLA compiles the per-device program separately;
 ``tests/test_sharding.py`` measures <= 1e-16 relative on 4 forced host devices and bounds it at 1e-14).
 ``stress.span_batch`` and ``pmjax stress`` take this path whenever there is more than one local device. Monte
-Carlo paths are sharded the same way in ``pmjax.montecarlo`` (a 'paths' mesh axis), and the closed-form Greeks
-in ``pmjax.fast_greeks`` (an 'options' axis).
+Carlo paths are sharded the same way in ``pmjax.scenarios.montecarlo`` (a 'paths' mesh axis, through
+``map_chunks``), and the closed-form Greeks in ``pmjax.core.fast_greeks`` (an 'options' axis).
 
 Memory: ``memory_budget`` is a fraction of the memory available now (``/proc/meminfo`` MemAvailable on a
 CPU, ``device.memory_stats()`` bytes_limit - bytes_in_use on an accelerator; host devices share the host's,

@@ -290,7 +290,7 @@ def _inter_credits(p, risk_array, worst, scan, net_delta, one):
 
 def numpy_span(books, params, ndtr) -> dict:
     """SPAN of every account of ``books`` (a stacked ``Book``, leading accounts axis, or its ``host_book``)
-    with ``params`` (``span.SpanParams``): ``span.span_core``'s figures, vectorised numpy over accounts."""
+    with ``params`` (``span.SpanParams``): ``span.span_margin``'s figures, vectorised numpy over accounts."""
     b = books if isinstance(books, dict) else host_book(books)
     p = jax.tree_util.tree_map(np.asarray, params)
     g = jax.tree_util.tree_map(np.asarray, params.grid)
@@ -341,7 +341,7 @@ def numpy_span_chunked(books, params, ndtr, chunk: int = 512) -> np.ndarray:
 
 def numpy_factors(spec, params, paths: int, rng: np.random.Generator):
     """Unit-variance factors (zr, zv), each (paths, u), of the normal or student_t model with numpy draws
-    (the same distribution as ``montecarlo.path_factors``; different random numbers)."""
+    (the same distribution as ``mc_models.path_factors``; different random numbers)."""
     if spec.model not in ("normal", "student_t") or spec.antithetic:
         raise ValueError("the numpy baseline draws the normal and student_t models without antithetics")
     p = jax.tree_util.tree_map(np.asarray, params)
@@ -356,7 +356,7 @@ def numpy_factors(spec, params, paths: int, rng: np.random.Generator):
 
 def numpy_losses(book, params, zr, zv, ndtr) -> np.ndarray:
     """Portfolio loss (margin currency) of each path given its factors (paths, u): the shock of
-    ``montecarlo.shock_from_factors`` and full revaluation of every position."""
+    ``mc_models.shock_from_factors`` and full revaluation of every position."""
     b = book if isinstance(book, dict) else host_book(book)
     p = jax.tree_util.tree_map(np.asarray, params)
     tau = p.horizon_years

@@ -16,7 +16,7 @@ Rows (``name``, unit):
   inter credits, short option minimum, NOV) of many accounts, sharded over the devices; baseline ``numpy_span``;
 - ``mc_revaluations`` (position-path revaluations/s): Monte Carlo losses of an options book (draws,
   shocks, full Black-76 revaluation, sum); baseline ``numpy_monte_carlo`` (numpy draws of the same model);
-- ``what_if_latency`` (s): median warm latency of ``whatif.whatif_latency`` (SPAN incremental margin of a
+- ``what_if_latency`` (s): median warm latency of ``whatif_latency.whatif_latency`` (SPAN incremental margin of a
   new option on a 100-position account); baseline ``numpy_span`` of the before and after books;
   ``what_if_latency_span_deribit``: the same with SPAN and the Deribit grid; baseline pmjax's regular path
   (resolve, ``make_book``, ``span_margin`` and ``deribit_margin`` of the before and after books: there is

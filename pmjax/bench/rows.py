@@ -126,14 +126,14 @@ def bench_black76(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict, *,
         compile_times[f"black76_{tag}"] = max(first - warm, 0.0)
         rows.append(_row(f"black76_{tag}", n, "per_s", n / warm, label, nb / base, True, seconds=warm, options=n,
                          baseline_size=nb, precision=precision, devices=n_dev, block=block,
-                         path=f"pmjax.fast_greeks.unit_greeks_fast: closed forms, blocks of {block:,} options "
+                         path=f"pmjax.core.fast_greeks.unit_greeks_fast: closed forms, blocks of {block:,} options "
                               f"(lax.map) on {n_dev} device(s) (shard_map)"))
     if autodiff:
         first, warm = _first_and_warm(lambda: jax.block_until_ready(unit_greeks_jit(book)), sz["repeats"])
         compile_times[f"black76_autodiff_{tag}"] = max(first - warm, 0.0)
         rows.append(_row(f"black76_autodiff_{tag}", n, "per_s", n / warm, label, nb / base, True, seconds=warm,
                          options=n, baseline_size=nb, precision=precision, devices=n_dev,
-                         path=f"pmjax.kernel.unit_greeks_jit: autodiff of unit_value_usd, book split over "
+                         path=f"pmjax.core.kernel.unit_greeks_jit: autodiff of unit_value_usd, book split over "
                               f"{n_dev} device(s)"))
     return rows
 
@@ -184,7 +184,7 @@ def bench_quantlib(sz: dict, pmjax_rate: float) -> dict | None:
     return _row("black76_f64_quantlib", sz["options"], "per_s", pmjax_rate,
                 "QuantLib BlackCalculator per option (value, delta, gamma, vega, vanna, volga, 1-day theta)",
                 m / base, True, baseline_size=m, precision="float64",
-                path="pmjax.fast_greeks.unit_greeks_fast (the black76_f64 rate)")
+                path="pmjax.core.fast_greeks.unit_greeks_fast (the black76_f64 rate)")
 
 
 def bench_span(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> tuple[dict, dict]:
@@ -255,7 +255,7 @@ def bench_mc(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> dict
 
 def whatif_latency_fallback(n_positions: int = 100, *, repeats: int = 100, dtype=jnp.float64) -> float:
     """Median warm latency (s) of margin after - margin before through ``span_margin`` on a padded book with
-    the trade written into a spare row (used when ``pmjax.whatif`` is missing)."""
+    the trade written into a spare row (used when ``pmjax.apps.whatif`` is missing)."""
     from pmjax.io.config import load_config
     from pmjax.measures.span import span_margin, span_params
 
@@ -277,8 +277,8 @@ def whatif_latency_fallback(n_positions: int = 100, *, repeats: int = 100, dtype
 
 
 def _whatif_account(market, dtype):
-    """The what-if rows' account (``whatif.synthetic_account``, 100 positions), the trade (a listed BTC option
-    it does not hold, 1 coin short), and its before and after books on one padded size."""
+    """The what-if rows' account (``whatif_latency.synthetic_account``, 100 positions), the trade (a listed
+    BTC option it does not hold, 1 coin short), and its before and after books on one padded size."""
     from pmjax.core.book import make_book, resolve
     from pmjax.bench.whatif_latency import listed_options, synthetic_account
 
@@ -302,10 +302,10 @@ def _whatif_account(market, dtype):
 
 def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str, *, span_only: bool = True,
                  span_deribit: bool = True) -> list[dict]:
-    """``what_if_latency``: median warm latency of ``whatif.whatif_latency`` with SPAN (baseline: numpy SPAN of
-    the before and after books); ``what_if_latency_span_deribit``: the same with SPAN and the Deribit grid
-    (baseline: pmjax's regular path, resolve + make_book + ``span_margin`` + ``deribit_margin`` of the before
-    and after books, there being no numpy Deribit grid)."""
+    """``what_if_latency``: median warm latency of ``pmjax.bench.whatif_latency.whatif_latency`` with SPAN
+    (baseline: numpy SPAN of the before and after books); ``what_if_latency_span_deribit``: the same with
+    SPAN and the Deribit grid (baseline: pmjax's regular path, resolve + make_book + ``span_margin`` +
+    ``deribit_margin`` of the before and after books, there being no numpy Deribit grid)."""
     from pmjax.io.config import load_config
     from pmjax.io.market import load_market
     from pmjax.measures.span import span_margin, span_params
@@ -322,7 +322,7 @@ def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str, *, span_only: bool = Tru
         if not span_only:
             return rows
         pm = whatif_latency_fallback(100, repeats=repeats, dtype=dtype)
-        how = "span_margin before/after on a padded book, trade in a spare row (pmjax.whatif missing)"
+        how = "span_margin before/after on a padded book, trade in a spare row (pmjax.bench.whatif_latency missing)"
         book = random_option_book(100, dtype, seed=4, size=bucket_size(104))
         host = host_book(jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * 2), book))
         base = median_seconds(lambda: numpy_span(host, params, ndtr), max(5, repeats // 4))
@@ -338,7 +338,7 @@ def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str, *, span_only: bool = Tru
         base = median_seconds(lambda: numpy_span(host, params, ndtr), max(5, repeats // 4))
         rows.append(_row("what_if_latency", "100 positions + 1 trade", "s", pm,
                          f"numpy SPAN of the before and after books ({ndtr_name})", base, False,
-                         method="pmjax.whatif.whatif_latency (SPAN; resolve, write, one jitted call)", seconds=pm,
+                         method="pmjax.bench.whatif_latency (SPAN; resolve, write, one jitted call)", seconds=pm,
                          methods="span", precision=precision))
     if span_deribit:
         from pmjax.measures.deribit import deribit_margin, deribit_params
@@ -359,7 +359,7 @@ def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str, *, span_only: bool = Tru
         rows.append(_row("what_if_latency_span_deribit", "100 positions + 1 trade", "s", pm,
                          "pmjax regular path: resolve + make_book + span_margin + deribit_margin of the before and "
                          "after books (no numpy Deribit grid)", base, False,
-                         method="pmjax.whatif.whatif_latency (SPAN and Deribit; resolve, write, one jitted call)",
+                         method="pmjax.bench.whatif_latency (SPAN and Deribit; resolve, write, one jitted call)",
                          seconds=pm, methods="span,deribit", precision=precision))
     return rows
 

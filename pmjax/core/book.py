@@ -16,6 +16,8 @@ from pmjax.core.portfolio import Portfolio
 from pmjax.core.precision import check_dtype
 
 OPTION, FUTURE, PERPETUAL, SPOT = range(4)
+#: a Book's leaves: device arrays, or host (numpy) arrays and scalars for stacked batches sliced before a call
+HostOrDevice = Array | np.ndarray | np.generic
 MIN_BUCKET = 8
 #: what a padding row holds: quantity 0 and harmless market data, so it adds exactly 0 to every figure
 PAD_ROW = {"underlying": 0, "kind": SPOT, "inverse": False, "is_call": True, "strike": 1.0, "quantity": 0.0,
@@ -36,18 +38,18 @@ class Book(eqx.Module):
     Padding rows have quantity 0 and harmless market data, so they add exactly 0 to every figure.
     """
 
-    underlying: Int[Array, " n"]  # index into UNDERLYINGS
-    kind: Int[Array, " n"]  # OPTION, FUTURE, PERPETUAL, SPOT
-    inverse: Bool[Array, " n"]  # coin-settled
-    is_call: Bool[Array, " n"]
-    strike: Float[Array, " n"]  # USD per coin (1 for non-options)
-    quantity: Float[Array, " n"]  # coins; negative = short; 0 for padding
-    expiry_years: Float[Array, " n"]  # T = days to expiry / 365 (0 for perpetual and spot)
-    spot: Float[Array, " n"]  # today's index of the underlying, USD
-    forward: Float[Array, " n"]  # today's forward for the expiry, USD (spot for perpetual and spot)
-    vol: Float[Array, " n"]  # implied vol at strike and expiry (decimal; 0.5 placeholder for non-options)
-    underlying_spot: Float[Array, " u"]  # today's index of every underlying in UNDERLYINGS
-    margin_coin: Int[Array, ""]  # -1: USD; else index into UNDERLYINGS of the margin coin
+    underlying: Int[HostOrDevice, "*batch n"]  # index into UNDERLYINGS
+    kind: Int[HostOrDevice, "*batch n"]  # OPTION, FUTURE, PERPETUAL, SPOT
+    inverse: Bool[HostOrDevice, "*batch n"]  # coin-settled
+    is_call: Bool[HostOrDevice, "*batch n"]
+    strike: Float[HostOrDevice, "*batch n"]  # USD per coin (1 for non-options)
+    quantity: Float[HostOrDevice, "*batch n"]  # coins; negative = short; 0 for padding
+    expiry_years: Float[HostOrDevice, "*batch n"]  # T = days to expiry / 365 (0 for perpetual and spot)
+    spot: Float[HostOrDevice, "*batch n"]  # today's index of the underlying, USD
+    forward: Float[HostOrDevice, "*batch n"]  # today's forward for the expiry, USD (spot for perpetual and spot)
+    vol: Float[HostOrDevice, "*batch n"]  # implied vol at strike and expiry (decimal; 0.5 placeholder for non-options)
+    underlying_spot: Float[HostOrDevice, "*batch u"]  # today's index of every underlying in UNDERLYINGS
+    margin_coin: Int[HostOrDevice, "*batch"]  # -1: USD; else index into UNDERLYINGS of the margin coin
 
     @property
     def size(self) -> int:

@@ -1,4 +1,5 @@
-"""Prices and Greeks of instruments and portfolios, aggregated by underlying and by expiry."""
+"""Prices and Greeks of instruments and portfolios, aggregated by underlying and by expiry. Definitions and
+units: docs/methodology.md sections 3.3 and 4."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 All functions are pure, branch-free and elementwise over positions, so they jit, vmap over
 scenarios and accounts, and differentiate. NaN-safety at T -> 0 and vol -> 0 uses the double
 ``where``: the unsafe branch is fed a harmless value so neither it nor its gradient is NaN.
+Formulas: docs/methodology.md section 3 (valuation) and section 4 (Greeks).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ class Shock(eqx.Module):
     """A market scenario: spot and every forward of underlying u scale by ``spot_scale[u]``; each
     position's implied vol becomes max(vol + vol_shift, vol_floor); time advances ``dt`` years."""
 
-    spot_scale: Float[Array, " u"]
-    vol_shift: Float[Array, " n"]
-    dt: Float[Array, ""]
-    vol_floor: Float[Array, ""]
+    spot_scale: Float[Array, "*s u"]  # leading axes: a batch of scenarios (or accounts)
+    vol_shift: Float[Array, "*s n"]
+    dt: Float[Array, "*sd"]  # years
+    vol_floor: Float[Array, "*sf"]
 
 
 def no_shock(book: Book) -> Shock:
@@ -113,7 +114,7 @@ def scenario_pnl(book: Book, shocks: Shock) -> Float[Array, "s n"]:
 GREEKS = ("delta", "gamma", "vega", "theta", "vanna", "volga")
 
 
-def unit_greeks(book: Book) -> dict[str, Float[Array, " n"]]:
+def unit_greeks(book: Book) -> dict[str, Float[Array, "*batch n"]]:
     """Greeks of one coin of each position, USD: delta (coins), gamma (per USD), vega (per 1.00 vol),
     theta (per day), vanna (per USD per 1.00 vol), volga (per 1.00 vol squared).
 

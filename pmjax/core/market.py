@@ -1,5 +1,6 @@
 """Market data as the kernel needs it: spots, forwards by expiry, implied-vol smiles, rates and
-correlation at one ``as_of`` time. Loading lives in ``pmjax.io.market``."""
+correlation at one ``as_of`` time. Loading lives in ``pmjax.io.market``. Formulas (forward and smile
+interpolation): docs/methodology.md section 2."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ def align(series: Sequence[Series]) -> Joint:
     return Joint(common, tuple(s.name for s in series), np.stack(cols, axis=1) if cols else np.zeros((0, 0)))
 
 
-def log_returns(levels: Joint, h: int = 1, *, overlapping: bool = True) -> Joint:
+def log_returns(levels: Joint, h: float = 1, *, overlapping: bool = True) -> Joint:
     """h-day log-returns log(X(d) / X(d - h days)), dated by their end day d, for each d where both
     days are present. ``overlapping=False`` keeps every h-th return counting back from the last day."""
     if int(h) != h or h < 1:
@@ -237,7 +237,7 @@ def bundled_joint_returns(underlyings: Sequence[str] = ("BTC", "ETH"), *, h: int
 # ---------------------------------------------------------------- volatility filters
 
 
-def _initial_variance(returns: np.ndarray, warmup: int) -> np.ndarray:
+def _initial_variance(returns: np.ndarray, warmup: int) -> np.ndarray | np.floating:
     head = returns[: max(1, min(warmup, len(returns)))]
     return np.mean(head * head, axis=0)
 

@@ -18,9 +18,9 @@ Per underlying u (parameters from ``configs/deribit.yaml``, Deribit's own ``mode
   that; initial = round9(risk-matrix margin + add-ons), the add-ons (Deribit's mmp_margin,
   open_orders_margin, spot_margin) being inputs (0 for a plain account).
 
-The scenarios are data: ``DeribitParams.grid`` is the ``scenarios.deribit_grid`` preset (a
-``scenarios.DeribitGrid``: per-scenario price moves, vol states and weights, and the expiry-dependent vol
-rule ``scenarios.RelativeVolShock``), turned into one ``Shock`` batch as SPAN's ``scenarios.Grid`` is.
+The scenarios are data: ``DeribitParams.grid`` is the ``pmjax.scenarios.grids.deribit_grid`` preset (a
+``grids.DeribitGrid``: per-scenario price moves, vol states and weights, and the expiry-dependent vol
+rule ``grids.RelativeVolShock``), turned into one ``Shock`` batch as SPAN's ``grids.Grid`` is.
 Every vector is P&L (gain positive) in coin of the underlying, as Deribit reports a coin-settled book.
 Valuation goes through ``pmjax.core.kernel.position_values`` (instantaneous: no time passes).
 
@@ -46,6 +46,7 @@ from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import Shock, no_shock, position_values
 from pmjax.core.validate import number
+from pmjax.core.precision import check_dtype
 from pmjax.scenarios.grids import (
     DERIBIT_DTE_FLOOR_DAYS,
     DERIBIT_EXTENDED_MOVES,
@@ -151,14 +152,14 @@ class DeribitParams(eqx.Module):
 
     @property
     def vol_rule(self) -> RelativeVolShock:
-        """The options' vol shock (``scenarios.RelativeVolShock``) from these parameters."""
+        """The options' vol shock (``grids.RelativeVolShock``) from these parameters."""
         return RelativeVolShock(self.volatility_range_up, self.volatility_range_down,
                                 self.min_volatility_for_shock_up, self.short_term_vega_power,
                                 self.long_term_vega_power)
 
     @property
     def grid(self) -> DeribitGrid:
-        """The standard + extended scenarios as data (``scenarios.deribit_grid``)."""
+        """The standard + extended scenarios as data (``grids.deribit_grid``)."""
         return deribit_grid(self.price_range, self.buckets_count, self.vol_rule, self.extended_table_factor,
                             self.extended_moves, dtype=self.price_range.dtype)
 
@@ -193,6 +194,7 @@ class DeribitResult(eqx.Module):
 
 def deribit_params(config: dict, *, dtype=jnp.float64) -> DeribitParams:
     """``DeribitParams`` from a merged config's ``deribit:`` section; raises ``InputError`` naming the field."""
+    check_dtype(dtype)
     source = config.get("_source", "configs/deribit.yaml")
     section = config.get("deribit")
     if not isinstance(section, dict):
@@ -289,7 +291,7 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     value_usd = jax.vmap(position_values, in_axes=(None, 0))(usd_book, shocks)  # (s + e, n)
     coin_price = (S[None, :] * shocks.spot_scale)[:, und]
     today = position_values(usd_book, no_shock(usd_book)) / S[und]
-    pnl = (value_usd / coin_price - today) * grid.weight[und].T  # extended: x f pr/|m|, in coin at the edge
+    pnl = (value_usd / coin_price - today[None, :]) * grid.weight[und].T  # extended: x f pr/|m|, in coin at the edge
     standard, extended = pnl[:n_std], pnl[n_std:]
     ext = grid.price_move[:, n_std:]  # (u, e)
     moves = grid.price_move[:, :n_std:len(VOL_STATES)]  # (u, 2B+1)
@@ -310,7 +312,7 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     lowest = jnp.min(both, axis=1)
     worst = jnp.maximum(-lowest, 0.0)
     is_low = both == lowest[:, None]
-    preferred = is_low & ~grid.is_extended & (grid.vol_state == VOL_SAME)
+    preferred = is_low & (~grid.is_extended & (grid.vol_state == VOL_SAME))[None, :]
     worst_index = jnp.where(preferred.any(axis=1), jnp.argmax(preferred, axis=1), jnp.argmax(is_low, axis=1))
 
     # net coin delta of each position: slope of its coin value in its underlying's price (scale 1 -> 1 + ds)

@@ -1,5 +1,5 @@
 """Whether an account may use portfolio margin: its equity (collateral plus position values) against
-``rules.pm_minimum_equity``."""
+``rules.pm_minimum_equity``. Formulas: docs/methodology.md section 8.5."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
   other side's mark. A strategy's maintenance is capped at its legs' standalone maintenance.
 
 Every figure is a positive requirement in the portfolio's margin currency (computed in USD, converted to a
-coin at today's index). Option marks come from ``pmjax.greeks.price_instruments`` (the kernel's Black-76).
+coin at today's index). Option marks come from ``pmjax.core.greeks.price_instruments`` (the kernel's
+Black-76). Formulas: docs/methodology.md section 8.
 """
 
 from __future__ import annotations
@@ -381,7 +382,7 @@ def _strategy_rows(found, by_index, to_cur) -> tuple[list[dict], list[tuple]]:
 
 
 def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams) -> RulesResult:
-    """Rules margin of ``portfolio`` under ``market`` (see docs/methodology.md, rules section).
+    """Rules margin of ``portfolio`` under ``market`` (formulas: docs/methodology.md section 8).
 
     Rules is combinatorial Python (strategy pairing over instruments), not an array program, so it takes
     the portfolio, not a ``Book``, and is neither jitted nor vmapped. ``by_position`` has one row per

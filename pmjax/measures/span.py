@@ -1,4 +1,4 @@
-"""SPAN margin (SPEC section 5; formulas: docs/methodology.md, SPAN section): risk arrays, scan risk,
+"""SPAN margin (SPEC section 5; formulas: docs/methodology.md section 5): risk arrays, scan risk,
 composite delta, intra-commodity tiers, spot charge, inter-commodity credits, short option minimum and
 net option value.
 
@@ -26,6 +26,7 @@ from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import no_shock, own_underlying_values, position_values
 from pmjax.core.units import DAY, DAYS_PER_YEAR, SECONDS_PER_DAY
 from pmjax.core.validate import finite_number, number
+from pmjax.core.precision import check_dtype
 from pmjax.scenarios.grids import (
     COMPOSITE_DELTA_STEPS,
     COMPOSITE_DELTA_WEIGHTS,
@@ -215,6 +216,7 @@ def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
 
     Raises ``InputError`` naming the file and field for anything missing or out of range.
     """
+    check_dtype(dtype)
     source = config.get("_source", "config")
     span = config.get("span")
     if not isinstance(span, dict):
@@ -278,7 +280,7 @@ def position_composite_deltas(book: Book, params: SpanParams) -> Float[Array, " 
 
 
 def span_margin(book: Book, params: SpanParams) -> SpanResult:
-    """SPAN for one account's book (SPEC section 5; formulas: docs/methodology.md, SPAN section). Pure and
+    """SPAN for one account's book (SPEC section 5; formulas: docs/methodology.md section 5). Pure and
     branch-free: jit it, or ``jax.jit(jax.vmap(span_margin, in_axes=(0, None)))`` over accounts."""
     dtype = book.quantity.dtype
     n_und = len(UNDERLYINGS)

@@ -18,6 +18,9 @@ both paths in the same tail):
 Contributions (Euler allocation): with the tail paths held fixed, ES is linear in the quantities,
 so contribution_j = q_j dES/dq_j (by autodiff) = the mean of position j's loss over the tail paths,
 and the contributions sum to ES; a hedge (a position that gains when the book loses) has a negative one.
+
+Formulas: docs/methodology.md section 7 (7.6 VaR, ES and their standard errors; 7.7 contributions; 7.8
+historical simulation); the scenarios come from ``pmjax.scenarios.montecarlo`` and ``historical``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from pmjax.batch.sharding import mc_chunk
 from pmjax.core.book import Book
 from pmjax.core.market import Market
+from pmjax.core.precision import check_dtype
 from pmjax.scenarios import montecarlo
 from pmjax.scenarios.historical import HistoricalScenarios, historical_scenarios, scenario_losses, \
     scenario_tail_allocation
@@ -118,7 +122,7 @@ AUTO_CHUNK_CAP_ACCELERATOR = 1 << 20
 
 def auto_chunk(rows: int, dtype, devices=None) -> int:
     """``var.chunk: auto``: paths per compiled call for a ``rows``-row book: the largest power of two whose
-    estimated footprint (``pmjax.sharding.mc_chunk``) fits a quarter of the memory free now, capped on a
+    estimated footprint (``pmjax.batch.sharding.mc_chunk``) fits a quarter of the memory free now, capped on a
     CPU at ``CPU_REVALUATIONS_PER_CALL / rows`` (and 65,536) paths, on an accelerator at 2^20. The figures
     do not depend on it (paths are drawn per index)."""
     devices = list(devices) if devices is not None else jax.local_devices()
@@ -174,6 +178,7 @@ def var_params(config: dict | None, *, market: Market, dtype=jnp.float64, paths:
     ``paths``, ``seed``, ``confidence``, ``progress`` override them when given) and the scenario model
     built for ``market``. ``historical``: run historical simulation (default ``var.historical``; only for a
     whole number of days)."""
+    check_dtype(dtype)
     settings = montecarlo.var_settings(config, paths=paths, seed=seed, confidence=confidence, progress=progress)
     model, scenario, info = montecarlo.build_model(market, settings, dtype=dtype)
     run_hs = settings.historical if historical is None else historical
@@ -197,7 +202,7 @@ class VarResult(eqx.Module):
 def var_margin(book: Book, params: VarParams, *, devices=None) -> VarResult:
     """Monte Carlo VaR/ES of ``book`` with ES contributions (``params.settings.paths`` paths, chunked and
     sharded over ``devices``, default every local device), and historical simulation when
-    ``params.historical`` is set. See docs/methodology.md for the formulas."""
+    ``params.historical`` is set. Formulas: docs/methodology.md sections 7.6-7.8."""
     s = params.settings
     chunk = s.chunk or auto_chunk(book.size, book.quantity.dtype, devices)
     losses = montecarlo.simulate_losses(book, params.model, params.scenario, paths=s.paths, seed=s.seed,

@@ -3,8 +3,9 @@
 ``ScenarioSet.shocks(book)`` gives a ``pmjax.core.kernel.Shock`` whose every field carries a leading
 scenario axis (s,); ``ScenarioSet.pnl(book)`` values each position under each of them, (s, n) in the
 book's margin currency, gain positive. Implemented by the SPAN grid (``grids.Grid``), the Deribit grid
-(``grids.DeribitGrid``) and named joint moves (``named.NamedScenarios``). See docs/methodology.md
-section "Valuation" for the kernel.
+(``grids.DeribitGrid``), named joint moves (``named.NamedScenarios``) and historical days
+(``historical.HistoricalScenarios``). Formulas for the kernel:
+docs/methodology.md section 3.
 """
 
 from __future__ import annotations

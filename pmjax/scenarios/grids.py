@@ -7,7 +7,7 @@ advances ``dt`` years in every scenario and vols are floored at ``vol_floor``.
 
 Grids are scanned one underlying at a time, as SPAN scans each combined commodity separately:
 scenario i of underlying u moves only u; every other underlying (a coin margin currency included)
-stays where it is. ``underlying_shocks`` turns a grid into a ``pmjax.kernel.Shock`` batch of shape
+stays where it is. ``underlying_shocks`` turns a grid into a ``pmjax.core.kernel.Shock`` batch of shape
 (u, s) for a book and ``full_pnl`` values every position under every underlying's scenarios;
 ``own_underlying_pnl`` gives each position's P&L under its own underlying's scenarios only (what SPAN
 uses, half the work with two underlyings). Everything here is branch-free and works under ``jit`` and ``vmap`` (over accounts).
@@ -17,8 +17,9 @@ Two presets build grids from a method's parameters: ``span_grid`` (SPAN's 16 sce
 scenario's vol move depends on each option's days to expiry, so ``DeribitGrid`` stores it as data: a
 vol state per scenario (+1 up, 0 same, -1 down) and a ``RelativeVolShock`` rule that turns a state into
 each position's absolute vol shift. Both are ``base.ScenarioSet``s: ``shocks(book)`` gives a batch of
-``pmjax.kernel.Shock`` with one scenario axis (``Grid.shocks`` flattens ``underlying_shocks``), valued by
-the same kernel (``pnl(book)``). See docs/methodology.md sections on SPAN and the Deribit grid.
+``pmjax.core.kernel.Shock`` with one scenario axis (``Grid.shocks`` flattens ``underlying_shocks``), valued by
+the same kernel (``pnl(book)``). Formulas: docs/methodology.md
+sections 5.2 (SPAN's 16 scenarios) and 6.2-6.4 (the Deribit grid's standard and extended tables).
 """
 
 from __future__ import annotations
@@ -85,11 +86,13 @@ def span_grid(price_scan_range, vol_scan_range, extreme_move_multiple, extreme_c
     X = jnp.asarray(extreme_move_multiple, dtype)
     c = jnp.asarray(extreme_cover_fraction, dtype)
     P, V, X, c = jnp.broadcast_arrays(P, V, X, c)
-    steps = jnp.asarray(SPAN_PRICE_STEPS, dtype) + jnp.asarray(SPAN_EXTREME_SIGN, dtype) * X[..., None]
-    extreme = jnp.asarray(SPAN_IS_EXTREME)
+    row = (1,) * X.ndim + (-1,)  # the 16 scenarios on the last axis, explicitly broadcast against (u,)
+    steps = jnp.reshape(jnp.asarray(SPAN_PRICE_STEPS, dtype), row) + \
+        jnp.reshape(jnp.asarray(SPAN_EXTREME_SIGN, dtype), row) * X[..., None]
+    extreme = jnp.reshape(jnp.asarray(SPAN_IS_EXTREME), row)
     return Grid(
         price_move=steps * P[..., None],
-        vol_shift=jnp.asarray(SPAN_VOL_STEPS, dtype) * V[..., None],
+        vol_shift=jnp.reshape(jnp.asarray(SPAN_VOL_STEPS, dtype), row) * V[..., None],
         weight=jnp.where(extreme, c[..., None], jnp.ones_like(c)[..., None]),
         dt=jnp.asarray(horizon_days, dtype) * DAY,
         vol_floor=jnp.asarray(vol_floor, dtype),
@@ -122,7 +125,7 @@ def own_underlying_pnl(book: Book, grid: Grid) -> Float[Array, "s n"]:
     vol_shift = grid.vol_shift[book.underlying].T
     today = position_values(book, no_shock(book))
     values = jax.vmap(lambda m, v: own_underlying_values(book, 1.0 + m, v, grid.dt, grid.vol_floor))(move, vol_shift)
-    return values - today
+    return values - today[None, :]
 
 
 def own_underlying_losses(book: Book, grid: Grid) -> Float[Array, "s n"]:

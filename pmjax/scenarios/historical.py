@@ -1,6 +1,6 @@
 """Historical simulation's scenarios: each day's actual joint h-day moves of BTC and ETH closes and of
-their DVOL (log changes; overlapping windows for h > 1) applied to today's book (no random draws); see
-docs/methodology.md section on VaR.
+their DVOL (log changes; overlapping windows for h > 1) applied to today's book (no random draws). Formulas:
+docs/methodology.md section 7.8.
 
 Each day's DVOL log change shifts the underlying's smile by atm_vol (exp(change) - 1) (absolute vol);
 days without DVOL (before 2021-03-24) are not used. Time advances h/365 years.

@@ -1,5 +1,5 @@
 """Monte Carlo scenario models as strategy objects: each turns (key, path index) into unit-variance
-factors (zr, zv) per underlying; see ``pmjax.scenarios.montecarlo`` and docs/methodology.md for the formulas.
+factors (zr, zv) per underlying; see ``pmjax.scenarios.montecarlo``. Formulas: docs/methodology.md section 7.3.
 
 A model is a frozen dataclass (hashable: it is a jit-static argument), chosen once from the config
 name (``var.model``) through ``MODELS``. Path i's draws come from ``fold_in(key, i)`` alone.
@@ -24,18 +24,19 @@ from pmjax.io import history
 
 
 class ScenarioParams(eqx.Module):
-    """The array part of a scenario model (one row per underlying of ``UNDERLYINGS``)."""
+    """The array part of a scenario model (one row per underlying of ``UNDERLYINGS``); a leading ``*b`` axis
+    holds a batch of models (the backtest's days)."""
 
-    vol: Float[Array, " u"]  # annual vol of log-returns; 0 for an underlying the market lacks
-    atm_vol: Float[Array, " u"]  # today's ATM implied vol: the smile shift is atm_vol (exp(x) - 1)
-    vol_of_vol: Float[Array, " u"]  # annual vol of the log ATM vol; 0 turns vol moves off
-    chol: Float[Array, "f f"]  # Cholesky factor of the factor correlation, f = 2 u: (returns, vols)
-    vol_given_return: Float[Array, "u u"]  # FHS: A in zv = A zr + M e
-    vol_residual_chol: Float[Array, "u u"]  # FHS: M
-    residuals: Float[Array, "t u"]  # FHS: standardized daily residuals (unit variance); zeros otherwise
-    vol_floor: Float[Array, ""]
-    horizon_years: Float[Array, ""]  # h / 365
-    nu: Float[Array, ""]  # student_t degrees of freedom
+    vol: Float[Array, "*b u"]  # annual vol of log-returns; 0 for an underlying the market lacks
+    atm_vol: Float[Array, "*b u"]  # today's ATM implied vol: the smile shift is atm_vol (exp(x) - 1)
+    vol_of_vol: Float[Array, "*b u"]  # annual vol of the log ATM vol; 0 turns vol moves off
+    chol: Float[Array, "*b f f"]  # Cholesky factor of the factor correlation, f = 2 u: (returns, vols)
+    vol_given_return: Float[Array, "*b u u"]  # FHS: A in zv = A zr + M e
+    vol_residual_chol: Float[Array, "*b u u"]  # FHS: M
+    residuals: Float[Array, "*b t u"]  # FHS: standardized daily residuals (unit variance); zeros otherwise
+    vol_floor: Float[Array, "*b"]
+    horizon_years: Float[Array, "*b"]  # h / 365
+    nu: Float[Array, "*b"]  # student_t degrees of freedom
 
 
 @dataclasses.dataclass(frozen=True)

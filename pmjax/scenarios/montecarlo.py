@@ -28,7 +28,8 @@ any config overrides apply; then it is made positive definite.
 
 Determinism: path i's draws come from ``fold_in(key(seed), i)`` alone (with antithetic variates,
 paths 2j and 2j+1 share ``fold_in(key, j)`` with opposite signs), so the losses are identical for any
-chunk size and any number of devices.
+chunk size and any number of devices. The models themselves are ``mc_models``. Formulas: docs/methodology.md
+sections 7.1-7.5.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import datetime as dt
 import functools
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -404,7 +405,8 @@ def map_paths(fn, model: ScenarioModel, book: Book, params: ScenarioParams, seed
 
 
 def simulate_losses(book: Book, model: ScenarioModel, params: ScenarioParams, *, paths: int, seed: int,
-                    chunk: int = 65_536, devices: Sequence | None = None, progress: bool | None = None) -> np.ndarray:
+                    chunk: int = 65_536, devices: Sequence | None = None,
+                    progress: bool | Callable | None = None) -> np.ndarray:
     """Portfolio loss (minus P&L, margin currency) of paths 0..paths-1, full revaluation.
 
     Memory is bounded by ``chunk`` paths times the book size; the result is the same for any ``chunk``

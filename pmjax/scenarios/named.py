@@ -1,7 +1,8 @@
 """Named joint scenarios (stress days, user files): a move of every underlying's price and implied vol.
 
 ``load_scenarios`` reads them as ``StressScenario``s; ``named_scenarios`` turns a list into a
-``NamedScenarios`` set (a ``base.ScenarioSet``: scenario s moves every underlying at once).
+``NamedScenarios`` set (a ``base.ScenarioSet``: scenario s moves every underlying at once). Formulas:
+docs/methodology.md section 3.4.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ DVOL starts on 2021-03-24. For an earlier day the vol move is a documented proxy
 spot-vol response of DVOL over its whole history, the least-squares fit
 dDVOL = c + b_down min(R, 0) + b_up max(R, 0) on the same day's return R (implied vol rises when
 the price falls), evaluated at that day's return. ``configs/scenarios/stress_days.yaml`` is the output of
-``python -m pmjax.stress_days configs/scenarios/stress_days.yaml``.
+``python -m pmjax.scenarios.stress_days configs/scenarios/stress_days.yaml``. Formulas: docs/methodology.md
+section 3.4.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def stress_days_yaml(days: dict[str, str] | None = None) -> str:
     proxies = {u: fit_vol_proxy(closes[u], dvols[u]) for u in UNDERLYINGS}
     lines = [
         "# Named historical stress days for `pmjax stress ACCOUNTS --scenarios configs/scenarios/stress_days.yaml`",
-        "# (the format of pmjax.accounts.load_scenarios). Written by `python -m pmjax.stress_days",
+        "# (the format of pmjax.scenarios.named.load_scenarios). Written by `python -m pmjax.scenarios.stress_days",
         "# configs/scenarios/stress_days.yaml` from the bundled history (pmjax/data/history): each move is that UTC day's",
         "# close-to-close change, price = Binance close(d) / close(d-1) - 1, vol = Deribit DVOL close(d) - close(d-1)",
         "# (absolute, decimal vol); days: 1 (the move took one day).",
@@ -126,10 +127,16 @@ def stress_days_yaml(days: dict[str, str] | None = None) -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``python -m pmjax.scenarios.stress_days [OUT.yaml]``: the stress-day scenarios as YAML."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pmjax.scenarios.stress_days",
+                                description="named stress days from the bundled history, as scenario YAML")
+    p.add_argument("out", nargs="?", help="file to write (default: standard output)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
     text = stress_days_yaml()
-    if argv:
-        with open(argv[0], "w", encoding="utf-8") as fh:
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text)
     else:
         sys.stdout.write(text)

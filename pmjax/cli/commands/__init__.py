@@ -1,0 +1,1 @@
+"""One module per ``pmjax`` command: ``add_arguments(parser)`` and ``run(args) -> (document, text)``."""

@@ -1,7 +1,7 @@
 """``pmjax calibrate --history CSV [--coverage A] [--horizon H] [--out CONFIG.yaml] [--json]``
 
 SPAN scan ranges from price history (vol-scaled quantiles with a long-run floor), vol scan ranges
-from DVOL, the BTC/ETH inter-commodity credit, and each range's backtest (``pmjax.calibrate``).
+from DVOL, the BTC/ETH inter-commodity credit, and each range's backtest (``pmjax.apps.calibrate``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``pmjax monitor ACCOUNTS --replay SOURCE [--market M] [--methods ...] [--out DIR]``
 
-Replays a sequence of markets over many accounts (``pmjax.monitor``): every account's equity and margin
+Replays a sequence of markets over many accounts (``pmjax.apps.monitor``): every account's equity and margin
 (maintenance and initial) by each method at every step, initial-margin breaches, margin calls (equity
 below the primary method's maintenance requirement) and liquidation warnings. With ``--out DIR`` it writes
 ``DIR/monitor_log.jsonl`` (one JSON record per account per step; the same inputs give the same bytes)

@@ -1,7 +1,7 @@
 """``pmjax stress ACCOUNTS --market M [--method span] [--config C] [--scenarios F]``
 
 Many accounts in jitted, vmapped calls per method, in chunks sized from the memory at hand
-(``pmjax.sharding.span_chunk``, ``deribit_chunk``, ``stress_chunk``) and sharded over every local device.
+(``pmjax.batch.sharding.span_chunk``, ``deribit_chunk``, ``stress_chunk``) and sharded over every local device.
 ``METHODS`` maps a method name to a batch function ``(AccountBatch, Market, config, dtype) -> MethodOutput``;
 another method (e.g. ``deribit``) is added by registering its batch function there.
 """
