@@ -1,5 +1,5 @@
-"""Many accounts at once: load them, pad their books to one bucket, stack along a leading accounts
-axis and run a margin method over all of them in one jitted, vmapped call.
+"""Many accounts at once: every account's book resolved, padded to one bucket and stacked along a leading
+accounts axis (``build_batch``), ready for ``pmjax.batch.sharding.map_accounts``.
 
 Both the position axis and the accounts axis are padded to size buckets (powers of two), so a second
 batch of the same buckets reuses the compiled code. Padding accounts hold only padding rows (quantity
@@ -14,17 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmjax.batch.sharding import pad_accounts
 from pmjax.core.book import Book, ResolvedPosition, bucket_size, make_book, resolve_portfolio
 from pmjax.core.errors import InputError
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
-
-
-DEFAULT_CHUNK = 4096
-
-
-# ---------------------------------------------------------------- loading
 
 
 def stack_books(books: list[Book]) -> Book:
@@ -66,14 +59,3 @@ def build_batch(portfolios: list[Portfolio], market: Market, *, dtype=jnp.float6
     if n_padded > len(books):
         books += [make_book([], market, "USD", dtype=dtype, size=size)] * (n_padded - len(books))
     return AccountBatch(portfolios, resolved, stack_books(books), size)
-
-
-def _chunks(batch: AccountBatch, chunk: int):
-    """Slices of the stacked books of at most ``chunk`` accounts, each padded to the chunk's bucket."""
-    n = batch.n_padded
-    if n <= chunk:
-        yield batch.books
-        return
-    for start in range(0, n, chunk):
-        part = jax.tree_util.tree_map(lambda x: x[start:start + chunk], batch.books)
-        yield pad_accounts(part, chunk)[0]  # the last chunk padded with copies of its last account: one shape
