@@ -36,7 +36,7 @@ from pmjax.apps import calibrate as C  # noqa: E402
 from pmjax.apps.tables import table  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] if "__file__" in globals() else pathlib.Path.cwd().parent
-OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "reports" / "notebooks"))
+OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "notebook-out"))  # committed: =reports/notebooks
 OUT.mkdir(parents=True, exist_ok=True)
 SMALL = os.environ.get("PMJAX_NOTEBOOK_SMALL") == "1"
 settings = (B.BacktestSettings(start="2022-10-25", end="2022-11-20", paths=256) if SMALL
@@ -110,7 +110,10 @@ b = "seed BTC/ETH"
 fig, ax = plt.subplots(figsize=(10, 4))
 loss = -result.pnl[b]
 for m, c in result.cover[b].items():
-    ax.hist(np.clip(loss / np.where(c > 0, c, np.nan), -1.5, 1.5), bins=60, histtype="step", label=m)
+    ratio = loss / np.where(c > 0, c, np.nan)
+    if not np.isfinite(ratio).any():  # no day with a positive margin (rules: the coins held cover the book)
+        continue
+    ax.hist(np.clip(ratio[np.isfinite(ratio)], -1.5, 1.5), bins=60, histtype="step", label=m)
 ax.axvline(1.0, color="k", ls=":")
 ax.set_xlabel("next-day loss / margin")
 ax.legend()

@@ -59,6 +59,17 @@ def test_tables_structure_and_both_levels(demo, market):
     assert app["regime"] == "portfolio margin" and app["margin"] == pytest.approx(seed["span"]["total"])
 
 
+def test_seed_books_rules_same_with_spot_as_position_or_collateral(demo, market):
+    """Issue 14 item 1: the seed's 1 BTC and 1 ETH count as collateral however they are written, so both book rows
+    have the same rules figure: the BTC covers the short call (nothing), the ETH condor its wider wing (90 USD at
+    2,780/2,690 against 80 at 3,300/3,380) and the two long ETH puts their premium (was 92,370: the spot's value)."""
+    doc, _ = demo
+    full, oo = doc["books"]
+    puts = next(p for p in doc["greeks"]["positions"] if p["quantity"] == 2.0)  # value: 2 x mark
+    assert full["rules"] == pytest.approx(oo["rules"], rel=1e-12)
+    assert full["rules"] == pytest.approx(90.0 + puts["value"], rel=1e-9)
+
+
 def test_report_files_written(demo):
     doc, out = demo
     files = doc["files"]

@@ -69,9 +69,9 @@ def short_put(K, U, P, mk):
     return max(max(A - max(U - K, 0.0) / U, FLOOR) * P + mk, mm), mm
 
 
-def naked(name, q, market, spot_charge="full_value"):
-    """(initial, maintenance) of a position margined alone, USD, from the formulas above (long spot:
-    its full value under the default ``long_spot_charge: full_value``, else nothing)."""
+def naked(name, q, market):
+    """(initial, maintenance) of a position margined alone, USD, from the formulas above (long spot: nothing,
+    a coin held is collateral)."""
     inst = pmjax.parse_instrument(name)
     u = inst.underlying
     S = market.spot(u)
@@ -84,8 +84,7 @@ def naked(name, q, market, spot_charge="full_value"):
         im, mm = (short_call if inst.right == "call" else short_put)(inst.strike, U, P, mk)
         return -q * im, -q * mm
     if inst.kind == "spot" and q >= 0:
-        v = q * S if spot_charge == "full_value" else 0.0
-        return v, v
+        return 0.0, 0.0
     b, s, mb, ms = FUT[u]
     P = S if inst.settlement == "inverse" else market.forward(u, inst.expiry)
     return (b + abs(q) * s) * abs(q) * P, (mb + abs(q) * ms) * abs(q) * P
@@ -197,12 +196,17 @@ def test_futures_size_terms(mkt, cfg, name, q):
         assert r["initial"] == pytest.approx(0.0275 * 150 * S_BTC, rel=1e-12)
 
 
-def test_long_spot_is_paid_in_full_or_is_collateral(mkt, cfg):
+def test_long_spot_is_collateral_not_a_requirement(mkt, cfg):
+    """Coins held need nothing (their value is equity); the old ``long_spot_charge: full_value`` is refused by
+    name, ``none`` is still accepted."""
     r = rules(book(("BTC", 2.0), ("ETH", 10.0)), mkt, cfg)
-    assert r["initial"] == r["maintenance"] == pytest.approx(2.0 * S_BTC + 10.0 * S_ETH, rel=1e-12)
-    assert len(r["naked"]) == 2
-    r = rules(book(("BTC", 2.0), ("ETH", 10.0)), mkt, with_rules(cfg, long_spot_charge="none"))
     assert r["initial"] == 0.0 and r["maintenance"] == 0.0 and len(r["naked"]) == 2
+    assert r["standard"] == {"initial": 0.0, "maintenance": 0.0}
+    r = rules(book(("BTC", 2.0), ("ETH", 10.0)), mkt, with_rules(cfg, long_spot_charge="none"))
+    assert r["initial"] == 0.0 and r["maintenance"] == 0.0
+    with pytest.raises(InputError) as e:
+        rules_params(with_rules(cfg, long_spot_charge="full_value"))
+    assert e.value.field == "rules.long_spot_charge" and "collateral" in str(e.value)
 
 
 def test_coin_margin_currency(mkt, cfg):
@@ -277,9 +281,10 @@ def test_iron_condor_wider_wing(mkt, cfg):
 def test_covered_call_with_spot(mkt, cfg):
     r = rules(book(("BTC-27MAR26-100000-C", -1), ("BTC", 1)), mkt, cfg)
     s = only_strategy(r)
-    # the call needs nothing; the spot keeps its own requirement (its value, paid in full)
-    assert s["type"] == "covered_call" and s["initial"] == s["maintenance"] == pytest.approx(S_BTC, rel=1e-12)
-    assert r["standard"]["initial"] == pytest.approx(naked("BTC-27MAR26-100000-C", -1, mkt)[0] + S_BTC, rel=1e-12)
+    # the call needs nothing; the spot needs nothing either (a coin held is collateral)
+    assert s["type"] == "covered_call" and s["initial"] == s["maintenance"] == 0.0
+    assert r["initial"] == r["maintenance"] == 0.0
+    assert r["standard"]["initial"] == pytest.approx(naked("BTC-27MAR26-100000-C", -1, mkt)[0], rel=1e-12)
 
 
 def test_covered_call_with_future(mkt, cfg):
@@ -483,8 +488,8 @@ def test_seed_portfolio_on_bundled_market(market, cfg):
     r = rules(p, market, cfg)
     assert sorted(s["type"] for s in r["strategies"]) == ["covered_call", "iron_condor"]
     put = next(x for x in p.positions if x.quantity == 2.0)
-    spot = market.spot("BTC") + market.spot("ETH")  # long spot paid in full (the BTC covers the short call)
-    assert r["initial"] == pytest.approx(90.0 + 2 * mark(put.instrument.name, market) + spot, rel=1e-12)  # 3300/3380
+    # spot needs nothing (collateral; the BTC covers the short call): the condor's width and the puts' premium
+    assert r["initial"] == pytest.approx(90.0 + 2 * mark(put.instrument.name, market), rel=1e-12)  # 3300/3380
     assert r["initial"] < r["standard"]["initial"]
 
 
@@ -499,6 +504,96 @@ def test_zero_position_and_float32(mkt, cfg):
     assert r["initial"] == pytest.approx(naked("BTC-27MAR26-80000-P", -1, mkt)[0], rel=1e-12)
     r32 = rules(p, mkt, cfg, dtype=jnp.float32)
     assert r32["initial"] == pytest.approx(r["initial"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- coins held: position or collateral
+
+CALL_100K = "BTC-30JAN26-100000-C"
+
+
+def test_covered_call_by_coins_held_written_either_way_by_hand(mkt, cfg):
+    """1 BTC + short 1 BTC-30JAN26-100000-C. Margined alone the call needs
+    IM = max(0.15 - (100,000 - 90,500) / 90,500, 0.10) x 90,000 + mark = 0.10 x 90,000 + mark = 9,000 + mark and
+    MM = 0.075 x 90,000 + mark = 6,750 + mark; covered by the coin held it needs nothing, and the coin needs
+    nothing: rules 0. The same coin in ``collateral:`` gives the same figures, in USD and in BTC."""
+    mk = mark(CALL_100K, mkt)
+    assert naked(CALL_100K, -1, mkt) == pytest.approx((9_000.0 + mk, 6_750.0 + mk), rel=1e-12)
+    std = with_rules(cfg, mode="deribit_standard")
+    for cur, to_cur in (("USD", 1.0), ("BTC", 1.0 / S_BTC)):
+        as_position = book(("BTC", 1.0), (CALL_100K, -1.0), currency=cur)
+        as_collateral = book((CALL_100K, -1.0), currency=cur)
+        as_collateral.collateral = {"BTC": 1.0}
+        r_pos, r_coll = rules(as_position, mkt, cfg), rules(as_collateral, mkt, cfg)
+        for r in (r_pos, r_coll):
+            (s,) = r["strategies"]
+            assert s["type"] == "covered_call" and s["quantity"] == 1.0
+            assert r["initial"] == r["maintenance"] == 0.0
+        assert r_coll["naked"] == [] and [g.get("collateral", False) for g in r_coll["strategies"][0]["legs"]] == [
+            False, True]
+        assert [row["instrument"] for row in r_coll["by_position"]] == [CALL_100K]
+        # Deribit standard (S:SM) offsets nothing: the call keeps its naked requirement, the coin still needs nothing
+        for p in (as_position, as_collateral):
+            r = rules(p, mkt, std)
+            assert r["initial"] == pytest.approx((9_000.0 + mk) * to_cur, rel=1e-12)
+            assert r["maintenance"] == pytest.approx((6_750.0 + mk) * to_cur, rel=1e-12)
+        # equity is the same either way: the coin at the index less the call's mark
+        assert account_equity(as_position, mkt) == pytest.approx(account_equity(as_collateral, mkt, {"BTC": 1.0}),
+                                                                 rel=1e-12)
+        assert account_equity(as_position, mkt) == pytest.approx((S_BTC - mk) * to_cur, rel=1e-12)
+
+
+def test_coin_collateral_covers_only_what_it_holds(mkt, cfg):
+    """0.4 BTC of collateral against 1 short call: 0.4 covered (nothing), 0.6 naked at 9,000 + mark per coin;
+    10 BTC against 5 short calls in a BTC account: all covered, written either way (the issue's 10 BTC vs
+    1.13857 BTC became 0 and 0). Collateral in a coin the account does not trade, or USD, covers nothing."""
+    mk = mark(CALL_100K, mkt)
+    p = book((CALL_100K, -1.0))
+    p.collateral = {"BTC": 0.4, "USD": 1e6, "ETH": 100.0}
+    r = rules(p, mkt, cfg)
+    (s,) = r["strategies"]
+    assert s["quantity"] == pytest.approx(0.4) and s["initial"] == 0.0
+    (n,) = r["naked"]
+    assert n["instrument"] == CALL_100K and n["quantity"] == pytest.approx(-0.6)
+    assert r["initial"] == pytest.approx(0.6 * (9_000.0 + mk), rel=1e-12)
+    assert r["maintenance"] == pytest.approx(0.6 * (6_750.0 + mk), rel=1e-12)
+    pos = book(("BTC", 10.0), (CALL_100K, -5.0), currency="BTC")
+    coll = book((CALL_100K, -5.0), currency="BTC")
+    coll.collateral = {"BTC": 10.0}
+    assert rules(pos, mkt, cfg)["initial"] == rules(coll, mkt, cfg)["initial"] == 0.0
+    usd_only = book((CALL_100K, -1.0))
+    usd_only.collateral = {"USD": 1e6}
+    assert rules(usd_only, mkt, cfg)["initial"] == pytest.approx(9_000.0 + mk, rel=1e-12)
+
+
+def test_fully_funded_covered_call_is_never_margin_called_on_an_up_move(market, cfg):
+    """The issue's account (1 BTC + short 1 BTC-30JAN26-100000-C + the premium in USD), as a spot position and
+    as coin collateral, monitored with primary rules on the spot path 89,025 -> 93,000 -> 98,000 -> 150,000:
+    requirement 0 and status ok at every step. Equity is 1 BTC + premium - call <= the spot's value once the
+    call gains, so the old 'paid in full' requirement (the spot's value) was a margin call."""
+    import datetime as dt
+
+    from pmjax.apps.monitor import Monitor, market_at
+
+    prem = mark(CALL_100K, market)
+    as_position = make_portfolio([Position(pmjax.parse_instrument("BTC"), 1.0),
+                                  Position(pmjax.parse_instrument(CALL_100K), -1.0)], account="spot",
+                                 collateral={"USD": prem})
+    as_collateral = make_portfolio([Position(pmjax.parse_instrument(CALL_100K), -1.0)], account="coll",
+                                   collateral={"USD": prem, "BTC": 1.0})
+    mon = Monitor([as_position, as_collateral], market, cfg, methods=["rules"], primary="rules")
+    spots = [market.spot("BTC"), 93_000.0, 98_000.0, 150_000.0]
+    for k, s in enumerate(spots):
+        m = market if k == 0 else market_at(market, market.as_of + dt.timedelta(hours=k), {"BTC": s})
+        recs = mon.update(m)
+        call = mark(CALL_100K, m)
+        for rec in recs:
+            r = rec["margins"]["rules"]
+            assert r["requirement"] == r["initial_requirement"] == 0.0
+            assert rec["status"] == "ok" and rec["events"] == []
+            assert rec["equity"] == pytest.approx(s + prem - call, rel=1e-9) and rec["equity"] > 0
+        assert recs[0]["equity"] == pytest.approx(recs[1]["equity"], rel=1e-12)
+        if k >= 2:
+            assert call > prem and recs[0]["equity"] < s  # below the old requirement: was a margin call
 
 
 # ---------------------------------------------------------------- PM qualification

@@ -248,9 +248,9 @@ def why_figures_differ(market: Market, strategies: list[dict], books: list[dict]
     same_deribit = abs(full["deribit"] - oo["deribit"]) <= 1e-9 * max(1.0, abs(full["deribit"]))
     notes.append(
         f"Spot held as a risk position vs as collateral: the USD-margined seed book holds 1 BTC and 1 ETH spot "
-        f"({fmt0(spot_value)} USD). With it, rules are {fmt0(full['rules'])} against {fmt0(oo['rules'])} for the "
-        f"options alone ({share(full['rules'], oo['rules']):.0f}% of the rules figure: a cash account ties up long "
-        f"spot's full value), SPAN risk {fmt0(full['span_risk'])} against {fmt0(oo['span_risk'])} "
+        f"({fmt0(spot_value)} USD). Rules are {fmt0(full['rules'])} with it and {fmt0(oo['rules'])} with the coins "
+        f"in collateral: a coin held is collateral however it is written (equity, no requirement) and the BTC "
+        f"covers the short call; SPAN risk {fmt0(full['span_risk'])} against {fmt0(oo['span_risk'])} "
         f"({share(full['span_risk'], oo['span_risk']):.0f}% of it from the spot's price risk) and VaR "
         f"{fmt0(full['var'])} against {fmt0(oo['var'])} ({share(full['var'], oo['var']):.0f}%). Held as collateral, "
         f"or in an account margined in that coin, a coin's own spot carries no risk, so only the options are "
@@ -309,7 +309,9 @@ def _seed_books(market: Market, config: dict, dtype) -> tuple[dict, dict, list[d
     seed_doc = margin_document(seed, market, config, DEMO_METHODS, dtype=dtype)
     greeks = portfolio_greeks(seed, market, dtype=dtype)
     options_only = make_portfolio([p for p in seed.positions if p.instrument.is_option],
-                                  account="seed options only (spot as collateral)", source="seed")
+                                  account="seed options only (spot as collateral)", source="seed",
+                                  collateral={p.instrument.underlying: p.quantity for p in seed.positions
+                                              if p.instrument.kind == "spot"})
     oo = _figures(compute_margins(options_only, market, config, DEMO_METHODS, dtype=dtype))
     full = _figures(seed_doc)
     books = [{"book": "seed BTC/ETH portfolio (USD, spot as risk position)", **full, **_savings(full)},

@@ -5,8 +5,9 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
 - ``deribit_standard``: every position alone, by Deribit's standard-margin formulas (per coin, USD):
   short call IM = max(a - OTM/U, f) P + mark, MM = m P + mark; short put MM = max(m P, m mark) + mark,
   IM = max(max(a - OTM/U, f) P + mark, MM); futures and perpetuals (b + |Q| s) x notional with Q the
-  position's size in coins; long options their mark (``long_option_charge: premium``) or 0; long spot its value
-  (``long_spot_charge: full_value``: paid in full) or 0 (``none``: collateral); short spot as a delta-one position at the futures rates.
+  position's size in coins; long options their mark (``long_option_charge: premium``) or 0; coins held (long
+  spot, or a coin in ``collateral:``) nothing: they are collateral, counted in equity at the index; short spot as
+  a delta-one position at the futures rates.
   U is the option's underlying price (its expiry's forward, or the index with ``option_underlying: index``);
   P values one coin of requirement: the index for inverse (coin-settled) contracts, U (or the future's
   forward) for linear ones.
@@ -15,11 +16,11 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
   strategy is formed only if it saves margin. What is left is margined as in ``deribit_standard``.
   Strategy requirements per coin (USD): iron condor (short inner put and call, long wings, one expiry):
   the wider wing's width; credit vertical: the strike width; debit vertical: the net debit (0 with
-  ``long_option_charge: none``); covered call/put (a short call against long spot, a long perpetual or a
-  long future expiring no earlier; a short put against short spot, perpetual or future): the cover's own
-  requirement, nothing on the option; calendar (short near, long far, one strike): the net debit, floored
-  at 0; straddle/strangle (short call and put, one expiry): the greater side's naked requirement plus the
-  other side's mark. A strategy's maintenance is capped at its legs' standalone maintenance.
+  ``long_option_charge: none``); covered call/put (a short call against coins held, as long spot or as
+  ``collateral:``, a long perpetual or a long future expiring no earlier; a short put against short spot,
+  perpetual or future): the cover's own requirement, nothing on the option; calendar (short near, long far,
+  one strike): the net debit, floored at 0; straddle/strangle (short call and put, one expiry): the greater
+  side's naked requirement plus the other side's mark. A strategy's maintenance is capped at its legs' standalone maintenance.
 
 Every figure is a positive requirement in the portfolio's margin currency (computed in USD, converted to a
 coin at today's index). Option marks come from ``pmjax.core.greeks.price_instruments`` (the kernel's
@@ -35,7 +36,7 @@ import equinox as eqx
 from pmjax.core.errors import InputError
 from pmjax.io.portfolio import COLLATERAL_CURRENCIES
 from pmjax.core.greeks import price_instruments
-from pmjax.core.instruments import Instrument
+from pmjax.core.instruments import UNDERLYINGS, Instrument
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
 from pmjax.core.validate import finite_number
@@ -43,7 +44,6 @@ from pmjax.core.validate import finite_number
 MODES = ("deribit_standard", "strategy")
 STRATEGY_KINDS = ("iron_condor", "vertical", "covered", "calendar", "straddle")
 LONG_OPTION_CHARGES = ("premium", "none")
-LONG_SPOT_CHARGES = ("full_value", "none")
 OPTION_UNDERLYINGS = ("forward", "index")
 RATE_KEYS = ("option_initial", "option_initial_floor", "option_maintenance", "future_initial",
              "future_initial_per_coin", "future_maintenance", "future_maintenance_per_coin")
@@ -74,7 +74,6 @@ class RulesParams(eqx.Module):
 
     mode: str = eqx.field(static=True)
     long_option_charge: str = eqx.field(static=True)
-    long_spot_charge: str = eqx.field(static=True)
     option_underlying: str = eqx.field(static=True)
     rates: tuple[tuple[str, Rates], ...] = eqx.field(static=True)
     strategy_priority: tuple[str, ...] = eqx.field(static=True)
@@ -85,7 +84,7 @@ class RulesParams(eqx.Module):
     def __check_init__(self):
         src = self.source
         for key, allowed in (("mode", MODES), ("long_option_charge", LONG_OPTION_CHARGES),
-                             ("long_spot_charge", LONG_SPOT_CHARGES), ("option_underlying", OPTION_UNDERLYINGS)):
+                             ("option_underlying", OPTION_UNDERLYINGS)):
             v = getattr(self, key)
             if v not in allowed:
                 raise InputError(f"must be one of {', '.join(allowed)}, got {v!r}", source=src, field=f"rules.{key}")
@@ -130,12 +129,15 @@ def rules_params(config: dict, *, dtype=None) -> RulesParams:
                 raise InputError("missing", source=src, field=f)
             row[k] = finite_number(d[k], source=src, field=f)
         rates.append((str(u).upper(), Rates(**row)))
+    if r.get("long_spot_charge", "none") != "none":
+        raise InputError("coins held are collateral (equity at the index), never a requirement, so the only value "
+                         f"left is none (or leave the key out); got {r['long_spot_charge']!r}; see "
+                         "docs/methodology.md section 8.2", source=src, field="rules.long_spot_charge")
     prio = r.get("strategy_priority", list(STRATEGY_KINDS))
     if not isinstance(prio, list):
         raise InputError(f"must be a list of distinct names from {', '.join(STRATEGY_KINDS)}, got {prio!r}",
                          source=src, field="rules.strategy_priority")
     return RulesParams(mode=r.get("mode", "strategy"), long_option_charge=r.get("long_option_charge", "premium"),
-                       long_spot_charge=r.get("long_spot_charge", "full_value"),
                        option_underlying=r.get("option_underlying", "forward"), rates=tuple(rates),
                        strategy_priority=tuple(prio),
                        pm_minimum_equity=_minimum_equity(r.get("pm_minimum_equity",
@@ -200,7 +202,9 @@ def option_marks(portfolio: Portfolio, market: Market, dtype=None) -> dict[str, 
 
 
 def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -> list[Leg]:
-    """Each position with its Deribit standard-margin requirement per coin (USD)."""
+    """Each position with its Deribit standard-margin requirement per coin (USD), then each coin of the
+    account's ``collateral:`` (a positive amount of BTC or ETH) as a long spot leg needing nothing: coins held,
+    written either way, are equity and can cover a short call (their legs come after the positions')."""
     marks = option_marks(portfolio, market, params.dtype)
     legs = []
     for k, p in enumerate(portfolio.positions):
@@ -218,12 +222,15 @@ def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -
             else:
                 im = mm = mark if params.long_option_charge == "premium" else 0.0
         elif inst.kind == "spot" and q >= 0:
-            # paid in full, like a long option's premium (``long_spot_charge: full_value``), or left out of
-            # the requirement as collateral (``none``)
-            im = mm = spot if params.long_spot_charge == "full_value" else 0.0
+            im = mm = 0.0  # a coin held is collateral: its value is equity (qualification), not a requirement
         else:  # futures, perpetuals, and short spot (a borrowed coin) as a delta-one position
             im, mm = future_margin(q, spot if inst.settlement == "inverse" else fwd, rates)
         legs.append(Leg(k, inst, q, mark, spot, fwd, im, mm))
+    n, held = len(legs), {p.instrument.underlying for p in portfolio.positions}
+    for j, (cur, amount) in enumerate(sorted((portfolio.collateral or {}).items())):
+        if cur in UNDERLYINGS and cur in held and amount > 0:
+            s = market.spot(cur)
+            legs.append(Leg(n + j, Instrument(cur, "spot", "linear"), amount, 0.0, s, s, 0.0, 0.0))
     return legs
 
 
@@ -365,19 +372,21 @@ def _share(total: float, weights: list[float]) -> list[float]:
     return [total * w / s for w in weights] if s > 0 else [total / len(weights)] * len(weights)
 
 
-def _strategy_rows(found, by_index, to_cur) -> tuple[list[dict], list[tuple]]:
-    """(strategies rows, by_position slices (index, strategy id, row)) of the recognised strategies."""
+def _strategy_rows(found, by_index, to_cur, n_positions) -> tuple[list[dict], list[tuple]]:
+    """(strategies rows, by_position slices (index, strategy id, row)) of the recognised strategies; a leg
+    from ``collateral:`` (index >= ``n_positions``) is marked ``"collateral": True`` and has no slice."""
     strategies, slices = [], []
     for sid, (c, q) in enumerate(found):
         im, mm = c.initial * q * to_cur, c.maintenance * q * to_cur
         strategies.append({"id": sid, "type": c.type, "quantity": q, "initial": im, "maintenance": mm,
                            "legs": [{"instrument": by_index[i].instrument.name, "quantity": sign * q}
-                                    for i, sign in c.legs]})
+                                    | ({"collateral": True} if i >= n_positions else {}) for i, sign in c.legs]})
         ims = _share(im, [by_index[i].initial for i, _ in c.legs])
         mms = _share(mm, [by_index[i].maintenance for i, _ in c.legs])
         for (i, sign), a, b in zip(c.legs, ims, mms):
-            slices.append((i, sid, {"instrument": by_index[i].instrument.name, "quantity": sign * q,
-                                    "initial": a, "maintenance": b, "strategy": c.type, "strategy_id": sid}))
+            if i < n_positions:
+                slices.append((i, sid, {"instrument": by_index[i].instrument.name, "quantity": sign * q,
+                                        "initial": a, "maintenance": b, "strategy": c.type, "strategy_id": sid}))
     return strategies, slices
 
 
@@ -397,9 +406,10 @@ def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams) -> R
         found, left = recognise(legs, params)
     else:
         found, left = [], {g.index: g.quantity for g in legs}
-    strategies, slices = _strategy_rows(found, {g.index: g for g in legs}, to_cur)
+    n = len(portfolio.positions)
+    strategies, slices = _strategy_rows(found, {g.index: g for g in legs}, to_cur, n)
     naked = []
-    for g in legs:
+    for g in legs[:n]:  # coins of collateral left over need nothing and are not positions
         q = left[g.index]
         row = {"instrument": g.instrument.name, "quantity": q, "initial": g.initial * abs(q) * to_cur,
                "maintenance": g.maintenance * abs(q) * to_cur}
