@@ -19,7 +19,7 @@ from pmjax.apps.margin import deribit_report
 from pmjax.core.errors import InputError
 from pmjax.core.greeks import price_instruments
 from pmjax.io.market import bundled_path, load_market
-from pmjax.apps.monitor import Monitor, monitor_settings, replay, replay_markets
+from pmjax.apps.monitor import Monitor, monitor_settings, plot_equity, replay, replay_markets
 from pmjax.measures.rules import rules_margin, rules_params, rules_section
 from pmjax.io.portfolio import parse_trades
 from pmjax.apps.margin import span_report
@@ -124,7 +124,8 @@ def test_equity_is_collateral_plus_marks_plus_futures_pnl(records, markets):
     rec = by(records, "hedged-btc", 1)
     assert rec["equity"] == pytest.approx(expected, rel=1e-12)
     assert rec["settled"] == [{"instrument": "BTC-30JAN26-95000-P", "quantity": -1.0, "index": s1,
-                               "amount": pytest.approx(settled, rel=1e-15), "currency": "BTC"}]
+                               "amount": pytest.approx(settled, rel=1e-15), "currency": "BTC",
+                               "expiry": "2026-01-30T08:00:00+00:00", "settlement_source": "next_market"}]
     assert by(records, "hedged-btc", 0)["futures_pnl"] == 0.0
 
 
@@ -171,7 +172,8 @@ def run_command(accounts_file, out, replay_source, **kw):
     args = argparse.Namespace(accounts=accounts_file, replay=replay_source, market="deribit-20260102",
                               methods=kw.get("methods", "span,deribit"), primary=kw.get("primary"),
                               liquidation_fraction=kw.get("liquidation_fraction"), config=None,
-                              out=str(out) if out else None, json=True, precision="float64")
+                              out=str(out) if out else None, json=True, precision="float64",
+                              settlements=kw.get("settlements"))
     return monitor_cmd.run(args)
 
 
@@ -264,3 +266,84 @@ def test_unwritable_out_fails_before_the_replay_in_one_line(tmp_path, accounts_f
     err = capsys.readouterr().err
     assert rc == 2 and called == []
     assert err.count("\n") == 1 and err.startswith("pmjax: error:") and "cannot write" in err
+
+
+def settled_put(doc, step):
+    """The hedged-btc account's settlement of its short BTC-30JAN26-95000-P (expiry 2026-01-30 08:00 UTC)."""
+    return by(doc["records"], "hedged-btc", step)["settled"]
+
+
+def test_expiry_between_two_chains_settles_at_the_given_settlement_index(tmp_path, accounts_file):
+    """Replaying 2026-01-02 -> 2026-02-06, the 30 Jan put settles at the --settlements index (84,000 here),
+    not at the 6 Feb index: short 1 inverse put, -(95,000 - 84,000) / 84,000 BTC; without it, at 6 Feb."""
+    file = tmp_path / "settle.yaml"
+    file.write_text("settlements:\n  BTC: {2026-01-30: 84000, 2026-02-27: 1}\n  ETH: {2026-01-30: 3000}\n")
+    doc, _ = run_command(accounts_file, None, SELL_OFF, settlements=str(file))
+    [s] = settled_put(doc, 1)
+    assert (s["index"], s["settlement_source"]) == (84_000.0, "settlements")
+    assert s["amount"] == pytest.approx(-(95_000 - 84_000) / 84_000, rel=1e-15)
+    [s] = settled_put(run_command(accounts_file, None, SELL_OFF)[0], 1)
+    assert s["settlement_source"] == "next_market" and s["index"] == load_market("deribit-20260206").spot("BTC")
+    file.write_text("settlements: {BTC: {2026-01-30: -5}}\n")
+    with pytest.raises(InputError, match="settlements.BTC"):
+        run_command(accounts_file, None, SELL_OFF, settlements=str(file))
+
+
+def test_expiry_on_a_spot_path_settles_at_the_path_interpolated_in_time(tmp_path, accounts_file):
+    """Path points 2026-01-20 08:00 (BTC 90,000) and 2026-02-05 08:00 (70,000) around the 2026-01-30 08:00
+    expiry: 10 of 16 days, index = 90,000 + 10/16 x (70,000 - 90,000) = 77,500 (not 70,000, the next
+    point); a YAML path's settlements: key takes precedence."""
+    m0 = load_market("deribit-20260102")
+    rows = [(m0.as_of.isoformat(), m0.spot("BTC")), ("2026-01-20T08:00:00Z", 90_000), ("2026-02-05T08:00:00Z", 70_000)]
+    path = tmp_path / "path.csv"
+    path.write_text("timestamp,BTC\n" + "".join(f"{t},{b}\n" for t, b in rows))
+    doc, _ = run_command(accounts_file, None, str(path), methods="span")
+    assert settled_put(doc, 1) == []
+    [s] = settled_put(doc, 2)
+    assert (s["index"], s["settlement_source"]) == (77_500.0, "path")
+    assert s["amount"] == pytest.approx(-(95_000 - 77_500) / 77_500, rel=1e-15)
+    yml = tmp_path / "path.yaml"
+    yml.write_text(yaml.safe_dump({"path": [{"timestamp": t, "BTC": b} for t, b in rows],
+                                   "settlements": {"BTC": {"2026-01-30": 80_000}}}))
+    [s] = settled_put(run_command(accounts_file, None, str(yml), methods="span")[0], 2)
+    assert (s["index"], s["settlement_source"]) == (80_000.0, "settlements")
+
+
+CALENDAR = {"account": "put-calendar", "collateral": {"USD": 20_000},
+            "positions": [{"instrument": "BTC-30JAN26-90000-P", "quantity": -10},
+                          {"instrument": "BTC-27MAR26-90000-P", "quantity": 10}]}
+
+
+def test_span_requirement_on_equity_is_maintenance_plus_nov_after_the_front_leg_settles(tmp_path):
+    """After the short 30 Jan leg settles, only 10 long puts remain: SPAN's maintenance max(risk / r - nov, 0)
+    is 0 (their value covers their risk) and the requirement compared with equity (which counts the puts'
+    value) is maintenance + nov = the long puts' value: the record shows nov, the plot line is labelled so."""
+    file = tmp_path / "cal.yaml"
+    file.write_text(yaml.safe_dump({"accounts": [CALENDAR]}))
+    doc, _ = run_command(str(file), tmp_path / "out", SELL_OFF, methods="span", primary="span")
+    end = by(doc["records"], "put-calendar", 1)
+    put = parse_trades("BTC-27MAR26-90000-P:1")[0].instrument
+    value = 10 * price_instruments([put], load_market("deribit-20260206"))[0]["price_usd"]
+    s = end["margins"]["span"]
+    assert [x["instrument"] for x in end["settled"]] == ["BTC-30JAN26-90000-P"]
+    assert s["initial"] == s["maintenance"] == 0.0
+    assert s["nov"] == pytest.approx(value, rel=1e-12) == end["positions_value"]
+    assert s["requirement"] == pytest.approx(s["maintenance"] + s["nov"], rel=1e-15)
+    assert s["excess"] == pytest.approx(end["collateral"] + end["futures_pnl"] - s["maintenance"], rel=1e-12)
+    for rec in doc["records"]:  # the same identity at every step
+        m = rec["margins"]["span"]
+        assert m["requirement"] == pytest.approx(m["maintenance"] + m["nov"], rel=1e-15)
+        assert m["initial_requirement"] == pytest.approx(m["initial"] + m["nov"], rel=1e-15)
+    labels = plot_equity(doc["records"], str(tmp_path / "p.png"), ["span"])
+    assert labels["put-calendar"][:2] == ["equity", "span maintenance + NOV"]
+
+
+def test_plot_labels_each_status_marker_by_its_own_status(tmp_path, records):
+    """A liquidation_warning marker is labelled "liquidation warning", not "margin call"."""
+    rs = [dict(r) for r in records if r["account"] == "short-puts"]
+    rs[0]["status"], rs[1]["status"] = "initial_breach", "liquidation_warning"
+    labels = plot_equity(rs, str(tmp_path / "p.png"), ["deribit"])["short-puts"]
+    assert labels == ["equity", "deribit maintenance", "initial breach (deribit)", "liquidation warning (deribit)"]
+    rs[1]["status"] = "margin_call"
+    labels = plot_equity(rs, str(tmp_path / "p.png"), ["deribit"])["short-puts"]
+    assert labels[-1] == "margin call (deribit)"

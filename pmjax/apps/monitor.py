@@ -19,13 +19,11 @@ initial one:
 - ``deribit``: maintenance = mm_factor x risk-matrix margin and initial = the risk-matrix margin (plus
   add-ons, 0 here), Deribit's own two figures, compared with an equity that includes options' value;
 - ``rules``: maintenance and initial of Deribit standard margin (short-option figures include the mark);
-- ``span``: SPAN computes one figure, ``total`` = max(risk - nov, 0). As in ``pmjax margin`` (and its
-  what-if) it is read as the *initial* requirement; the maintenance level scales the risk down by
-  ``span_initial_ratio`` r (CME-style: the initial risk requirement = r x the maintenance one, r = 1.1
-  by default, CME's ratio for speculative accounts; the net option value is not scaled):
-  maintenance = max(risk / r - nov, 0). Both are requirements on collateral *excluding* option values;
-  equity includes them (nov), so on equity the levels are maintenance + nov and total + nov (= max(risk,
-  nov)), i.e. the margin call is collateral + futures P&L < max(risk / r - nov, 0);
+- ``span``: SPAN's ``total`` = max(risk - nov, 0) is the *initial* level (as in ``pmjax margin``), the
+  maintenance level max(risk / r - nov, 0), r = ``span_initial_ratio`` (CME-style, 1.1). These are
+  requirements on collateral without option value; equity counts the options' value nov, so on equity the
+  requirements (and the plotted line) are level + nov: ``requirement`` = max(risk / r, nov), ``nov`` in
+  the record. A long option book's requirement is its own value: long options cover risk, not borrowing;
 - ``var``: es (expected shortfall of the horizon's loss) for both levels.
 
 Events, for the primary method (``monitor.primary``, Deribit's maintenance by default), level-triggered
@@ -37,9 +35,12 @@ on every update that meets them, one status per record (``STATUSES``, by severit
 - ``liquidation_warning`` as well (after the margin call) when equity < ``liquidation_fraction`` x
   maintenance requirement (margin usage requirement / equity above 1 / fraction).
 
-A position whose expiry passes during the replay settles at the first update past its expiry, at that
-update's index (options to intrinsic value, futures to the index): the proceeds become collateral (coins
-for inverse contracts, USD for linear ones) and the position leaves the margin books (quantity 0).
+A position whose expiry passes during the replay settles at the first update past its expiry (options to
+intrinsic value, futures to the index; the proceeds become collateral, coins for inverse contracts, USD for
+linear ones; the position leaves the margin books, quantity 0) at its settlement index, the first of:
+``settlements`` (expiry -> index per underlying, ``settlement_source: settlements``); on a spot path
+(``interpolate_expiry``), the index interpolated linearly in time between the two path points around the
+expiry (``path``); else the index of that first update (``next_market``).
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class Monitor:
     """Margin of many accounts, recomputed on each market update (see the module docstring)."""
 
     def __init__(self, portfolios: list[Portfolio], market: Market, config: dict | None = None, *, methods=None,
-                 primary=None, liquidation_fraction=None, dtype=jnp.float64):
+                 primary=None, liquidation_fraction=None, dtype=jnp.float64, settlements: dict | None = None,
+                 interpolate_expiry: bool = False):
         self.config = load_config() if config is None else config
         self.settings = monitor_settings(self.config, methods=methods, primary=primary,
                                          liquidation_fraction=liquidation_fraction)
@@ -210,6 +212,9 @@ class Monitor:
         self._deribit_chunk = min(deribit_chunk(rows, fdtype, n_devices=1), cap)
         self.step = 0
         self.start = market.as_of
+        self.settlements = settlements or {}  # underlying -> {expiry datetime: index}
+        self.interpolate_expiry = interpolate_expiry
+        self._prev: tuple[dt.datetime, dict[str, float]] | None = None  # the last update's (as_of, index prices)
 
     @property
     def books(self) -> Book:
@@ -244,11 +249,26 @@ class Monitor:
                                               for u in UNDERLYINGS], dtype)
         settled = [[] for _ in self.portfolios]
         for j in np.flatnonzero(self.live & expired[k]):
-            settled[a[j]].append(self._settle(int(a[j]), int(r[j]), self.instruments[k[j]], spot[k[j]]))
+            inst = self.instruments[k[j]]
+            settled[a[j]].append(self._settle(int(a[j]), int(r[j]), inst, *self._settlement_index(inst, market)))
             self.live[j] = False
+        self._prev = (market.as_of, {u: um.spot for u, um in market.underlyings.items()})
         return settled
 
-    def _settle(self, a: int, r: int, inst, index: float) -> dict:
+    def _settlement_index(self, inst, market: Market) -> tuple[float, str]:
+        """(index, source) that ``inst``, expired by ``market``, settles at (module docstring)."""
+        u, expiry = inst.underlying, inst.expiry
+        fixed = self.settlements.get(u, {}).get(expiry)
+        if fixed is not None:
+            return float(fixed), "settlements"
+        now = market.spot(u)
+        if self.interpolate_expiry and self._prev is not None and u in self._prev[1] and self._prev[0] < expiry:
+            (t0, spots), t1 = self._prev, market.as_of
+            w = (expiry - t0) / (t1 - t0)  # 0 < w <= 1: t0 < expiry <= t1
+            return spots[u] + w * (now - spots[u]), "path"
+        return now, "next_market"
+
+    def _settle(self, a: int, r: int, inst, index: float, source: str) -> dict:
         """Settle row r of account a at ``index``: proceeds to collateral, quantity to 0."""
         q = float(self.fields["quantity"][a, r])
         if inst.is_option:
@@ -260,16 +280,19 @@ class Monitor:
         amount = usd / index if cur != "USD" else usd
         self.collateral[a, COLLATERAL_ORDER.index(cur)] += amount
         self.fields["quantity"][a, r] = 0.0
-        return {"instrument": inst.name, "quantity": q, "index": index, "amount": amount + 0.0, "currency": cur}
+        return {"instrument": inst.name, "quantity": q, "index": index, "amount": amount + 0.0, "currency": cur,
+                "expiry": inst.expiry.isoformat(), "settlement_source": source}
 
     def _live_portfolio(self, a: int) -> Portfolio:
         p = self.portfolios[a]
         alive = {self.batch.resolved[a][r].instrument for r in self._row[(self._acc == a) & self.live]}
         if len(alive) == len(p.positions):
             return p
+        # the collateral now held, settlement proceeds included: coins cover short calls under rules
+        held = {c: float(self.collateral[a, i]) for i, c in enumerate(COLLATERAL_ORDER) if self.collateral[a, i]}
         return make_portfolio([x for x in p.positions if x.instrument in alive], account=p.account,
                               margin_currency=p.margin_currency, source=p.source, allow_empty=True,
-                              merge_notice=False)
+                              merge_notice=False, collateral=held)
 
     # ------------------------------------------------------------ one update
 
@@ -293,7 +316,7 @@ class Monitor:
                 total, nov = np.asarray(res.total, np.float64), np.asarray(res.nov, np.float64)
                 risk = np.asarray(res.risk, np.float64)
                 maint = np.maximum(risk / self.settings.span_initial_ratio - nov, 0.0)  # <= total
-                figures[m] = (total, maint, total + nov, maint + nov)
+                figures[m] = (total, maint, total + nov, maint + nov, nov)  # on equity: max(risk / r, nov)
             elif m == "deribit":
                 res = deribit_margin_sharded(batch.books, self._deribit, chunk=self._deribit_chunk, devices=self._one)
                 init, maint = (np.asarray(getattr(res, f))[:n].astype(np.float64) for f in ("initial", "maintenance"))
@@ -320,12 +343,14 @@ class Monitor:
         equity = collateral + positions + futures
         frac = self.settings.liquidation_fraction
         margins = {}
-        for m, (init, maint, init_req, req) in figures.items():
+        for m, (init, maint, init_req, req, *nov) in figures.items():
             init, maint, init_req, req = float(init), float(maint), float(init_req), float(req)
             margins[m] = {"initial": init, "maintenance": maint, "requirement": req,
                           "initial_requirement": init_req, "excess": equity - req,
                           "usage": req / equity if equity > 0 else None,
                           "status": _status(equity, req, init_req, frac)}
+            if nov:  # span: requirement = maintenance + nov (module docstring)
+                margins[m]["nov"] = float(nov[0])
         prim = self.settings.primary
         req, init_req = margins[prim]["requirement"], margins[prim]["initial_requirement"]
         status = margins[prim]["status"]
@@ -433,17 +458,15 @@ def replay_markets(source: str, market: str | None = None) -> list[Market]:
     """The markets of a replay, in time order. ``source``: a directory of Deribit chain CSVs (name order),
     a comma-separated list of markets (bundled names or files), a single market, or a spot path (CSV
     ``timestamp,BTC,ETH`` or YAML) applied to ``market`` (default the bundled default market)."""
-    if os.path.isdir(source):
+    kind = _replay_kind(source)
+    if kind == "directory":
         files = sorted(f for f in os.listdir(source) if f.lower().endswith(".csv"))
         if not files:
             raise InputError("no Deribit chain CSVs in directory", source=source)
         markets = [load_market(os.path.join(source, f)) for f in files]
-    elif "," in source or source in BUNDLED_MARKETS:
+    elif kind == "list":
         markets = [load_market(s.strip()) for s in source.split(",") if s.strip()]
-    elif not os.path.exists(source):
-        raise InputError(f"no such file or directory (or bundled market: {', '.join(BUNDLED_MARKETS)})",
-                         source=source)
-    elif source.lower().endswith(".csv") and _is_chain(source):
+    elif kind == "chain":
         markets = [load_market(source)]
     else:
         base = load_market(market)
@@ -463,6 +486,53 @@ def replay_markets(source: str, market: str | None = None) -> list[Market]:
     return markets
 
 
+def _replay_kind(source: str) -> str:
+    """directory, list (of markets), chain (one chain CSV) or path (a spot path)."""
+    if os.path.isdir(source):
+        return "directory"
+    if "," in source or source in BUNDLED_MARKETS:
+        return "list"
+    if not os.path.exists(source):
+        raise InputError(f"no such file or directory (or bundled market: {', '.join(BUNDLED_MARKETS)})",
+                         source=source)
+    return "chain" if source.lower().endswith(".csv") and _is_chain(source) else "path"
+
+
+def read_settlements(doc, source: str) -> dict[str, dict[dt.datetime, float]]:
+    """``{BTC: {2026-01-30: 84000.0, ...}, ETH: {...}}`` (expiry -> index; a date is 08:00 UTC) checked."""
+    if not isinstance(doc, dict):
+        raise InputError("must be a mapping {underlying: {expiry: index}}", source=source, field="settlements")
+    out = {}
+    for u, prices in doc.items():
+        name = str(u).upper()
+        if name not in UNDERLYINGS:
+            raise InputError(f"unknown underlying {u!r} (known: {', '.join(UNDERLYINGS)})", source=source,
+                             field="settlements")
+        if not isinstance(prices, dict):
+            raise InputError("must be a mapping {expiry: index}", source=source, field=f"settlements.{u}")
+        out[name] = {expiry_datetime(e, source=source, field=f"settlements.{u}"):
+                     positive_number(v, source=source, field=f"settlements.{u}.{e}") for e, v in prices.items()}
+    return out
+
+
+def replay_settlement(source: str, settlements: str | None = None) -> dict:
+    """The ``Monitor`` keywords for a replay's expiries: ``interpolate_expiry`` on a spot path, and
+    ``settlements`` from the file ``settlements`` (a ``settlements:`` key or the mapping itself) merged over
+    a ``settlements:`` key of a YAML/JSON spot path."""
+    path = _replay_kind(source) == "path"
+    prices: dict = {}
+    if path and not source.lower().endswith(".csv"):
+        doc = read_document(source)
+        if isinstance(doc, dict) and doc.get("settlements") is not None:
+            prices = read_settlements(doc["settlements"], source)
+    if settlements is not None:
+        doc = read_document(settlements)
+        doc = doc.get("settlements", doc) if isinstance(doc, dict) else doc
+        for u, by_expiry in read_settlements(doc, settlements).items():
+            prices[u] = {**prices.get(u, {}), **by_expiry}
+    return {"settlements": prices, "interpolate_expiry": path}
+
+
 # ---------------------------------------------------------------- replay and outputs
 
 def replay(portfolios: list[Portfolio], markets: list[Market], config: dict | None = None, **kw) -> list[dict]:
@@ -480,8 +550,16 @@ def write_log(records: list[dict], path: str) -> None:
             fh.write(json.dumps(r, sort_keys=False, allow_nan=False) + "\n")
 
 
-def plot_equity(records: list[dict], path: str, methods) -> None:
-    """PNG: per account, equity and each method's requirement against time, margin calls marked."""
+#: the plotted requirement line of each method (what ``requirement`` is) and each status marker's style
+REQUIREMENT_LABEL = {"span": "span maintenance + NOV", "deribit": "deribit maintenance",
+                     "rules": "rules maintenance", "var": "var ES"}
+STATUS_MARKERS = {"initial_breach": ("orange", "initial breach"), "margin_call": ("red", "margin call"),
+                  "liquidation_warning": ("darkred", "liquidation warning")}
+
+
+def plot_equity(records: list[dict], path: str, methods) -> dict[str, list[str]]:
+    """PNG: per account, equity and each method's ``requirement`` against time, each status marked by its
+    own label. Returns the legend labels per account."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -491,31 +569,32 @@ def plot_equity(records: list[dict], path: str, methods) -> None:
     cols = min(3, len(accounts))
     rows = -(-len(accounts) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    legends = {}
     for ax, name in zip(axes.flat, accounts):
         rs = [r for r in records if r["account"] == name]
         t = [dt.datetime.fromisoformat(r["as_of"]) for r in rs]
         ax.plot(t, [r["equity"] for r in rs], "k-o", lw=2, ms=3, label="equity")
         for m in methods:
-            ax.plot(t, [r["margins"][m]["requirement"] for r in rs], "--", marker=".", label=f"{m} maintenance")
-        calls = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] in CALL_STATUSES]
-        breaches = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] == "initial_breach"]
-        if calls:
-            ax.scatter(*zip(*calls), color="red", zorder=5, s=40, label="margin call")
-        if breaches:
-            ax.scatter(*zip(*breaches), color="orange", zorder=5, s=30, label="below initial")
+            ax.plot(t, [r["margins"][m]["requirement"] for r in rs], "--", marker=".", label=REQUIREMENT_LABEL[m])
+        for status, (color, label) in STATUS_MARKERS.items():
+            pts = [(x, r["equity"]) for x, r in zip(t, rs) if r["status"] == status]
+            if pts:
+                ax.scatter(*zip(*pts), color=color, zorder=5, s=40, label=f"{label} ({rs[0]['primary']})")
         ax.set_title(f"{name} ({rs[0]['currency']})", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        legends[name] = [x.get_text() for x in ax.legend(fontsize=6).get_texts()]
         ax.grid(alpha=0.3)
         fig.autofmt_xdate()
     for ax in list(axes.flat)[len(accounts):]:
         ax.axis("off")
-    fig.suptitle("Equity against maintenance requirement (primary method raises the events)", fontsize=10)
+    fig.suptitle("Equity against each method's requirement (markers: status by the primary method)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
+    return legends
 
 
 __all__ = ["CALL_STATUSES", "COLLATERAL_ORDER", "MARGIN_FIGURE", "Monitor", "MonitorSettings", "PRIMARY_PREFERENCE",
-           "STATUSES", "equity_batch", "market_at", "monitor_settings", "plot_equity", "read_spot_path", "replay",
-           "replay_markets", "write_log"]
+           "REQUIREMENT_LABEL", "STATUSES", "STATUS_MARKERS", "equity_batch", "market_at", "monitor_settings",
+           "plot_equity", "read_settlements", "read_spot_path", "replay", "replay_markets", "replay_settlement",
+           "write_log"]

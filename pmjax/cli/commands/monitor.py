@@ -4,7 +4,9 @@ Replays a sequence of markets over many accounts (``pmjax.apps.monitor``): every
 (maintenance and initial) by each method at every step, initial-margin breaches, margin calls (equity
 below the primary method's maintenance requirement) and liquidation warnings. With ``--out DIR`` it writes
 ``DIR/monitor_log.jsonl`` (one JSON record per account per step; the same inputs give the same bytes)
-and ``DIR/monitor_equity.png`` (equity against each method's requirement, per account). Timing goes to
+and ``DIR/monitor_equity.png`` (equity against each method's requirement, per account). An expiry settles
+at ``--settlements FILE`` (or a spot path's ``settlements:`` key), else on a spot path at the path
+interpolated in time, else at the first later market (``settlement_source`` in the log). Timing goes to
 stderr only.
 """
 
@@ -20,7 +22,8 @@ from pmjax.cli.app import dtype_of, notice
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
 from pmjax.io.market import DEFAULT_MARKET
-from pmjax.apps.monitor import CALL_STATUSES, Monitor, monitor_settings, plot_equity, replay_markets, write_log
+from pmjax.apps.monitor import (CALL_STATUSES, Monitor, monitor_settings, plot_equity, replay_markets,
+                                replay_settlement, write_log)
 from pmjax.apps.tables import table
 
 LOG_NAME = "monitor_log.jsonl"
@@ -35,6 +38,11 @@ def add_arguments(p):
                    help="the markets in time order: a directory of Deribit chain CSVs, a comma list of markets "
                         "(bundled names or files, e.g. deribit-20260102,deribit-20260206), or a spot path "
                         "(CSV timestamp,BTC,ETH or YAML) applied to --market (sticky strike)")
+    p.add_argument("--settlements", default=None, metavar="FILE",
+                   help="YAML/JSON settlements: {BTC: {2026-01-30: 84000, ...}, ETH: {...}}: the index an expiry "
+                        "(08:00 UTC) settles at; a YAML spot path may carry the same settlements: key. Without "
+                        "one an expiry settles on a spot path at the path interpolated linearly in time, on "
+                        "chains at the first later market")
     p.add_argument("--market", default=DEFAULT_MARKET,
                    help=f"the chain a spot path moves (default {DEFAULT_MARKET})")
     p.add_argument("--methods", default=None,
@@ -55,13 +63,14 @@ def run(args):
         check_writable(args.out)  # before the replay: a bad --out fails at once, in one line
     portfolios = load_accounts(args.accounts)
     markets = replay_markets(args.replay, args.market)
+    settlement = replay_settlement(args.replay, args.settlements)
     dtype = dtype_of(args)
     if not args.json:
         for n in [n for m in markets for n in m.notices] + [n for p in portfolios for n in p.notices]:
             notice(n)
     t0 = time.perf_counter()
     mon = Monitor(portfolios, markets[0], config, methods=settings.methods, primary=settings.primary,
-                  liquidation_fraction=settings.liquidation_fraction, dtype=dtype)
+                  liquidation_fraction=settings.liquidation_fraction, dtype=dtype, **settlement)
     records, times = [], []
     for m in markets:
         t = time.perf_counter()
@@ -117,8 +126,9 @@ def render(doc: dict, methods) -> str:
             + [r["margins"][m]["requirement"] for m in methods] + [r["status"]] for r in doc["records"]]
     head = ["step", "as_of", "account", "ccy", "equity"] + [f"{m} req." for m in methods] + ["status"]
     title = (f"Margin monitor: {len(doc['accounts'])} accounts over {len(doc['steps'])} markets; events by "
-             f"{doc['primary']} (req. = maintenance requirement; initial breach: equity < initial requirement; "
-             f"margin call: equity < req.; liquidation warning: equity < {doc['liquidation_fraction']:g} x req.)")
+             f"{doc['primary']} (req. = maintenance requirement on equity, span: maintenance + NOV; initial breach: "
+             f"equity < initial requirement; margin call: equity < req.; liquidation warning: equity < "
+             f"{doc['liquidation_fraction']:g} x req.)")
     if len(rows) > 200:  # a long replay: the rows that raised events only
         rows = [row for row, r in zip(rows, doc["records"]) if r["status"] != "ok"]
         title += "; rows with events only"
