@@ -95,7 +95,18 @@ BAD_PORTFOLIOS = [
     ("qty.yaml", "positions:\n  - {instrument: BTC, quantity: lots}\n", "positions[0].quantity", "not a number"),
     ("nan.yaml", "positions:\n  - {instrument: BTC, quantity: .nan}\n", "positions[0].quantity", "not a finite"),
     ("inf.json", '{"positions": [{"instrument": "BTC", "quantity": 1e999}]}', "positions[0].quantity", "not a finite"),
-    ("noqty.yaml", "positions:\n  - {instrument: BTC}\n", "positions[0].quantity", "missing quantity"),
+    ("noqty.yaml", "positions:\n  - {instrument: BTC}\n", "positions[0].quantity",
+     "positions\\[0\\].quantity: missing"),
+    ("nullqty.yaml", "positions:\n  - {instrument: BTC, quantity: }\n", "positions[0].quantity",
+     "positions\\[0\\].quantity: missing"),
+    ("qtykey.yaml", "positions:\n  - {instrument: BTC, quantity: 1}\n  - {instrument: BTC-PERPETUAL, qty: 5}\n",
+     "positions[1].qty", "unknown key\\(s\\) qty \\(a position has instrument, quantity, or underlying, type"),
+    ("tab.yaml", "positions:\n\t- {instrument: BTC, quantity: 1}\n", None,
+     "not valid YAML at line 2, column 1: a tab character"),
+    ("indent.yaml", "positions:\n  - instrument: BTC\n     quantity: 1\n", None,
+     "not valid YAML at line 3, column 14: unexpected ':' \\(a bad indent"),
+    ("comma.json", '{"positions": [{"instrument": "BTC", "quantity": 1},]}', None,
+     "not valid JSON at line 1, column 53"),
     ("empty.yaml", "positions: []\n", "positions", "no positions"),
     ("strike.yaml", "positions:\n  - {underlying: ETH, type: option, expiry: 2026-03-27, strike: -5, right: put, "
                     "quantity: 1}\n", "positions[0].strike", "must be positive"),
@@ -105,7 +116,9 @@ BAD_PORTFOLIOS = [
      "margin_currency must be"),
     ("broken.yaml", "positions: [\n", None, "not valid YAML"),
     ("broken.json", "{", None, "not valid JSON"),
-    ("cols.csv", "name,qty\nBTC,1\n", "header", "instrument,quantity"),
+    ("cols.csv", "name,qty\nBTC,1\n", "header", "instrument,quantity \\(any case\\); found 'name', 'qty'"),
+    ("shortrow.csv", "instrument,quantity\nBTC,1\nBTC-PERPETUAL,2\nETH,1\nETH-PERPETUAL\n", "positions[3].quantity",
+     "positions\\[3\\].quantity: missing"),
     ("bad.txt", "x", None, "unknown file type"),
 ]
 
@@ -380,3 +393,82 @@ def test_bad_flags_name_the_flag(tmp_path, capsys, flags, words):
     code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", *flags)
     line = assert_one_error_line(code, out, err, words)
     assert "config" not in line
+
+
+# ----------------------------------------------------------------------------- issue 14: silent acceptance made loud
+
+def test_spreadsheet_csv_with_bom_crlf_and_capitalised_header_loads(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfInstrument , QUANTITY\r\nBTC-PERPETUAL,1.5\r\nBTC,-2\r\n\r\n")
+    p = load_portfolio(str(path))
+    assert [(x.instrument.name, x.quantity) for x in p.positions] == [("BTC-PERPETUAL", 1.5), ("BTC", -2.0)]
+    assert p.notices == []
+
+
+def test_csv_extra_columns_give_a_notice(tmp_path, capsys):
+    path = write(tmp_path, "extra.csv", "instrument,quantity,note,Desk\nBTC-PERPETUAL,1,hedge,A\n")
+    p = load_portfolio(path)
+    assert [(x.instrument.name, x.quantity) for x in p.positions] == [("BTC-PERPETUAL", 1.0)]
+    assert p.notices == [f"{path}: ignored column(s) 'note', 'desk' (a CSV portfolio reads instrument,quantity)"]
+    code, out, err = run_cli(capsys, "margin", path, "--method", "rules", "--json")
+    assert code == 0 and f"pmjax: notice: {path}: ignored column(s) 'note', 'desk'" in err
+
+
+def test_unknown_config_key_names_the_key_and_the_expected_ones(tmp_path, capsys):
+    ok = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n")
+    cfg = write(tmp_path, "c.yaml", "var: {path: 5000}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", "--config", cfg)
+    assert_one_error_line(code, out, err, f"{cfg}, field var.path: unknown key 'path' (section var has model, nu, "
+                                          "confidence, paths,")
+    cfg = write(tmp_path, "t.yaml", "spann: {underlyings: {BTC: {price_scan_range: 0.1}}}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", "--config", cfg)
+    assert_one_error_line(code, out, err, f"{cfg}, field spann: unknown key 'spann' (a config has ", "span")
+    cfg = write(tmp_path, "u.yaml", "span: {underlyings: {BTC: {price_scan: 0.1}}}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", "--config", cfg)
+    assert_one_error_line(code, out, err, "field span.underlyings.BTC.price_scan: unknown key 'price_scan' "
+                                          "(section span.underlyings.BTC has price_scan_range")
+
+
+def test_method_list_is_deduplicated_and_empty_is_an_error(tmp_path, capsys):
+    from pmjax.cli.commands.margin import parse_methods
+
+    assert parse_methods("span,SPAN") == ["span"]
+    assert parse_methods(" Rules , span ,rules") == ["rules", "span"]
+    ok = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules,RULES", "--json")
+    assert code == 0 and [k for k in ("rules", "span", "var", "deribit") if k in json.loads(out)] == ["rules"]
+    for empty in ("", " , "):
+        code, out, err = run_cli(capsys, "margin", ok, "--method", empty)
+        assert_one_error_line(code, out, err, "--method: no method given")
+
+
+@pytest.mark.parametrize("name, words", [
+    ("BTC-27MAR26-101234-C", "no strike 101234 on 27MAR26 (nearest listed strikes: 100000, 102000)"),
+    ("BTC-28MAR26-100000-C", "no BTC options expire on 28MAR26 (nearest listed expiries: 27MAR26, 26JUN26)"),
+    ("BTC-27MAR26-7000000-C", "no strike 7000000 on 27MAR26 (nearest listed strikes: "),
+])
+def test_unlisted_deribit_names_on_a_chain_market_are_errors(tmp_path, capsys, name, words):
+    code, out, err = run_cli(capsys, "price", name)
+    assert_one_error_line(code, out, err, f"command line, field INSTRUMENT {name}: {name} is not listed in the "
+                                          "chain deribit-20260102", words, "explicit form")
+    ok = write(tmp_path, "ok.yaml", "positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n")
+    code, out, err = run_cli(capsys, "margin", ok, "--method", "rules", "--what-if", f"BTC:1,{name}:1")
+    assert_one_error_line(code, out, err, "--what-if, field trade 2:", words)
+    book = write(tmp_path, "book.yaml", f"positions:\n  - {{instrument: BTC, quantity: 1}}\n"
+                                        f"  - {{instrument: {name}, quantity: -1}}\n")
+    code, out, err = run_cli(capsys, "margin", book, "--method", "rules")
+    assert_one_error_line(code, out, err, f"{book}, field positions[1].instrument:", words)
+    # a YAML/JSON market has no chain: any strike or expiry is valued, as before
+    m = write(tmp_path, "m.yaml", MARKET.replace("91000}", "91000}, rate: 0.04"))  # a rate: forwards past 27MAR26
+    code, out, err = run_cli(capsys, "price", "--market", m, name)
+    assert code == 0 and err == "" and name in out
+
+
+def test_unlisted_contract_in_the_explicit_form_is_valued_with_a_notice(tmp_path, capsys):
+    book = write(tmp_path, "x.yaml", "positions:\n  - {underlying: BTC, type: option, expiry: 2026-03-27, "
+                                     "strike: 101234, right: call, quantity: -1}\n")
+    code, out, err = run_cli(capsys, "margin", book, "--method", "rules", "--json")
+    assert code == 0 and json.loads(out)["positions"][0]["instrument"] == "BTC-27MAR26-101234-C"
+    assert err.splitlines() == [f"pmjax: notice: {book}: positions[0]: BTC-27MAR26-101234-C is not listed in the "
+                                "chain deribit-20260102; valued from the market's smile and forward curve "
+                                "(explicit form)"]

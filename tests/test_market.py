@@ -8,10 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, needs_shared_data
 
 from pmjax.core.book import ResolvedPosition, make_book, resolve
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import Instrument, expiry_datetime
+from pmjax.core.instruments import Instrument, expiry_datetime, parse_instrument
 from pmjax.core.kernel import unit_greeks_jit
 from pmjax.io.market import BUNDLED_MARKETS, bundled_path, load_market, market_from_chain, read_chain_rows
 
@@ -314,3 +315,97 @@ def test_data_readme_states_the_spot_the_market_uses():
         assert f"{len(rows):,} options" in row
         assert f"{len(market.underlying('BTC').smiles)} expiries each" in row
         assert len(market.underlying("ETH").smiles) == len(market.underlying("BTC").smiles)
+
+
+# ----------------------------------------------------------------------------- listed contracts (issue 14)
+
+def test_chain_market_records_its_listed_options_and_names_the_nearest():
+    market = load_market("deribit-20260102")
+    mar = dt.datetime(2026, 3, 27, 8, tzinfo=UTC)
+    ks = market.listed["BTC"][mar]
+    assert 100000.0 in ks and 102000.0 in ks and 101000.0 not in ks  # the chain's 27MAR26 strikes step by 2,000
+    named = Instrument("BTC", "option", "inverse", mar, 100000.0, "call")
+    assert market.unlisted(named) is None
+    why = market.unlisted(Instrument("BTC", "option", "inverse", mar, 101234.0, "call"))
+    assert "no strike 101234 on 27MAR26 (nearest listed strikes: 100000, 102000)" in why
+    why = market.unlisted(Instrument("BTC", "option", "inverse", mar + dt.timedelta(days=1), 100000.0, "call"))
+    assert "no BTC options expire on 28MAR26 (nearest listed expiries: 27MAR26, 26JUN26)" in why
+    why = market.unlisted(Instrument("BTC", "option", "inverse", mar, 7_000_000.0, "call"))
+    assert f"nearest listed strikes: {max(ks):.0f})" in why
+    # the chain lists coin-settled options only: futures, perpetuals and USDC options are not checked
+    assert market.unlisted(Instrument("BTC", "future", "inverse", mar + dt.timedelta(days=1))) is None
+    assert market.unlisted(Instrument("BTC", "option", "linear", mar, 101234.0, "call")) is None
+
+
+def test_yaml_market_lists_nothing_and_values_any_contract(hand_market):
+    assert hand_market.listed is None
+    inst = Instrument("BTC", "option", "inverse", dt.datetime(2026, 3, 28, 8, tzinfo=UTC), 101234.0, "call")
+    assert hand_market.unlisted(inst) is None
+
+
+def test_unlisted_deribit_name_on_a_chain_is_an_error_explicit_form_a_notice(tmp_path):
+    from pmjax.core.book import resolve_portfolio
+    from pmjax.io.portfolio import load_portfolio
+
+    market = load_market("deribit-20260102")
+    named = tmp_path / "named.yaml"
+    named.write_text("positions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n"
+                     "  - {instrument: BTC-27MAR26-101234-C, quantity: -1}\n")
+    with pytest.raises(InputError, match=r"field positions\[1\]\.instrument: BTC-27MAR26-101234-C is not listed in "
+                                         r"the chain deribit-20260102: no strike 101234 on 27MAR26"):
+        resolve_portfolio(load_portfolio(str(named)), market)
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("positions:\n  - {underlying: BTC, type: option, expiry: 2026-03-27, strike: 101234, "
+                        "right: call, quantity: -1}\n")
+    p = load_portfolio(str(explicit))
+    (r,) = resolve_portfolio(p, market)
+    resolve_portfolio(p, market)  # resolving again adds no second notice
+    assert p.notices == [f"{explicit}: positions[0]: BTC-27MAR26-101234-C is not listed in the chain "
+                         "deribit-20260102; valued from the market's smile and forward curve (explicit form)"]
+    # valued from the smile: between the listed 100,000 and 102,000 vols, linear in log-moneyness
+    mar = dt.datetime(2026, 3, 27, 8, tzinfo=UTC)
+    smile = market.underlyings["BTC"].smiles[mar]
+    i = int(np.searchsorted(smile.strikes, 101234.0))
+    k0, k1, v0, v1 = smile.strikes[i - 1], smile.strikes[i], smile.vols[i - 1], smile.vols[i]
+    w = math.log(101234.0 / k0) / math.log(k1 / k0)
+    assert (k0, k1) == (100000.0, 102000.0) and r.vol == pytest.approx(v0 + w * (v1 - v0), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- the 2020 chain (API layout)
+
+CHAIN_2020 = SHARED_DATA / "deribit" / "deribit_btc_chain_20200521.csv"
+
+
+@needs_shared_data
+def test_2020_chain_in_the_api_layout_loads_as_a_market():
+    import csv
+    import statistics
+
+    with open(CHAIN_2020, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    market = load_market(str(CHAIN_2020))
+    assert market.notices == [] and market.source == str(CHAIN_2020)
+    # as_of: the first row's timestamp, 1590103193775 ms
+    assert market.as_of == dt.datetime(2020, 5, 21, 23, 19, 53, 775000, tzinfo=UTC)
+    assert market.spot("BTC") == statistics.median(float(r["index_price"]) for r in rows)
+    jun = dt.datetime(2020, 6, 26, 8, tzinfo=UTC)
+    assert market.forward("BTC", jun) == statistics.median(
+        float(r["underlying_price"]) for r in rows if r["instrument_name"].startswith("BTC-26JUN20-"))
+    assert market.vol("BTC", jun, 10500.0) == pytest.approx(0.8174, rel=1e-14)  # mark_iv 81.74 (%) on C and P
+    assert len(market.listed["BTC"]) == 7 and sum(map(len, market.listed["BTC"].values())) <= len(rows)
+    # Black-76 on the loaded market reproduces Deribit's mark prices (coin) of its own rows
+    insts = [parse_instrument(r["instrument_name"]) for r in rows]
+    prices = coin_prices(resolve(insts, [1.0] * len(insts), market), market)
+    errors, zero_marked = mark_errors(prices, np.array([float(r["mark_price"]) for r in rows]))
+    assert np.median(errors) < 2e-3 and len(zero_marked) == 16
+    # and its listing is enforced: 5JUN20 has no 9,100 strike
+    with pytest.raises(InputError, match="no strike 9100 on 5JUN20"):
+        resolve([parse_instrument("BTC-5JUN20-9100-C")], [1.0], market)
+
+
+def test_chain_in_neither_layout_names_both(tmp_path):
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("instrument_name,strike,mark_iv\nBTC-30JAN26-90000-C,90000,40\n")
+    with pytest.raises(InputError, match="expected the columns instrument_name,strike,expiry_datetime.*or Deribit's "
+                                         "API ticker layout instrument_name,strike,expiration_timestamp"):
+        market_from_chain(str(wrong))

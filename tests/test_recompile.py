@@ -21,7 +21,7 @@ def portfolio(trades: str, margin_currency: str = "USD"):
 # two different portfolios in the smallest bucket (8 rows), one with more positions than that
 SMALL_A = "BTC-27MAR26-100000-C:-2,BTC-27MAR26:1.5,BTC-PERPETUAL:-0.5"
 SMALL_B = "ETH-27MAR26-3000-P:2,ETH_USDC-PERPETUAL:3,BTC:1,BTC-30JAN26-90000-C:1,BTC-27MAR26-80000-P:-4"
-STRIKES = range(60_000, 140_000, 4_000)  # 20 strikes, calls and puts: 40 positions
+STRIKES = range(50_000, 150_000, 5_000)  # 20 listed strikes, calls and puts: 40 positions
 
 
 def run_both(book):

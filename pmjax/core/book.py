@@ -71,7 +71,8 @@ class ResolvedPosition:
 def years_to_expiry(inst: Instrument, market: Market, *, source: str | None = None,
                     field: str | None = None) -> float:
     """T of ``inst`` under ``market`` (0 for perpetuals and spot); raises ``InputError`` if it expired before
-    the market's as_of, naming ``source``/``field`` (where the instrument was given) or else the market."""
+    the market's as_of, or if it was given by a Deribit name that the market's chain does not list, naming
+    ``source``/``field`` (where the instrument was given) or else the market."""
     if inst.expiry is None:
         return 0.0
     t = market.years_to(inst.expiry)
@@ -79,21 +80,32 @@ def years_to_expiry(inst: Instrument, market: Market, *, source: str | None = No
         where = dict(source=source, field=field) if source or field else dict(source=market.source, field="as_of")
         raise InputError(f"{inst.name} expired on {inst.expiry:%Y-%m-%d %H:%M} UTC, before the market's "
                          f"as_of {market.as_of:%Y-%m-%d %H:%M} UTC ({market.source})", **where)
+    if inst.named and (why := market.unlisted(inst)) is not None:
+        raise InputError(why, source=source, field=field)
     return t
 
 
 def resolve(instruments: list[Instrument], quantities, market: Market, *,
-            origins: list[tuple[str | None, str | None]] | None = None) -> list[ResolvedPosition]:
+            origins: list[tuple[str | None, str | None]] | None = None,
+            notices: list[str] | None = None) -> list[ResolvedPosition]:
     """Look each instrument up in ``market``; raises ``InputError`` naming what is missing.
 
     ``origins``: (source, field) per instrument where it was given (a portfolio file and its position), so
     that an expired instrument is reported there; without it the market's as_of is named.
+    On a chain market an option given by its Deribit name that the chain does not list is an ``InputError``
+    (``years_to_expiry``); one in the explicit form is valued, with a line added to ``notices`` (when given).
     """
     out = []
     for i, (inst, q) in enumerate(zip(instruments, quantities)):
         spot = market.spot(inst.underlying)
         source, field = origins[i] if origins is not None else (None, None)
         t = years_to_expiry(inst, market, source=source, field=field)
+        if market.unlisted(inst) is not None:  # explicit form (a Deribit name raised in years_to_expiry)
+            at = f"{field.rsplit('.', 1)[0]}: " if field else ""
+            note = f"{source or 'portfolio'}: {at}{inst.name} is not listed in the chain " \
+                   f"{market.source}; valued from the market's smile and forward curve (explicit form)"
+            if notices is not None and note not in notices:
+                notices.append(note)
         fwd = market.forward(inst.underlying, inst.expiry)
         vol = market.vol(inst.underlying, inst.expiry, inst.strike) if inst.is_option else 0.5
         out.append(ResolvedPosition(inst, float(q), t, spot, fwd, vol))
@@ -103,7 +115,7 @@ def resolve(instruments: list[Instrument], quantities, market: Market, *,
 def resolve_portfolio(portfolio: Portfolio, market: Market) -> list[ResolvedPosition]:
     """``resolve`` for a portfolio's positions, errors naming the portfolio file and position."""
     return resolve(portfolio.instruments, [p.quantity for p in portfolio.positions], market,
-                   origins=[portfolio.origin(i) for i in portfolio.instruments])
+                   origins=[portfolio.origin(i) for i in portfolio.instruments], notices=portfolio.notices)
 
 
 def make_book(resolved: list[ResolvedPosition], market: Market, margin_currency: str = "USD", *,

@@ -32,6 +32,9 @@ class Instrument:
     expiry: dt.datetime | None = None  # UTC, 08:00 on Deribit
     strike: float | None = None  # USD per coin
     right: str | None = None  # call | put
+    #: given by its Deribit name (``parse_instrument``), so a chain market checks that it is listed; the explicit
+    #: form and instruments built in code are not checked. Not part of the contract's identity (eq, hash, order).
+    named: bool = dataclasses.field(default=False, compare=False, repr=False)
 
     @property
     def is_option(self) -> bool:
@@ -45,8 +48,7 @@ class Instrument:
         base = self.underlying + ("_USDC" if self.settlement == "linear" else "")
         if self.kind == "perpetual":
             return f"{base}-PERPETUAL"
-        e = self.expiry
-        date = f"{e.day}{_MONTHS[e.month - 1]}{e.year % 100:02d}"
+        date = deribit_date(self.expiry)
         if self.kind == "future":
             return f"{base}-{date}"
         k = self.strike
@@ -55,6 +57,11 @@ class Instrument:
 
     def __str__(self) -> str:
         return self.name
+
+
+def deribit_date(e: dt.datetime) -> str:
+    """An expiry as Deribit writes it in names: ``27MAR26``."""
+    return f"{e.day}{_MONTHS[e.month - 1]}{e.year % 100:02d}"
 
 
 def expiry_datetime(value, *, source: str | None = None, field: str = "expiry") -> dt.datetime:
@@ -101,6 +108,11 @@ def parse_instrument(name: str, *, source: str | None = None, field: str = "inst
     """Parse a Deribit instrument name (options, dated futures, perpetuals, ``_USDC`` forms, spot)."""
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"instrument name must be text, got {name!r}", source=source, field=field)
+    inst = _parse_name(name, source=source, field=field)
+    return dataclasses.replace(inst, named=True)
+
+
+def _parse_name(name: str, *, source: str | None, field: str) -> Instrument:
     s = name.strip().upper()
     if s in UNDERLYINGS:
         return Instrument(s, "spot", "linear")

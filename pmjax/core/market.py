@@ -12,7 +12,12 @@ import math
 import numpy as np
 
 from pmjax.core.errors import InputError
+from pmjax.core.instruments import Instrument, deribit_date
 from pmjax.core.units import SECONDS_PER_YEAR
+
+
+def _strike(k: float) -> str:
+    return str(int(k)) if float(k).is_integer() else f"{k:g}"
 
 
 @dataclasses.dataclass
@@ -39,6 +44,9 @@ class Market:
     correlation: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     source: str = "market"
     notices: list[str] = dataclasses.field(default_factory=list)
+    #: the options a Deribit chain lists: underlying -> expiry -> strikes (increasing) of its coin-settled
+    #: (inverse) options; None when the market is not a chain (YAML/JSON), where any contract may be valued
+    listed: dict[str, dict[dt.datetime, tuple[float, ...]]] | None = None
 
     def years_to(self, expiry: dt.datetime) -> float:
         """(expiry - as_of) in days / 365."""
@@ -63,6 +71,29 @@ class Market:
             f = self.forward(u, e)
             out += [(e, float(k)) for k in smile.strikes if abs(math.log(k / f)) < max_log_moneyness]
         return out
+
+    def unlisted(self, inst: Instrument) -> str | None:
+        """Why ``inst`` is not a contract of this market's chain, naming the nearest listed expiries or
+        strikes; None when it is listed or the chain cannot say (no chain, not an option, a linear (USDC)
+        option or an underlying the chain does not carry: a chain lists coin-settled options only)."""
+        by_expiry = (self.listed or {}).get(inst.underlying)
+        if not by_expiry or not inst.is_option or inst.settlement != "inverse":
+            return None
+        head = f"{inst.name} is not listed in the chain {self.source}"
+        tail = "; the explicit form {underlying, type, expiry, strike, right} values an unlisted contract"
+        if inst.expiry not in by_expiry:
+            live = sorted(e for e in by_expiry if e >= self.as_of) or sorted(by_expiry)
+            j = bisect.bisect_left(live, inst.expiry)
+            near = ", ".join(deribit_date(e) for e in live[max(j - 1, 0):j + 1])
+            return f"{head}: no {inst.underlying} options expire on {deribit_date(inst.expiry)} (nearest listed " \
+                   f"expiries: {near}){tail}"
+        ks = by_expiry[inst.expiry]
+        if inst.strike in ks:
+            return None
+        j = bisect.bisect_left(ks, inst.strike)
+        near = ", ".join(_strike(k) for k in ks[max(j - 1, 0):j + 1])
+        return f"{head}: no strike {_strike(inst.strike)} on {deribit_date(inst.expiry)} (nearest listed strikes: " \
+               f"{near}){tail}"
 
     def forward(self, u: str, expiry: dt.datetime | None) -> float:
         """Forward of ``u`` for ``expiry`` (None: the spot, as for perpetuals and spot)."""

@@ -15,6 +15,12 @@ from pmjax.core.errors import InputError
 CONFIG_DIR = resources.files("pmjax") / "configs"
 
 
+#: top-level keys a config may carry besides the settings: ``calibration``, the provenance that
+#: ``pmjax calibrate --out`` writes. Any other key the defaults lack is an error (a section whose default
+#: is {} takes any key).
+PROVENANCE_KEYS = ("calibration",)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """``base`` with ``override`` merged in, recursively for mappings; neither input is changed."""
     out = copy.deepcopy(base)
@@ -35,10 +41,16 @@ def default_config() -> dict:
 def check_sections(user: dict, defaults: dict, *, source: str, prefix: str = "") -> dict:
     """``user`` with every key whose default is a mapping (a section: ``var``, ``span``,
     ``span.underlyings.BTC``, ...) checked to be a mapping too, recursively; an empty section (null) is
-    taken as {} (the defaults). Raises ``InputError`` naming the config file and the section."""
+    taken as {} (the defaults). A key that the defaults do not have (a misspelling) is an error too.
+    Raises ``InputError`` naming the config file, the key and the keys expected there."""
     out = {}
     for k, v in user.items():
         name = f"{prefix}{k}"
+        known = k in defaults or (not prefix and k in PROVENANCE_KEYS) if isinstance(defaults, dict) else True
+        if defaults and not known:
+            where = f"section {prefix[:-1]}" if prefix else "a config"
+            raise InputError(f"unknown key {k!r} ({where} has {', '.join(map(str, defaults))})",
+                             source=source, field=name)
         default = defaults.get(k) if isinstance(defaults, dict) else None
         if isinstance(default, dict):
             if v is None:

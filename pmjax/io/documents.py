@@ -27,10 +27,29 @@ def read_document(path: str):
             return json.loads(text)
         if ext in (".yaml", ".yml"):
             return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        msg = str(e).splitlines()[0]
-        raise InputError(f"not valid {ext[1:].upper()}: {msg}", source=path) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=path) from None
+    except yaml.YAMLError as e:
+        raise InputError(f"not valid YAML{yaml_error_detail(e)}", source=path) from None
     raise InputError(f"unknown file type {ext!r} (use .yaml, .yml, .json or .csv)", source=path)
+
+
+def yaml_error_detail(e: yaml.YAMLError) -> str:
+    """`` at line L, column C: cause`` of a YAML error (1-based, as editors count), with a hint for tabs
+    and bad indentation."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if "'\\t'" in problem:
+        cause = "a tab character (YAML indents with spaces only)"
+    elif problem == "mapping values are not allowed here":
+        cause = "unexpected ':' (a bad indent, or a value holding ': ' that needs quotes)"
+    else:
+        cause = problem
+        context = getattr(e, "context", None)
+        if context:
+            cause += f" ({context})"
+    return f"{where}: {cause}"
 
 
 def to_jsonable(x):

@@ -121,6 +121,30 @@ _CHAIN_COLUMNS = ("instrument_name", "strike", "expiry_datetime", "futures_price
                   "index_price", "timestamp")
 
 
+#: the older layout, a dump of Deribit's public/ticker API: expiration_timestamp and timestamp in ms since
+#: the epoch, underlying_price = the forward of the option's expiry (its future or synthetic SYN. index),
+#: mark_iv in percent
+_API_COLUMNS = ("instrument_name", "strike", "expiration_timestamp", "underlying_price", "mark_iv", "index_price",
+                "timestamp")
+
+
+def _ms_iso(value: str) -> str:
+    try:
+        return dt.datetime.fromtimestamp(float(value) / 1000.0, dt.timezone.utc).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
+def _from_api_layout(r: dict) -> dict:
+    """A row of the API layout in the columns of ``_CHAIN_COLUMNS``."""
+    try:
+        iv = str(float(r["mark_iv"]) / 100.0)
+    except (TypeError, ValueError):
+        iv = ""
+    return dict(r, expiry_datetime=_ms_iso(r["expiration_timestamp"]), futures_price=r["underlying_price"],
+                implied_volatility=iv, timestamp=_ms_iso(r["timestamp"]))
+
+
 def read_chain_rows(path: str) -> tuple[list[dict], list[str]]:
     """Rows of a Deribit option-chain CSV that carry every field a market needs, and why others were skipped."""
     try:
@@ -134,10 +158,13 @@ def read_chain_rows(path: str) -> tuple[list[dict], list[str]]:
         raise InputError(f"not valid CSV: {e}", source=path) from None
     if not rows:
         raise InputError("empty option chain", source=path)
+    if all(c in rows[0] for c in _API_COLUMNS) and "implied_volatility" not in rows[0]:
+        rows = [_from_api_layout(r) for r in rows]
     missing = [c for c in _CHAIN_COLUMNS if c not in rows[0]]
     if missing:
-        raise InputError(f"not a Deribit option-chain CSV: missing column(s) {', '.join(missing)}",
-                         source=path, field="header")
+        raise InputError(f"not a Deribit option-chain CSV: missing column(s) {', '.join(missing)} (expected the "
+                         f"columns {','.join(_CHAIN_COLUMNS)}, or Deribit's API ticker layout "
+                         f"{','.join(_API_COLUMNS)} with mark_iv in percent)", source=path, field="header")
     good, skipped = [], {}
     for i, r in enumerate(rows):
         why = None
@@ -189,7 +216,7 @@ def market_from_chain(path: str, *, source: str | None = None) -> Market:
         e = inst.expiry
         a["fwd"].setdefault(e, []).append(float(r["futures_price"]))
         a["iv"].setdefault(e, {}).setdefault(inst.strike, []).append(float(r["implied_volatility"]))
-    unds = {}
+    unds, listed = {}, {}
     for u, a in acc.items():
         smiles = {}
         for e, by_k in a["iv"].items():
@@ -198,7 +225,12 @@ def market_from_chain(path: str, *, source: str | None = None) -> Market:
             smiles[e] = Smile(ks, np.array([np.mean(by_k[k]) for k in ks]))
         unds[u] = UnderlyingMarket(float(np.median(a["spot"])), {e: float(np.median(v)) for e, v in a["fwd"].items()},
                                    None, None, smiles)
-    return Market(as_of, unds, {}, src, notices)
+    for r in rows:  # the chain's coin-settled options (a linear USDC row is not valued, nor listed, here)
+        inst = r["_instrument"]
+        if inst.settlement == "inverse":
+            listed.setdefault(inst.underlying, {}).setdefault(inst.expiry, set()).add(inst.strike)
+    listed = {u: {e: tuple(sorted(ks)) for e, ks in by_e.items()} for u, by_e in listed.items()}
+    return Market(as_of, unds, {}, src, notices, listed)
 
 
 def bundled_path(name: str) -> str:

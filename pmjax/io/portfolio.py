@@ -26,12 +26,22 @@ def parse_trades(text: str, *, source: str = "--what-if") -> list[Position]:
     return trades
 
 
+#: the keys a position may have: a Deribit name, or the explicit form (SPEC section 2)
+NAMED_KEYS = ("instrument", "quantity")
+EXPLICIT_KEYS = ("underlying", "type", "expiry", "strike", "right", "settlement", "quantity")
+
+
 def _position(entry, i: int, source: str) -> Position:
     where = f"positions[{i}]"
     if not isinstance(entry, dict):
         raise InputError(f"each position must be a mapping, got {entry!r}", source=source, field=where)
-    if "quantity" not in entry:
-        raise InputError("missing quantity", source=source, field=f"{where}.quantity")
+    expected = NAMED_KEYS if "instrument" in entry else EXPLICIT_KEYS
+    unknown = [str(k) for k in entry if k not in expected]
+    if unknown:
+        raise InputError(f"unknown key(s) {', '.join(unknown)} (a position has {', '.join(NAMED_KEYS)}, or "
+                         f"{', '.join(EXPLICIT_KEYS)})", source=source, field=f"{where}.{unknown[0]}")
+    if entry.get("quantity") is None or (isinstance(entry["quantity"], str) and not entry["quantity"].strip()):
+        raise InputError("missing", source=source, field=f"{where}.quantity")
     qty = finite_number(entry["quantity"], source=source, field=f"{where}.quantity")
     if "instrument" in entry:
         inst = parse_instrument(entry["instrument"], source=source, field=f"{where}.instrument")
@@ -68,14 +78,38 @@ def portfolio_from_dict(doc, *, source: str) -> Portfolio:
                           source=source, collateral=collateral, origins=origins)
 
 
-def _read_csv_rows(path: str) -> list[dict]:
+def _read_csv_rows(path: str) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a CSV file; a byte-order mark and CRLF line ends are stripped, and the header's
+    names are stripped and lower-cased (a spreadsheet's ``Instrument,Quantity`` reads as instrument,quantity)."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = list(csv.reader(fh))
     except OSError as e:
         raise InputError(f"cannot read file: {e.strerror}", source=path) from None
     except (csv.Error, UnicodeDecodeError) as e:
         raise InputError(f"not valid CSV: {e}", source=path) from None
+    lines = [r for r in lines if any(c.strip() for c in r)]  # blank lines (a trailing CRLF) carry nothing
+    if not lines:
+        return [], []
+    header = [c.strip().lower() for c in lines[0]]
+    return header, [dict(zip(header, r)) for r in lines[1:]]
+
+
+def _csv_portfolio(path: str) -> Portfolio:
+    header, rows = _read_csv_rows(path)
+    if header and not set(NAMED_KEYS) <= set(header):
+        found = ", ".join(repr(c) for c in header)
+        raise InputError(f"CSV portfolio needs the columns instrument,quantity (any case); found {found}",
+                         source=path, field="header")
+    extra = [c for c in header if c not in NAMED_KEYS]
+    positions = [_position({k: r.get(k) for k in NAMED_KEYS}, i, path) for i, r in enumerate(rows)]
+    name = os.path.splitext(os.path.basename(path))[0]
+    p = make_portfolio(positions, account=name, source=path,
+                       origins=_origins(positions, path, ["instrument"] * len(positions)))
+    if extra:
+        p.notices.append(f"{path}: ignored column(s) {', '.join(repr(c) for c in extra)} (a CSV portfolio "
+                         "reads instrument,quantity)")
+    return p
 
 
 def load_portfolio(path: str) -> Portfolio:
@@ -83,13 +117,7 @@ def load_portfolio(path: str) -> Portfolio:
     if os.path.isdir(path):
         raise InputError("is a directory, not a portfolio file", source=path)
     if path.lower().endswith(".csv"):
-        rows = _read_csv_rows(path)
-        if rows and not {"instrument", "quantity"} <= set(rows[0]):
-            raise InputError("CSV portfolio needs the columns instrument,quantity", source=path, field="header")
-        positions = [_position(r, i, path) for i, r in enumerate(rows)]
-        name = os.path.splitext(os.path.basename(path))[0]
-        return make_portfolio(positions, account=name, source=path,
-                              origins=_origins(positions, path, ["instrument"] * len(positions)))
+        return _csv_portfolio(path)
     return portfolio_from_dict(read_document(path), source=path)
 
 

@@ -11,7 +11,7 @@ from pmjax.core.errors import InputError
 from pmjax.io.market import DEFAULT_MARKET, load_market
 from pmjax.apps.margin import HEADLINE, METHODS, compute_margins, margin_document
 from pmjax.io.portfolio import load_portfolio, parse_trades
-from pmjax.apps.tables import fmt, table
+from pmjax.apps.tables import coin_span_note, fmt, table
 
 
 def add_arguments(p):
@@ -30,8 +30,10 @@ def add_arguments(p):
 
 
 def parse_methods(text: str) -> list[str]:
-    names = [m.strip().lower() for m in text.split(",") if m.strip()]
-    if not names or "all" in names:
+    names = list(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))  # span,SPAN: once
+    if not names:
+        raise InputError(f"no method given (choose from {', '.join(METHODS)} or all)", source="--method")
+    if "all" in names:
         return list(METHODS)
     bad = [m for m in names if m not in METHODS]
     if bad:
@@ -119,6 +121,8 @@ def render(doc: dict, methods: list[str]) -> str:
                             for u, v in su.items()],
                            ["underlying", "scan", "worst", "intra", "spot", "inter credit", "SOM", "comp. delta",
                             "risk"], title="SPAN by underlying"))
+        if coin_span_note(cur):
+            parts.append(coin_span_note(cur))
     if "deribit" in methods:
         du = doc["deribit"]["by_underlying"]
         parts.append(table([[u, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"]]
