@@ -15,7 +15,7 @@
 # of EWMA-standardized absolute daily moves, floor_t the 95% quantile of ten years of absolute moves. Each
 # range is set at a close and tested against the next day's move (no look-ahead). The vol scan range comes
 # from DVOL changes. Runs as a plain script too: `python notebooks/01_scan_range_calibration.py`
-# (figures in `reports/notebooks/`, or `$PMJAX_NOTEBOOK_OUT`).
+# (figures in `notebook-out/`, or `$PMJAX_NOTEBOOK_OUT`: `reports/notebooks` rewrites the committed ones).
 
 # %%
 import os
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from pmjax.apps import calibrate as C  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] if "__file__" in globals() else pathlib.Path.cwd().parent
-OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "reports" / "notebooks"))
+OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "notebook-out"))  # committed: =reports/notebooks
 OUT.mkdir(parents=True, exist_ok=True)
 SMALL = os.environ.get("PMJAX_NOTEBOOK_SMALL") == "1"
 

@@ -42,7 +42,7 @@ from pmjax.core.portfolio import Position, make_portfolio  # noqa: E402
 from pmjax.measures.span import span_params  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] if "__file__" in globals() else pathlib.Path.cwd().parent
-OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "reports" / "notebooks"))
+OUT = pathlib.Path(os.environ.get("PMJAX_NOTEBOOK_OUT", ROOT / "notebook-out"))  # committed: =reports/notebooks
 OUT.mkdir(parents=True, exist_ok=True)
 SMALL = os.environ.get("PMJAX_NOTEBOOK_SMALL") == "1"
 N_ACCOUNTS = int(os.environ.get("PMJAX_NB_ACCOUNTS", 48 if SMALL else 4096))

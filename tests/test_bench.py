@@ -483,3 +483,26 @@ def test_second_account_batch_of_the_same_bucket_does_not_recompile(market, comp
     # the reused code computes batch two's own margins
     ref = reference.numpy_span(b.books, params, reference.ndtr_cody)["total"]
     np.testing.assert_allclose(np.asarray(result.total), ref, rtol=1e-11)
+
+
+def test_bench_without_a_size_says_which_preset_it_runs(monkeypatch):
+    """Issue 14 item 12: `pmjax bench` with no size flag ran the GPU-size preset silently, even on a CPU (hours);
+    now a CPU gets `quick` and a GPU `full`, and a notice says which."""
+    assert harness.default_sizes("cpu")[0] == "quick" and harness.default_sizes("gpu")[0] == "full"
+    assert "GPU target sizes" in harness.default_sizes("cpu")[1] and "gpu" in harness.default_sizes("gpu")[1]
+    seen = []
+    real = harness.run_bench
+
+    def spy(sizes, **kw):
+        seen.append(sizes)
+        return real("tiny", **kw)  # keep the test small: the preset chosen is what is checked
+
+    monkeypatch.setattr(harness, "run_bench", spy)
+    code, out, err = _cli(monkeypatch, ["bench", "--only", "black76_f32", "--json"])
+    assert code == 0, err
+    want = harness.default_sizes(jax.default_backend())
+    assert seen == [want[0]] and f"pmjax: notice: bench: {want[1]}" in err
+    json.loads(out)  # stdout stays one JSON document
+    seen.clear()
+    code, out, err = _cli(monkeypatch, ["bench", "--quick", "--only", "black76_f32", "--json"])
+    assert code == 0 and seen == ["quick"] and "no --sizes given" not in err

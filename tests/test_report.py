@@ -63,13 +63,23 @@ def test_comparison_gains_against_rules():
     assert rows["es"]["margin"] == 40.0 and rows["rules"]["gain_vs_rules"] == 0.0
 
 
+def _position_line(p, market) -> str:
+    """A portfolio-file line for ``p``: its Deribit name when the market's chain lists it, else the explicit
+    form (the seed's strikes are scaled to the market and need not be listed)."""
+    i = p.instrument
+    if market is not None and market.unlisted(i):
+        return (f"  - {{underlying: {i.underlying}, type: option, expiry: '{i.expiry:%Y-%m-%d %H:%M}', "
+                f"strike: {i.strike}, right: {i.right}, settlement: {i.settlement}, quantity: {p.quantity}}}\n")
+    return f"  - {{instrument: {i.name}, quantity: {p.quantity}}}\n"
+
+
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, market):
     out = tmp_path_factory.mktemp("report")
     pf = out / "book.yaml"
     book = seed_portfolio(market)
     pf.write_text("account: seed\ncollateral: {USD: 50000}\npositions:\n" + "".join(
-        f"  - {{instrument: {p.instrument.name}, quantity: {p.quantity}}}\n" for p in book.positions))
+        _position_line(p, market) for p in book.positions))
     assert main(["report", str(pf), "--out", str(out / "r"), "--paths", "4000", "--json"]) == 0
     return out / "r"
 
@@ -105,12 +115,11 @@ def test_report_renders_in_headless_chromium_without_console_errors(report_dir, 
 
 # ---------------------------------------------------------------- applicable requirement, worst scenarios, --out
 
-def _write_book(path, book, collateral=None, currency="USD"):
+def _write_book(path, book, collateral=None, currency="USD", market=None):
     text = f"account: {path.stem}\nmargin_currency: {currency}\n"
     if collateral:
         text += "collateral: {" + ", ".join(f"{k}: {v}" for k, v in collateral.items()) + "}\n"
-    path.write_text(text + "positions:\n" + "".join(
-        f"  - {{instrument: {p.instrument.name}, quantity: {p.quantity}}}\n" for p in book.positions))
+    path.write_text(text + "positions:\n" + "".join(_position_line(p, market) for p in book.positions))
     return path
 
 
@@ -152,7 +161,7 @@ def test_report_json_has_applicable_worst_scenarios_and_greeks(report_dir, marke
 def test_below_minimum_account_is_margined_by_rules(tmp_path, market, capsys):
     """No collateral: the seed book's equity (its spot and option values) is below rules.pm_minimum_equity, so the
     applicable requirement is rules initial, in the text, the JSON and the HTML."""
-    pf = _write_book(tmp_path / "small.yaml", seed_portfolio(market))
+    pf = _write_book(tmp_path / "small.yaml", seed_portfolio(market), market=market)
     out = tmp_path / "r"
     assert main(["report", str(pf), "--out", str(out), "--paths", "2000"]) == 0
     text = capsys.readouterr().out
@@ -172,7 +181,7 @@ def test_below_minimum_account_is_margined_by_rules(tmp_path, market, capsys):
 
 def test_report_with_scenarios_matches_margin(tmp_path, market, capsys):
     scen = "configs/scenarios/stress_days.yaml"
-    pf = _write_book(tmp_path / "book.yaml", seed_portfolio(market), {"USD": 50000})
+    pf = _write_book(tmp_path / "book.yaml", seed_portfolio(market), {"USD": 50000}, market=market)
     assert main(["margin", str(pf), "--method", "rules", "--scenarios", scen, "--json"]) == 0
     want = json.loads(capsys.readouterr().out)["scenarios"]
     assert main(["report", str(pf), "--out", str(tmp_path / "r"), "--paths", "2000", "--scenarios", scen,
@@ -190,7 +199,7 @@ def test_report_with_scenarios_matches_margin(tmp_path, market, capsys):
                                   ["demo", "--out", "FILE/deeper/out"], ["demo", "--out", "FILE/sub"]])
 def test_bad_out_is_input_error_before_computing(tmp_path, market, capsys, monkeypatch, argv):
     # paths through a regular file, or the file itself: unusable as a directory on every OS
-    pf = _write_book(tmp_path / "book.yaml", seed_portfolio(market), {"USD": 50000})
+    pf = _write_book(tmp_path / "book.yaml", seed_portfolio(market), {"USD": 50000}, market=market)
     f = tmp_path / "file.txt"
     f.write_text("keep me")
     argv = [a.replace("BOOK", str(pf)).replace("FILE", str(f)) for a in argv]
@@ -205,7 +214,8 @@ def test_bad_out_is_input_error_before_computing(tmp_path, market, capsys, monke
     monkeypatch.setattr(pmjax.apps.margin, "margin_document", must_not_compute)
     monkeypatch.setattr(pmjax.cli.commands.report, "margin_document", must_not_compute)
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    # notices (the seed's scaled strikes are unlisted, given in the explicit form) may come first
+    err = "".join(x for x in capsys.readouterr().err.splitlines(True) if not x.startswith("pmjax: notice:"))
     assert err.startswith("pmjax: error: --out") and "internal error" not in err and len(err.splitlines()) == 1
     assert f.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["book.yaml", "file.txt"]
 
@@ -237,3 +247,64 @@ def test_coin_heatmap_labels_are_short(market):
     by_u = {"BTC": {"risk_array": list(np.linspace(-0.04, 0.043, 16))},
             "ETH": {"risk_array": list(np.linspace(-0.003, 0.0029, 16))}}
     assert_real_png(plot_risk_heatmap(by_u, "BTC"))
+
+
+def test_coin_figures_keep_4_significant_digits_and_zero_noise_shows_as_zero():
+    """Issue 14 item 10: 1.13857 BTC was shown as 1.14 in HTML (0.01 BTC is ~900 USD); -0.0 and -1.6e-21 (zero
+    by construction) printed as -0.000000 / -1.6e-21. Display only."""
+    from pmjax.apps.report import html_table
+    from pmjax.apps.tables import clean, fmt, table
+
+    assert fmt(-0.0) == "0.000000" and fmt(-1.6e-21) == "0.000000" and fmt(1.13857) == "1.13857"
+    assert fmt(0.0012346) == "0.001235" and fmt(2.5e-5) == "2.5000e-05"   # real small figures stay
+    assert clean(-3e-8, scale=89025.0) == 0.0 and clean(-3e-8) == -3e-8     # noise relative to the column
+    text = table([["a", -0.0, 89025.0, 1.13857], ["b", -1.6e-21, -3e-8, 0.0104]], ["x", "y", "z", "btc"])
+    assert "-0.0" not in text and "e-21" not in text and "e-08" not in text
+    assert "1.13857" in text and "0.010400" in text and "89,025.0" in text
+    page = html_table([["a", 1.13857, 89025.123, -0.0], ["b", 12.3456, -1.6e-21, 0.0104]], ["x", "btc", "usd", "z"])
+    cells = re.findall(r"<td>([^<]*)</td>", page)
+    assert cells == ["1.139", "89,025.12", "0.00", "12.35", "0.00", "0.0104"]
+
+
+def test_btc_margined_span_says_it_is_valued_at_each_scenarios_coin_price(tmp_path, market, capsys):
+    """Issue 14 items 10 and 13: a BTC-margined SPAN figure carries the coin-price note in `pmjax margin` text
+    and in the report, which shows coin totals with >= 4 significant digits; its JSON keeps the raw floats."""
+    import html as html_mod
+
+    pf = tmp_path / "cc.yaml"
+    pf.write_text("account: cc\nmargin_currency: BTC\npositions:\n  - {instrument: BTC, quantity: 1}\n"
+                  "  - {instrument: BTC-30JAN26-100000-C, quantity: -1}\n")
+    assert main(["margin", str(pf), "--method", "span"]) == 0
+    text = capsys.readouterr().out
+    assert "valued at that scenario's BTC price" in text and "more than today's exchange rate" in text
+    assert main(["margin", str(pf), "--method", "span", "--json"]) == 0
+    span = json.loads(capsys.readouterr().out)["span"]
+    assert main(["margin", str(pf), "--method", "rules"]) == 0
+    assert "scenario's BTC price" not in capsys.readouterr().out       # no SPAN shown, no note
+    out = tmp_path / "r"
+    assert main(["report", str(pf), "--out", str(out), "--paths", "2000"]) == 0
+    capsys.readouterr()
+    page = html_mod.unescape((out / "report.html").read_text())
+    assert "SPAN in BTC: each scenario's P&L is valued at that scenario's BTC price" in page
+    assert f"total {span['total']:.6f} BTC" in page and 0.01 < span["total"] < 1   # 6 decimals, not 0.04
+    assert json.loads((out / "report.json").read_text())["span"]["total"] == span["total"]
+
+
+def test_file_writing_defaults_are_not_committed_outputs():
+    """Issue 14 item 12: `python -m pmjax.apps.backtest` and the notebooks run by hand used to write into the
+    committed reports/backtest and reports/notebooks; their defaults are now git-ignored folders."""
+    import pathlib
+
+    from pmjax.apps.backtest import DEFAULT_OUT, build_parser
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    out = build_parser().parse_args([]).out
+    assert out == DEFAULT_OUT and not out.startswith("reports")
+    assert build_parser().parse_args(["--out", "reports/backtest"]).out == "reports/backtest"
+    ignored = (repo / ".gitignore").read_text().split()
+    assert f"{out}/" in ignored
+    for nb in sorted((repo / "notebooks").glob("0*.py")):
+        m = re.search(r'^OUT = pathlib\.Path\(os\.environ\.get\("PMJAX_NOTEBOOK_OUT", ROOT / "([^"]+)"\)\)',
+                      nb.read_text(), re.M)
+        assert m, nb.name
+        assert not m.group(1).startswith("reports") and f"{m.group(1)}/" in ignored, nb.name

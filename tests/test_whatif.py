@@ -137,3 +137,46 @@ def test_latency_helper_returns_a_warm_median(market, config):
     latency = whatif_latency(100, repeats=20, market=market, config=config)
     # a median of warm wall times (seconds); its size is measured by pmjax bench, never asserted here
     assert isinstance(latency, float) and np.isfinite(latency) and latency > 0.0
+
+
+def test_trades_accepted_as_pairs_positions_or_text_give_the_same_figures(market, config):
+    """Issue 14 item 11: ("INST", qty) pairs, Position objects (or one of either) and "INST:QTY" text."""
+    from pmjax.core.instruments import parse_instrument
+    from pmjax.core.portfolio import Position
+
+    portfolio = make_portfolio(parse_trades(BOOK), account="desk")
+    w = WhatIf(portfolio, market, config)
+    text = w.incremental("BTC-27MAR26-90000-P:-1,BTC-PERPETUAL:0.25")
+    pairs = w.incremental([("BTC-27MAR26-90000-P", -1), ("BTC-PERPETUAL", 0.25)])
+    positions = w.incremental([Position(parse_instrument("BTC-27MAR26-90000-P"), -1.0),
+                               Position(parse_instrument("BTC-PERPETUAL"), 0.25)])
+    assert pairs == text == positions
+    one_pair = w.incremental(("BTC-27MAR26-90000-P", -1))
+    one_pos = w.incremental(Position(parse_instrument("BTC-27MAR26-90000-P"), -1.0))
+    assert one_pair == one_pos == w.incremental("BTC-27MAR26-90000-P:-1")
+    assert one_pair["trades"] == [{"instrument": "BTC-27MAR26-90000-P", "quantity": -1.0}]
+    assert np.array_equal(w.fast_figures([("BTC-27MAR26-90000-P", -1)]),
+                          w.fast_figures(parse_trades("BTC-27MAR26-90000-P:-1")))
+    with pytest.raises(InputError, match="trade 2 quantity"):
+        w.incremental([("BTC-27MAR26-90000-P", -1), ("BTC-PERPETUAL", "lots")])
+    with pytest.raises(InputError, match="not a Position"):
+        w.incremental([42])
+    with pytest.raises(InputError, match="no trades"):
+        w.incremental([])
+
+
+def test_readme_python_example_runs():
+    """Issue 14 item 11: the README's Python example (margin, what-if with a pair, the monitor) runs as written."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```python\n(.*?)```", (repo / "README.md").read_text(encoding="utf-8"), re.S)
+    example = next(b for b in blocks if "WhatIf" in b and "Monitor" in b)
+    assert len(example.strip().splitlines()) <= 6 and '("BTC-27MAR26-100000-C", -1)' in example
+    r = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, cwd=repo, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 3 and "'total'" in lines[0] and "'incremental'" in lines[1] and "'status'" in lines[2]

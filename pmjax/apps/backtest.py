@@ -475,19 +475,30 @@ full price: fully paid).
     return doc
 
 
-def main(argv=None) -> int:
-    import argparse
-    import sys
+#: where ``python -m pmjax.apps.backtest`` writes by default: not the committed ``reports/backtest``
+#: (git-ignored; ``--out reports/backtest`` regenerates the recorded run)
+DEFAULT_OUT = "backtest-out"
 
-    jax.config.update("jax_enable_x64", True)  # the backtest runs in float64
+
+def build_parser():
+    import argparse
 
     p = argparse.ArgumentParser(prog="python -m pmjax.apps.backtest", description="margin backtest on BTC/ETH history")
-    p.add_argument("--out", default="reports/backtest")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help=f"output directory (default {DEFAULT_OUT}/; --out reports/backtest rewrites the recorded run)")
     p.add_argument("--start", default=None)
     p.add_argument("--end", default=None)
     p.add_argument("--paths", type=int, default=2000)
     p.add_argument("--span-ranges", choices=("rolling", "config"), default="rolling")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def main(argv=None) -> int:
+    import sys
+
+    jax.config.update("jax_enable_x64", True)  # the backtest runs in float64
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     settings = BacktestSettings(start=args.start, end=args.end, paths=args.paths, span_ranges=args.span_ranges)
     result = run_backtest(settings=settings)
     command = "python -m pmjax.apps.backtest " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from pmjax.apps.tables import clean, coin_span_note, column_scales, fmt
 from pmjax.core.errors import InputError
 
 #: label of each method's headline figure, in the order the comparison shows them
@@ -201,8 +202,6 @@ def worst_scenarios(doc: dict, config: dict | None = None, spots: dict | None = 
 
 def _num(x: float) -> str:
     """About 6 significant digits (2 decimals for USD-sized figures): readable for coin amounts too."""
-    from pmjax.apps.tables import fmt
-
     return f"{x:,.2f}" if abs(x) >= 100 else fmt(float(x))
 
 
@@ -361,28 +360,32 @@ def worst_scenario_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def html_table(rows: list[list], header: list[str]) -> str:
-    """A table: numbers right-aligned (2 decimals from 1 up, 6 significant digits below), text left-aligned."""
-    def cell(x):
+    """A table: numbers right-aligned (at least 4 significant digits, 2 decimals from 100 up, ``tables.clean``
+    noise shown as 0), text left-aligned."""
+    scales = column_scales(rows)
+
+    def cell(x, j):
         if isinstance(x, bool):
             return str(x), False
         if isinstance(x, (float, np.floating)):
-            x = float(x)
-            return (f"{x:,.2f}" if abs(x) >= 1 or x == 0 else f"{x:.6g}"), True
+            x = clean(float(x), scales[j])
+            return ("0.00" if x == 0 else f"{x:,.{max(2, 4 - len(str(int(abs(x)))))}f}" if abs(x) >= 1
+                    else f"{x:.6g}"), True
         if isinstance(x, (int, np.integer)):
             return f"{int(x):,}", True
         text = "-" if x is None else str(x)
         numeric = text[:1].isdigit() or (text[:1] in "+-" and text[1:2].isdigit()) or text == "-"
         return html.escape(text), numeric
 
-    def td(x):
-        text, numeric = cell(x)
+    def td(x, j):
+        text, numeric = cell(x, j)
         return f"<td>{text}</td>" if numeric else f"<td class=t>{text}</td>"
 
-    text_col = [all(not cell(r[j])[1] for r in rows if j < len(r) and r[j] is not None) if rows else False
+    text_col = [all(not cell(r[j], j)[1] for r in rows if j < len(r) and r[j] is not None) if rows else False
                 for j in range(len(header))]
     head = "".join(f"<th class=t>{html.escape(h)}</th>" if t else f"<th>{html.escape(h)}</th>"
                    for h, t in zip(header, text_col))
-    body = "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(td(c, j) for j, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -498,8 +501,8 @@ def _span_html(span: dict, cur: str, images: dict[str, bytes]) -> tuple[str, str
           v["short_option_minimum"], v["composite_delta"], v["risk"]] for u, v in su.items()],
         ["underlying", f"scan risk ({cur})", "worst scenario", "intra spread", "spot charge", "inter credit",
          "short option min.", "composite delta (coins)", f"risk ({cur})"]) + (
-        f"<p>risk {span['risk']:,.2f}, net option value {span['nov']:,.2f}, "
-        f"total {span['total']:,.2f} {cur}</p>{{img:risk_heatmap}}")
+        f"<p>risk {_num(span['risk'])}, net option value {_num(span['nov'])}, total {_num(span['total'])} {cur}</p>"
+        + (f"<p class=note>{html.escape(coin_span_note(cur))}</p>" if cur != "USD" else "") + "{img:risk_heatmap}")
     bp = span.get("by_position")
     if isinstance(bp, list) and bp and all(isinstance(x, dict) for x in bp):
         header, trs = generic_rows(bp)
@@ -520,7 +523,7 @@ def _deribit_html(deribit: dict, cur: str, spots: dict | None) -> tuple[str, str
         trs, ["underlying", "unit (settlement coin)", "worst case", "roll shock", "delta shock",
               "risk matrix margin", "initial", "maintenance", "initial (USD at today's index)"])
         + f"<p>Per-underlying figures are in the settlement coin (BTC, ETH). Summed in the margin currency: "
-          f"initial {deribit['initial']:,.2f}, maintenance {deribit['maintenance']:,.2f} {cur}</p>")
+          f"initial {_num(deribit['initial'])}, maintenance {_num(deribit['maintenance'])} {cur}</p>")
 
 
 def _var_html(v: dict, positions: list[dict], cur: str, images: dict[str, bytes]) -> tuple[str, str]:

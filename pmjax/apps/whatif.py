@@ -39,10 +39,11 @@ from pmjax.core.book import Book, bucket_size, make_book, resolve
 from pmjax.io.config import load_config
 from pmjax.measures.deribit import deribit_margin, deribit_params
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, Instrument
+from pmjax.core.instruments import UNDERLYINGS, Instrument, parse_instrument
 from pmjax.core.market import Market
 from pmjax.apps.margin import HEADLINE, METHODS, compute_margins
 from pmjax.core.portfolio import Portfolio, Position
+from pmjax.core.validate import finite_number
 from pmjax.io.portfolio import parse_trades
 from pmjax.measures.span import span_margin, span_params
 
@@ -71,6 +72,31 @@ def _unpack(packed, underlying_spot, margin_coin, quantity_row: int) -> Book:
 
 #: the regular path's one-account functions, jitted (compiled ahead of time per account below)
 _JITTED = {"span": jax.jit(span_margin), "deribit": jax.jit(deribit_margin)}
+
+
+def as_trades(trades) -> list[Position]:
+    """Trades as ``Position`` objects, from ``Position`` objects, ``("INSTRUMENT", qty)`` pairs (an
+    ``Instrument`` also does for the name), one of either, or ``"INSTRUMENT:QTY,..."`` text."""
+    if isinstance(trades, str):
+        return parse_trades(trades)
+    if isinstance(trades, Position) or (isinstance(trades, tuple) and len(trades) == 2
+                                        and isinstance(trades[0], (str, Instrument))):
+        trades = [trades]
+    out = []
+    for i, t in enumerate(trades):
+        where = f"trade {i + 1}"
+        if isinstance(t, Position):
+            out.append(t)
+        elif isinstance(t, (tuple, list)) and len(t) == 2 and isinstance(t[0], (str, Instrument)):
+            inst = t[0] if isinstance(t[0], Instrument) else parse_instrument(t[0], source="what-if", field=where)
+            out.append(Position(inst, finite_number(t[1], source="what-if", field=f"{where} quantity")))
+        else:
+            raise InputError(f"{t!r} is not a Position, an (instrument, quantity) pair or 'INSTRUMENT:QTY'",
+                             source="what-if", field=where)
+    if not out:
+        raise InputError("no trades given", source="what-if")
+    return out
+
 
 #: the book after the trades, on the device, from the packed host matrix (one transfer, casts only)
 _after_book = jax.jit(lambda packed, underlying_spot, margin_coin:
@@ -161,9 +187,10 @@ class WhatIf:
                 else self._compiled["deribit"](book, self._deribit).initial for m in self.fast]
         return np.array([float(o) for o in outs], np.float64)
 
-    def fast_figures(self, trades: list[Position]) -> np.ndarray:
-        """(len(fast methods), 2) figures before and after the trades (before: computed at construction)."""
-        packed = self._packed_after(trades)
+    def fast_figures(self, trades) -> np.ndarray:
+        """(len(fast methods), 2) figures before and after the trades (before: computed at construction);
+        ``trades`` as ``incremental`` takes them."""
+        packed = self._packed_after(as_trades(trades))
         if not self.fast:
             return np.zeros((0, 2))
         after = self._figures(self._unpack(packed, self._underlying_spot, self._margin_coin))
@@ -172,10 +199,10 @@ class WhatIf:
     def incremental(self, trades) -> dict:
         """SPEC's ``what_if`` section: {"trades", "before", "after", "incremental"} by method.
 
-        ``trades``: a list of ``Position`` or the ``"INSTRUMENT:QTY,..."`` text of ``--what-if``.
+        ``trades``: anything ``as_trades`` takes: ``Position`` objects, ``("INSTRUMENT", qty)`` pairs, one of
+        either, or the ``"INSTRUMENT:QTY,..."`` text of ``--what-if``.
         """
-        if isinstance(trades, str):
-            trades = parse_trades(trades)
+        trades = as_trades(trades)
         before, after = {}, {}
         if self.fast:
             figs = self.fast_figures(trades)
@@ -195,4 +222,4 @@ class WhatIf:
                 "incremental": {m: after[m] - before[m] for m in order}}
 
 
-__all__ = ["FAST_METHODS", "WhatIf"]
+__all__ = ["FAST_METHODS", "WhatIf", "as_trades"]

@@ -65,6 +65,16 @@ def device_info() -> dict:
             "cpu_devices": CPU_DEVICES.get("how")}
 
 
+def default_sizes(platform_name: str) -> tuple[str, str]:
+    """The preset ``pmjax bench`` runs when no size is given, and the notice saying so: the GPU target sizes
+    (``full``) on an accelerator; on a CPU ``quick`` (about 30 s on 2 cores), where ``full`` would take hours."""
+    if platform_name == "cpu":
+        return "quick", ("no --sizes given: running the 'quick' preset (about 30 s on 2 CPU cores); --sizes full "
+                         "runs the GPU target sizes (1e6 paths x 1,000 options, 1e5 accounts), hours on a CPU")
+    return "full", (f"no --sizes given: running the 'full' preset, the GPU target sizes, on {platform_name} "
+                    "(--quick for small sizes)")
+
+
 def cpu_count() -> int:
     """The CPU cores this process may use."""
     try:
@@ -206,5 +216,5 @@ def load_average() -> list[float] | None:
         return None
 
 
-__all__ = ["CPU_DEVICES", "check_targets", "cpu_count", "device_info", "load_average", "run_bench",
+__all__ = ["CPU_DEVICES", "check_targets", "cpu_count", "default_sizes", "device_info", "load_average", "run_bench",
            "use_all_cpu_cores"]

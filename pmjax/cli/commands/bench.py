@@ -21,7 +21,8 @@ def add_arguments(p):
                    help="small sizes (about 30 s on 2 CPU cores); same as --sizes quick")
     p.add_argument("--sizes", choices=("tiny", "quick", "medium", "full"), default=None,
                    help="size preset: tiny (tests), quick, medium (a few minutes on 2 CPU cores), full (the GPU "
-                        "targets: 1e6 paths x 1,000 options, 1e5 accounts x 20 positions); default full")
+                        "targets: 1e6 paths x 1,000 options, 1e5 accounts x 20 positions); default full on a GPU, "
+                        "quick on a CPU (a notice says which)")
     p.add_argument("--only", default=None, metavar="ROWS",
                    help=f"comma-separated rows to run: {', '.join(ROW_NAMES)}")
     p.add_argument("--no-scipy", action="store_true",
@@ -39,7 +40,7 @@ def run(args):
         raise InputError(f"--quick contradicts --sizes {args.sizes}", field="--sizes")
     if args.cpu_devices is not None and args.cpu_devices < 0:
         raise InputError(f"--cpu-devices must be >= 0, got {args.cpu_devices}", field="--cpu-devices")
-    sizes = "quick" if args.quick else (args.sizes or "full")
+    sizes = "quick" if args.quick else args.sizes
     only = None
     if args.only:
         only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -47,6 +48,13 @@ def run(args):
         if bad:
             raise InputError(f"unknown row {bad[0]!r} (choose from {', '.join(ROW_NAMES)})", field="--only")
     use_all_cpu_cores(args.cpu_devices)  # before anything starts the JAX backend
+    if sizes is None:
+        import jax
+
+        from pmjax.bench.harness import default_sizes
+
+        sizes, notice = default_sizes(jax.default_backend())
+        print(f"pmjax: notice: bench: {notice}", file=sys.stderr, flush=True)
     say = None if args.json else (lambda line: print(f"pmjax: bench: {line}", file=sys.stderr, flush=True))
     doc = run_bench(sizes, dtype=dtype_of(args), only=only, use_scipy=False if args.no_scipy else None, progress=say)
     return doc, format_bench(doc)
