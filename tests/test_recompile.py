@@ -65,7 +65,8 @@ def test_larger_bucket_compiles_once(market, compile_log):
     assert log.compiles("jit(position_values)") == 1, log.messages
     assert log.compiles("jit(unit_greeks)") == 1, log.messages
     # a second book of that larger bucket (other strikes, other quantities) reuses it
-    trades2 = ",".join(f"ETH-27MAR26-{k}-{r}:{i - 3.5}" for i, k in enumerate(range(2_000, 3_800, 100)) for r in "CP")
+    eth_strikes = [2_500, *range(2_600, 4_000, 100), 4_000, 4_200, 4_400]  # 18 strikes the chain lists
+    trades2 = ",".join(f"ETH-27MAR26-{k}-{r}:{i - 3.5}" for i, k in enumerate(eth_strikes) for r in "CP")
     book2, resolved2 = book_from_portfolio(portfolio(trades2 + ",ETH-27MAR26:2", "ETH"), market)
     assert len(resolved2) == 37 and book2.size == book.size
     shock2 = no_shock(book2)
