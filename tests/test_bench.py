@@ -26,7 +26,7 @@ from pmjax.io.portfolio import parse_trades
 from pmjax.measures.span import span_margin, span_params
 from reference import numpy_engine as reference
 from reference.numpy_engine import BOOK_FIELDS
-from reference.books import random_account_books, random_option_book
+from pmjax.bench.books import random_account_books, random_option_book
 
 span_margin_batch = sharding.vmapped(span_margin)  # the many-account SPAN pmjax stress runs
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from reference import books as bench
+from pmjax.bench import books as bench
 from pmjax.io.config import load_config
 from pmjax.measures.span import span_margin, span_params
 
@@ -38,7 +38,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import pmjax
 jax.config.update("jax_enable_x64", True)
-from reference import books as bench
+from pmjax.bench import books as bench
 from pmjax.batch import sharding
 from pmjax.io.config import load_config
 from pmjax.measures.span import span_margin, span_params

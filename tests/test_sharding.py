@@ -19,7 +19,7 @@ import json, sys
 import jax, numpy as np
 import pmjax
 jax.config.update("jax_enable_x64", True)
-from reference import books as bench
+from pmjax.bench import books as bench
 from pmjax.batch import sharding
 from pmjax.apps import stress
 from pmjax.io.config import load_config
@@ -140,7 +140,7 @@ import json
 import jax, numpy as np
 import pmjax
 jax.config.update("jax_enable_x64", True)
-from reference import books as bench
+from pmjax.bench import books as bench
 from pmjax.core import fast_greeks
 from pmjax.scenarios import montecarlo
 from pmjax.io.market import load_market
@@ -232,7 +232,7 @@ def test_default_budget_is_shared_between_host_devices(monkeypatch):
 def test_span_batch_and_stress_default_chunks_change_nothing():
     import jax
 
-    from reference import books as bench
+    from pmjax.bench import books as bench
     from pmjax.batch.accounts import AccountBatch
     from pmjax.scenarios.named import StressScenario
     from pmjax.apps.stress import span_batch, stress_pnl

@@ -520,7 +520,7 @@ def test_own_underlying_scan_and_composite_delta_equal_the_full_cross_underlying
     and differentiates with respect to the whole vector of underlying scales."""
     import jax
 
-    from reference.books import random_account_books
+    from pmjax.bench.books import random_account_books
     from pmjax.core.kernel import Shock, position_values
     from pmjax.scenarios.grids import COMPOSITE_DELTA_STEPS, COMPOSITE_DELTA_WEIGHTS, full_pnl, own_underlying_pnl
     from pmjax.measures.span import position_composite_deltas

@@ -7,6 +7,7 @@ name (``var.model``) through ``MODELS``. Path i's draws come from ``fold_in(key,
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from typing import ClassVar
@@ -40,7 +41,7 @@ class ScenarioParams(eqx.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScenarioModel:
+class ScenarioModel(abc.ABC):
     """The static (compile-time) part of a scenario model; the horizon and nu are arrays in
     ``ScenarioParams`` so that changing them does not recompile."""
 
@@ -64,9 +65,9 @@ class ScenarioModel:
         zr, zv = self.draw(params, k_normal, k_extra, draw, dtype)
         return sign * zr, sign * zv
 
+    @abc.abstractmethod
     def draw(self, params: ScenarioParams, k_normal, k_extra, draw, dtype):
         """(zr, zv) before the antithetic sign, from the path's two keys; ``draw`` the sampling dtype."""
-        raise NotImplementedError
 
     def fit(self, fit: dict, settings) -> None:
         """Model-specific inputs while the model is built (``montecarlo.build_model``): updates ``fit``

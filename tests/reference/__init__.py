@@ -1,2 +1,2 @@
 """Reference implementations the tests compare pmjax against (numpy copies, independent of the library's
-``pmjax.bench``, which may change for speed), and the synthetic books the tests use."""
+``pmjax.bench``, which may change for speed); the synthetic books come from ``pmjax.bench.books`` (data, not a reference)."""
