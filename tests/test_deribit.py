@@ -348,6 +348,98 @@ def test_usd_account_converts_each_coin_at_its_index():
     assert by["ETH"]["risk_matrix_margin"] > 0
 
 
+# ------------------------------------------------------------------------------------------ pools (issue 14, item 4)
+
+SEGREGATED = {"deribit": {"pooling": "segregated"}}
+
+
+def test_default_pooling_is_cross_linear_and_inverse_net():
+    """cross (default, Deribit X:PM): a USDC-settled perpetual and an inverse one on the same index are one pool,
+    valued in coin of the index, so long 2 linear against short 2 inverse has no price risk at all."""
+    market = market_with(AS_OF + dt.timedelta(days=30), SPOT, 0.5)
+    pair = [Position(Instrument("BTC", "perpetual", "linear"), 2.0), Position(Instrument("BTC", "perpetual", "inverse"), -2.0)]
+    report = deribit_report(make_portfolio(pair, margin_currency="USD"), market, load_config())
+    assert report["pooling"] == "cross"
+    assert list(report["by_underlying"]) == ["BTC"]
+    btc = report["by_underlying"]["BTC"]
+    assert btc["currency"] == "BTC" and btc["settlements"] == ["BTC", "USDC"]
+    assert report["by_instrument"]["BTC_USDC-PERPETUAL"]["pool"] == "BTC"
+    assert btc["worst_case"] < 1e-15 and btc["roll_shock"] < 1e-15 and report["initial"] < 1e-10  # rounding only
+
+
+def test_segregated_usdc_pool_hand_derived():
+    """segregated (Deribit S:PM): a USDC-settled perpetual alone in the BTC_USDC pool, valued in USDC with the
+    USDC block (roll 0.01 per perpetual, dampener 25,000 USD per range): every entry by hand."""
+    q, pr = 2.0, 0.16
+    market = market_with(AS_OF + dt.timedelta(days=30), SPOT, 0.5)
+    book = make_portfolio([Position(Instrument("BTC", "perpetual", "linear"), q)], margin_currency="USD")
+    report = deribit_report(book, market, deep_merge(load_config(), SEGREGATED))
+    assert report["pooling"] == "segregated" and list(report["by_underlying"]) == ["BTC_USDC"]
+    pool = report["by_underlying"]["BTC_USDC"]
+    assert pool["currency"] == "USDC" and pool["settlements"] == ["USDC"]
+    moves = np.array([(i - 4) * pr / 4 for i in range(9)])
+    raw_std = np.repeat(q * SPOT * moves, 3)  # USD P&L of q (F' - F)
+    np.testing.assert_allclose(pool["pre_aggregated"]["standard"], raw_std, rtol=1e-13, atol=1e-9)
+    np.testing.assert_allclose(pool["standard"], np.minimum(raw_std, 0.0), rtol=1e-13, atol=1e-9)  # pnl_offset 0
+    ext = np.asarray(EXTENDED_MOVES)
+    raw = q * SPOT * ext * pr / np.abs(ext)  # USD P&L x f_ext pr / |m|: no conversion to coin
+    damp = (np.abs(ext) / pr - 1.0) * 25_000.0
+    expected = np.where(np.abs(raw) > damp, raw - np.sign(raw) * damp, 0.0)
+    expected = np.where(expected > 0, 0.0, expected)  # pnl_offset 0: gains do not count
+    np.testing.assert_allclose(pool["extended"], expected, rtol=1e-13, atol=1e-9)
+    assert pool["worst_case"] == pytest.approx(q * SPOT * pr, rel=1e-13)  # 19,200 USDC
+    assert pool["net_delta"] == pytest.approx(q * SPOT, rel=1e-13)  # USD per unit of relative move
+    assert pool["roll_shock"] == pytest.approx(q * SPOT * 0.01, rel=1e-13)
+    assert pool["delta_shock"] == 0.0
+    assert report["initial"] == pytest.approx(q * SPOT * (pr + 0.01), rel=1e-13)  # USDC = USD
+    assert report["maintenance"] == pytest.approx(0.8 * q * SPOT * (pr + 0.01), rel=1e-13)
+    in_btc = deribit_report(make_portfolio(book.positions, margin_currency="BTC"), market,
+                            deep_merge(load_config(), SEGREGATED))
+    assert in_btc["initial"] == pytest.approx(report["initial"] / SPOT, rel=1e-13)  # USDC -> BTC at today's index
+
+
+def test_segregated_pools_do_not_net_and_spot_stays_in_the_coin_pool():
+    """segregated: linear against inverse no longer nets (each pool alone); spot (the coin balance) stays in the
+    coin pool; the USD figure is the sum of the pools alone."""
+    market = market_with(AS_OF + dt.timedelta(days=30), SPOT, 0.5)
+    config = deep_merge(load_config(), SEGREGATED)
+    linear, inverse = Position(Instrument("BTC", "perpetual", "linear"), 2.0), Position(
+        Instrument("BTC", "perpetual", "inverse"), -2.0)
+    both = deribit_report(make_portfolio([linear, inverse], margin_currency="USD"), market, config)
+    alone = [deribit_report(make_portfolio([p], margin_currency="USD"), market, config) for p in (linear, inverse)]
+    assert set(both["by_underlying"]) == {"BTC", "BTC_USDC"}
+    assert both["initial"] == pytest.approx(alone[0]["initial"] + alone[1]["initial"], rel=1e-13)
+    assert both["initial"] > 0.0
+    spot = deribit_report(make_portfolio([Position(Instrument("BTC", "spot", "linear"), 1.0), inverse],
+                                         margin_currency="USD"), market, config)
+    assert list(spot["by_underlying"]) == ["BTC"] and spot["by_instrument"]["BTC"]["pool"] == "BTC"
+    assert spot["by_underlying"]["BTC"]["settlements"] == ["BTC"]
+    # an inverse-only book is the same under either pooling
+    only_inverse = make_portfolio([inverse, Position(option(AS_OF + dt.timedelta(days=30), 65_000.0), -1.0)])
+    assert (deribit_report(only_inverse, market, config)["initial"]
+            == deribit_report(only_inverse, market, load_config())["initial"])
+
+
+def test_segregated_pooling_batches_like_single_accounts():
+    """The pools are static layout: vmapped books under segregated pooling equal one account at a time."""
+    expiry = AS_OF + dt.timedelta(days=20)
+    market = market_with(expiry, 60_200.0, 0.55, eth=ETH_MARKET)
+    config = deep_merge(load_config(), SEGREGATED)
+    params = deribit_params(config)
+    assert params.pool_names == ("BTC", "ETH", "BTC_USDC", "ETH_USDC")
+    accounts = [[Position(option(expiry, 66_000.0, "put", "linear"), -2.0), Position(option(expiry, 50_000.0), 1.0)],
+                [Position(Instrument("ETH", "perpetual", "linear"), 5.0), Position(Instrument("ETH", "spot", "linear"), 1.0)]]
+    books = [book_from_portfolio(make_portfolio(a), market, size=8)[0] for a in accounts]
+    batch = vmapped(deribit_margin)(jax.tree_util.tree_map(lambda *x: jnp.stack(x), *books), params)
+    assert batch.standard.shape == (2, 4, 27)
+    for a, book in enumerate(books):
+        one = jax.jit(deribit_margin)(book, params)
+        assert float(batch.initial[a]) == pytest.approx(float(one.initial), rel=1e-13)
+    report = deribit_report(make_portfolio(accounts[0]), market, config)
+    assert set(report["by_underlying"]) == {"BTC", "BTC_USDC"}
+    assert report["by_underlying"]["BTC_USDC"]["worst_case"] > 0.0
+
+
 def test_batch_matches_single_accounts_and_padding():
     """deribit_margin vmapped over padded, stacked books equals one account at a time."""
     expiry = AS_OF + dt.timedelta(days=20)
@@ -427,6 +519,8 @@ def test_report_layout():
     ({"BTC": {"buckets_count": 2.5}}, "deribit.BTC.buckets_count"),
     ({"extended_moves": [-1.0, 0.5]}, "deribit.extended_moves"),
     ({"BTC": {"pnl_offset": -0.1}}, "deribit.BTC.pnl_offset"),
+    ({"pooling": "by_currency"}, "deribit.pooling"),
+    ({"USDC": {"extended_dampener": -1}}, "deribit.USDC.extended_dampener"),
 ])
 def test_config_validation(change, field):
     with pytest.raises(InputError) as e:

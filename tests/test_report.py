@@ -153,7 +153,7 @@ def test_report_json_has_applicable_worst_scenarios_and_greeks(report_dir, marke
     g = doc["greeks"]
     assert [p["instrument"] for p in g["positions"]] == [p["instrument"] for p in doc["positions"]]
     html = (report_dir / "report.html").read_text()
-    for text in ("Worst scenarios", "Rules: split by position", "Values and Greeks", "unit (settlement coin)",
+    for text in ("Worst scenarios", "Rules: split by position", "Values and Greeks", "settled in",
                  "initial (USD at today&#x27;s index)", "Applicable requirement"):
         assert text in html, text
 

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from pmjax.core.book import book_from_portfolio
-from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import unit_greeks_jit
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
@@ -52,22 +51,22 @@ _deribit_margin_jit = jax.jit(deribit_margin)
 
 @jax.jit
 def _deribit_margin_addons_jit(book, params: DeribitParams, initial_addons):
-    return add_initial_addons(deribit_margin(book, params), book, initial_addons)
+    return add_initial_addons(deribit_margin(book, params), book, params, initial_addons)
 
 
 def deribit_report(portfolio, market, config: dict, dtype=jnp.float64, *, initial_addons: dict | None = None,
                    params: DeribitParams | None = None) -> dict:
     """The ``deribit`` section of ``pmjax margin`` for one portfolio (``deribit.deribit_section``).
-    ``initial_addons``: coin amounts by underlying name added to the initial margin (Deribit's mmp +
+    ``initial_addons``: amounts by pool name (``BTC``, or ``BTC_USDC`` with segregated pooling) added to the initial margin (Deribit's mmp +
     open-orders + spot margin; none by default)."""
     params = deribit_params(config, dtype=dtype) if params is None else params
     book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
     if initial_addons is None:
         result = _deribit_margin_jit(book, params)
     else:
-        addons = np.zeros(len(UNDERLYINGS))
+        addons = np.zeros(len(params.pool_names))
         for name, x in initial_addons.items():
-            addons[UNDERLYINGS.index(str(name).upper())] = float(x)
+            addons[params.pool_names.index(str(name).upper())] = float(x)
         result = _deribit_margin_addons_jit(book, params, jnp.asarray(addons, book.quantity.dtype))
     return deribit_section(result, resolved, portfolio.margin_currency, params)
 

@@ -511,18 +511,18 @@ def _span_html(span: dict, cur: str, images: dict[str, bytes]) -> tuple[str, str
 
 
 def _deribit_html(deribit: dict, cur: str, spots: dict | None) -> tuple[str, str]:
-    """The Deribit grid section: per-underlying figures in the settlement coin, initial also in USD."""
+    """The Deribit grid section: per-pool figures in the pool's currency, initial also in USD."""
     trs = []
     for u, v in deribit["by_underlying"].items():
         coin = v.get("currency", u)
-        s = (spots or {}).get(u)
-        trs.append([u, coin, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"],
-                    v.get("initial"), v.get("maintenance"), None if s is None or v.get("initial") is None
-                    else float(v["initial"]) * float(s)])
+        usd = None if v.get("initial") is None else _to_usd(float(v["initial"]), coin, spots)
+        trs.append([u, coin, "+".join(v.get("settlements", [coin])), v["worst_case"], v["roll_shock"],
+                    v["delta_shock"], v["risk_matrix_margin"], v.get("initial"), v.get("maintenance"), usd])
     return ("Deribit portfolio-margin grid", html_table(
-        trs, ["underlying", "unit (settlement coin)", "worst case", "roll shock", "delta shock",
-              "risk matrix margin", "initial", "maintenance", "initial (USD at today's index)"])
-        + f"<p>Per-underlying figures are in the settlement coin (BTC, ETH). Summed in the margin currency: "
+        trs, ["pool", "unit", "settled in", "worst case", "roll shock", "delta shock", "risk matrix margin",
+              "initial", "maintenance", "initial (USD at today's index)"])
+        + f"<p>Pooling {deribit.get('pooling', 'cross')} (docs/deribit_grid.md, Pools); each pool's figures are in "
+          f"its unit. Summed in the margin currency: "
           f"initial {_num(deribit['initial'])}, maintenance {_num(deribit['maintenance'])} {cur}</p>")
 
 

@@ -21,7 +21,9 @@ Per underlying u (parameters from ``configs/deribit.yaml``, Deribit's own ``mode
 The scenarios are data: ``DeribitParams.grid`` is the ``pmjax.scenarios.grids.deribit_grid`` preset (a
 ``grids.DeribitGrid``: per-scenario price moves, vol states and weights, and the expiry-dependent vol
 rule ``grids.RelativeVolShock``), turned into one ``Shock`` batch as SPAN's ``grids.Grid`` is.
-Every vector is P&L (gain positive) in coin of the underlying, as Deribit reports a coin-settled book.
+Every vector is P&L (gain positive) per pool: with ``deribit.pooling: cross`` (default) one pool per underlying,
+in its coin, as Deribit reports a coin-settled book; with ``segregated`` USDC-settled instruments form pools of
+their own in USDC (docs/deribit_grid.md, "Pools").
 Valuation goes through ``pmjax.core.kernel.position_values`` (instantaneous: no time passes).
 
 Three doors: ``deribit_params(config, *, dtype) -> DeribitParams`` (invariants checked in ``__check_init__``),
@@ -39,9 +41,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
-from pmjax.core.book import PERPETUAL, Book
+from pmjax.core.book import PERPETUAL, SPOT, Book
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import Shock, no_shock, position_values
@@ -67,6 +69,14 @@ REFERENCE_DAYS = DERIBIT_REFERENCE_DAYS
 DTE_FLOOR_DAYS = DERIBIT_DTE_FLOOR_DAYS
 #: Deribit states margins to 9 decimals of a coin
 DECIMALS = 9
+
+#: ``deribit.pooling``: ``cross`` puts every position of an index (coin-settled and USDC-settled) in one pool
+#: valued in coin of the index (Deribit X:PM); ``segregated`` keeps one pool per index and settlement
+#: currency, USDC-settled pools valued in USDC (Deribit S:PM). Sources: docs/deribit_grid.md "Pools".
+POOLINGS = ("cross", "segregated")
+#: the settlement-currency (``model_params.currency.<c>``) parameters; a USDC pool takes them from ``deribit.USDC``
+CURRENCY_PARAMS = ("annualised_move_risk", "min_annualised_move", "extended_dampener", "pnl_offset",
+                   "max_offsetable_pnl")
 
 #: per-underlying float parameters, in Deribit's ``model_params`` names
 FLOAT_PARAMS = (
@@ -124,7 +134,9 @@ class DeribitParams(eqx.Module):
     max_delta_shock: Float[Array, " u"]  # cap of the delta-shock fraction
     delta_total_liq_shock_threshold: Float[Array, " u"]  # USD of net delta free of delta shock
     extended_moves: Float[Array, " e"]  # extended-table price moves (fractions), shared by all underlyings
+    usdc: dict  # CURRENCY_PARAMS of the USDC settlement currency (scalars), used by ``segregated`` pools
     buckets_count: int = eqx.field(static=True)  # B: 2B+1 price points in the standard table
+    pooling: str = eqx.field(static=True, default="cross")  # one of POOLINGS
 
     def __check_init__(self):
         """Invariants, however the params were built: shapes (u,) and (e,), ``buckets_count`` a whole number
@@ -132,6 +144,12 @@ class DeribitParams(eqx.Module):
         Values under a jax trace are not checked."""
         source = "DeribitParams"
         _check_buckets(self.buckets_count, source=source, field="buckets_count")
+        if self.pooling not in POOLINGS:
+            raise InputError(f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}", source=source,
+                             field="pooling")
+        if sorted(self.usdc) != sorted(CURRENCY_PARAMS):
+            raise InputError(f"must have the keys {', '.join(CURRENCY_PARAMS)}, got {sorted(self.usdc)}",
+                             source=source, field="usdc")
         arrays = {k: getattr(self, k) for k in FLOAT_PARAMS + ("extended_moves",)}
         if any(isinstance(x, jax.core.Tracer) for x in arrays.values()):
             return
@@ -145,6 +163,19 @@ class DeribitParams(eqx.Module):
         if moves.ndim != 1:
             raise InputError(f"must have one axis, got shape {moves.shape}", source=source, field="extended_moves")
         _check_moves(moves.tolist(), source=source, field="extended_moves")
+        for name, v in self.usdc.items():
+            x = np.asarray(v, np.float64)
+            if x.shape != ():
+                raise InputError(f"must be a number, got shape {x.shape}", source=source, field=f"usdc.{name}")
+            _check_param(name, float(x), source=source, field=f"usdc.{name}")
+
+    @property
+    def pool_names(self) -> tuple[str, ...]:
+        """The pools in result order: one per underlying (``cross``), then one per underlying settled in USDC
+        (``segregated``: ``BTC``, ``ETH``, ``BTC_USDC``, ``ETH_USDC``)."""
+        if self.pooling == "cross":
+            return UNDERLYINGS
+        return UNDERLYINGS + tuple(f"{u}_USDC" for u in UNDERLYINGS)
 
     @property
     def n_standard(self) -> int:
@@ -167,26 +198,28 @@ class DeribitParams(eqx.Module):
 class DeribitResult(eqx.Module):
     """The grid's results for one account (every field gains a leading axis under a vmap over accounts).
 
-    Vectors are P&L, gain positive, in coin of the position's / row's underlying; margins (``*_coin``) in
-    that coin; ``initial`` and ``maintenance`` in the book's margin currency.
+    Axis p is the pools (``DeribitParams.pool_names``: one per underlying, and with ``segregated`` pooling one
+    more per underlying settled in USDC). Vectors are P&L, gain positive, in the pool's currency (coin of the
+    underlying, or USDC); margins (``*_coin``) in that currency; ``initial`` and ``maintenance`` in the book's
+    margin currency.
     """
 
-    instrument_standard: Float[Array, "n s"]  # per position (Deribit's initial_risk_vectors)
+    instrument_standard: Float[Array, "n s"]  # per position (Deribit's initial_risk_vectors), its pool's currency
     instrument_extended: Float[Array, "n e"]
-    pre_aggregated_standard: Float[Array, "u s"]  # plain sum per underlying (pre_aggregated_risk_vectors)
-    pre_aggregated_extended: Float[Array, "u e"]
-    standard: Float[Array, "u s"]  # after pnl_offset (aggregated_risk_vectors)
-    extended: Float[Array, "u e"]  # after the dampener and pnl_offset
-    price_moves: Float[Array, "u b"]  # the standard table's 2B+1 moves
-    worst_case: Float[Array, " u"]
-    worst_case_index: Int[Array, " u"]  # into standard ++ extended (ties: the vol-"same" entry of a bucket)
-    roll_shock: Float[Array, " u"]
-    delta_shock: Float[Array, " u"]
-    net_delta: Float[Array, " u"]  # coins: slope of the coin value in the underlying's price
-    risk_matrix_margin: Float[Array, " u"]
-    maintenance_coin: Float[Array, " u"]
-    initial_coin: Float[Array, " u"]
-    initial: Float[Array, ""]  # sum over underlyings, margin currency at today's prices
+    pre_aggregated_standard: Float[Array, "p s"]  # plain sum per pool (pre_aggregated_risk_vectors)
+    pre_aggregated_extended: Float[Array, "p e"]
+    standard: Float[Array, "p s"]  # after pnl_offset (aggregated_risk_vectors)
+    extended: Float[Array, "p e"]  # after the dampener and pnl_offset
+    price_moves: Float[Array, "p b"]  # the standard table's 2B+1 moves of the pool's underlying
+    worst_case: Float[Array, " p"]
+    worst_case_index: Int[Array, " p"]  # into standard ++ extended (ties: the vol-"same" entry of a bucket)
+    roll_shock: Float[Array, " p"]
+    delta_shock: Float[Array, " p"]
+    net_delta: Float[Array, " p"]  # slope of the pool-currency value in the underlying's price scale
+    risk_matrix_margin: Float[Array, " p"]
+    maintenance_coin: Float[Array, " p"]
+    initial_coin: Float[Array, " p"]
+    initial: Float[Array, ""]  # sum over pools, margin currency at today's prices
     maintenance: Float[Array, ""]
 
 
@@ -219,9 +252,22 @@ def deribit_params(config: dict, *, dtype=jnp.float64) -> DeribitParams:
                          f"{dict(zip(UNDERLYINGS, buckets))}", source=source, field="deribit.buckets_count")
     moves = _check_moves(section.get("extended_moves", list(EXTENDED_MOVES)), source=source,
                          field="deribit.extended_moves")
+    pooling = section.get("pooling", "cross")
+    if pooling not in POOLINGS:
+        raise InputError(f"must be one of {', '.join(POOLINGS)}, got {pooling!r}", source=source,
+                         field="deribit.pooling")
+    usdc_block = section.get("USDC")
+    if not isinstance(usdc_block, dict):
+        raise InputError("missing the USDC settlement-currency parameters (a mapping)", source=source,
+                         field="deribit.USDC")
+    usdc = {}
+    for name in CURRENCY_PARAMS:
+        if name not in usdc_block:
+            raise InputError("missing", source=source, field=f"deribit.USDC.{name}")
+        usdc[name] = _check_param(name, usdc_block[name], source=source, field=f"deribit.USDC.{name}")
     arr = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
     return DeribitParams(**{k: arr(v) for k, v in values.items()}, extended_moves=arr(moves),
-                         buckets_count=buckets[0])
+                         usdc={k: arr(v) for k, v in usdc.items()}, buckets_count=buckets[0], pooling=pooling)
 
 
 # ------------------------------------------------------------------------------------------ the core
@@ -239,37 +285,64 @@ def _as_usd_book(book: Book) -> Book:
     return eqx.tree_at(lambda b: b.margin_coin, book, jnp.full_like(book.margin_coin, -1))
 
 
-def _sum_by_underlying(x, member):
-    """x (..., n) summed over the positions of each underlying -> (..., u); no matmul (TF32 on GPUs)."""
+def _sum_by_pool(x, member):
+    """x (..., n) summed over the positions of each pool -> (..., p); no matmul (TF32 on GPUs)."""
     return jnp.sum(jnp.where(member, x[..., :, None], 0.0), axis=-2)
 
 
-def _to_margin(book: Book):
-    """Margin currency per coin of each underlying at today's prices (coin u -> USD at S_u -> margin coin)."""
+class _Pools(eqx.Module):
+    """Which pool each position is in and what each pool is (static layout from ``DeribitParams.pooling``)."""
+
+    of_position: Int[Array, " n"]  # pool of each position
+    underlying: Int[Array, " p"]  # the index (underlying) of each pool
+    in_usd: Bool[Array, " p"]  # valued in USDC (segregated USDC-settled pool) rather than in coin
+    currency: dict  # CURRENCY_PARAMS per pool, each (p,)
+
+
+def _pools(book: Book, params: DeribitParams) -> _Pools:
+    n_und = len(UNDERLYINGS)
+    und = book.underlying
+    block = {k: getattr(params, k) for k in CURRENCY_PARAMS}
+    if params.pooling == "cross":
+        return _Pools(und, jnp.arange(n_und, dtype=und.dtype), jnp.zeros(n_und, bool), block)
+    # coins held (spot) are the coin's balance, not a USDC-settled product
+    usdc = ~book.inverse & (book.kind != SPOT)
+    twice = lambda x: jnp.concatenate([x, x])  # noqa: E731
+    currency = {k: jnp.concatenate([v, jnp.full_like(v, params.usdc[k])]) for k, v in block.items()}
+    return _Pools(jnp.where(usdc, und + n_und, und), twice(jnp.arange(n_und, dtype=und.dtype)),
+                  jnp.arange(2 * n_und) >= n_und, currency)
+
+
+def _to_margin(book: Book, pools: _Pools):
+    """Margin currency per unit of each pool's currency at today's prices (coin u -> USD at S_u -> margin
+    coin; USDC -> margin coin)."""
     S = book.underlying_spot
     mc = book.margin_coin
     coin_usd = jnp.where(mc >= 0, S[jnp.maximum(mc, 0)], 1.0)
-    return jnp.where(jnp.arange(len(UNDERLYINGS), dtype=mc.dtype) == mc, 1.0, S / coin_usd)
+    own = pools.underlying == mc
+    return jnp.where(pools.in_usd, 1.0 / coin_usd, jnp.where(own, 1.0, S[pools.underlying] / coin_usd))
 
 
-def _roll_and_delta_shocks(book: Book, params: DeribitParams, delta, member):
-    """(roll shock, net coin delta, delta shock), each (u,), from each position's coin delta (n,)."""
-    und, S = book.underlying, book.underlying_spot
+def _roll_and_delta_shocks(book: Book, params: DeribitParams, pools: _Pools, delta, member):
+    """(roll shock, net delta, delta shock), each (p,), from each position's delta (n,) in its pool's currency."""
+    pool, S = pools.of_position, book.underlying_spot
     # roll shock: per expiry group (a perpetual is its own group, T = 0), |net delta| x rate, each group once
     T = book.expiry_years
     perp = book.kind == PERPETUAL
-    same = (und[:, None] == und[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
-    n = und.shape[0]
+    same = (pool[:, None] == pool[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
+    n = pool.shape[0]
     earlier = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]
     first = ~jnp.any(same & earlier, axis=1)
     group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
-    rate = jnp.maximum(params.min_annualised_move[und], params.annualised_move_risk[und] * T)
-    roll = _sum_by_underlying(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
+    rate = jnp.maximum(pools.currency["min_annualised_move"][pool], pools.currency["annualised_move_risk"][pool] * T)
+    roll = _sum_by_pool(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
 
-    # delta shock on the net delta beyond the liquidity threshold (USD)
-    net_delta = _sum_by_underlying(delta, member)
-    beyond = jnp.maximum(jnp.abs(net_delta) * S - params.delta_total_liq_shock_threshold, 0.0) / S
-    delta_shock = jnp.abs(net_delta) * jnp.minimum(params.max_delta_shock, params.m_inc * beyond)
+    # delta shock on the net delta beyond the liquidity threshold (USD); its size in coins of the index
+    u = pools.underlying
+    net_delta = _sum_by_pool(delta, member)
+    delta_usd = jnp.abs(net_delta) * jnp.where(pools.in_usd, 1.0, S[u])
+    beyond = jnp.maximum(delta_usd - params.delta_total_liq_shock_threshold[u], 0.0) / S[u]
+    delta_shock = jnp.abs(net_delta) * jnp.minimum(params.max_delta_shock[u], params.m_inc[u] * beyond)
     return roll, net_delta, delta_shock
 
 
@@ -277,34 +350,40 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     """The grid for one account, add-ons 0 (see docs/methodology.md section 6). Pure: jit it, or vmap it over
     books stacked on a leading accounts axis with ``in_axes=(0, None)``."""
     dtype = book.quantity.dtype
-    n_und = len(UNDERLYINGS)
-    und = book.underlying
-    member = und[:, None] == jnp.arange(n_und, dtype=und.dtype)[None, :]  # (n, u)
+    pools = _pools(book, params)
+    und, pool, u = book.underlying, pools.of_position, pools.underlying
+    member = pool[:, None] == jnp.arange(u.shape[0], dtype=pool.dtype)[None, :]  # (n, p)
     S = book.underlying_spot  # (u,)
+    in_usd = pools.in_usd[pool]  # (n,)
     usd_book = _as_usd_book(book)
     grid = params.grid  # the scenarios as data: standard table, then the extended one
     n_std = grid.n_standard
     shocks = grid.shocks(book)  # (s + e,) through the kernel, like SPAN's grid
     zero = jnp.zeros(grid.n_scenarios, dtype)
 
-    # coin P&L of each position in coin of its underlying, valued at that scenario's coin price
+    # P&L of each position in its pool's currency: coin of its underlying valued at that scenario's coin
+    # price, or USDC; an extended entry's weight f pr/|m| (and, for coin, the conversion to the edge price)
     value_usd = jax.vmap(position_values, in_axes=(None, 0))(usd_book, shocks)  # (s + e, n)
-    coin_price = (S[None, :] * shocks.spot_scale)[:, und]
-    today = position_values(usd_book, no_shock(usd_book)) / S[und]
-    pnl = (value_usd / coin_price - today[None, :]) * grid.weight[und].T  # extended: x f pr/|m|, in coin at the edge
+    unit_price = jnp.where(in_usd[None, :], 1.0, (S[None, :] * shocks.spot_scale)[:, und])
+    today = position_values(usd_book, no_shock(usd_book)) / jnp.where(in_usd, 1.0, S[und])
+    weight = jnp.where(in_usd[None, :], grid.weight_usd[und].T, grid.weight[und].T)
+    pnl = (value_usd / unit_price - today[None, :]) * weight
     standard, extended = pnl[:n_std], pnl[n_std:]
-    ext = grid.price_move[:, n_std:]  # (u, e)
-    moves = grid.price_move[:, :n_std:len(VOL_STATES)]  # (u, 2B+1)
+    ext = grid.price_move[u, n_std:]  # (p, e)
+    moves = grid.price_move[u, :n_std:len(VOL_STATES)]  # (p, 2B+1)
 
-    # aggregation per underlying: plain sum, then the dampener (extended) and pnl_offset
-    pre_std = _sum_by_underlying(standard, member).T  # (u, s)
-    pre_ext = _sum_by_underlying(extended, member).T  # (u, e)
-    prU = params.price_range[:, None]
+    # aggregation per pool: plain sum, then the dampener (extended) and pnl_offset (USD amounts in pool units)
+    pre_std = _sum_by_pool(standard, member).T  # (p, s)
+    pre_ext = _sum_by_pool(extended, member).T  # (p, e)
+    prU = params.price_range[u][:, None]
+    unit_today = jnp.where(pools.in_usd, 1.0, S[u])[:, None]  # USD per unit of the pool's currency
     excess_ranges = jnp.maximum(jnp.abs(ext) / prU, 1.0) - 1.0
-    dampener = excess_ranges * params.extended_dampener[:, None] / (S[:, None] * (1.0 + jnp.sign(ext) * prU))
+    edge = jnp.where(pools.in_usd[:, None], 1.0, 1.0 + jnp.sign(ext) * prU)
+    dampener = excess_ranges * pools.currency["extended_dampener"][:, None] / (unit_today * edge)
     damped = jnp.where(jnp.abs(pre_ext) > dampener, pre_ext - jnp.sign(pre_ext) * dampener, 0.0)  # towards 0
-    cap = (params.max_offsetable_pnl / S)[:, None]
-    offset = lambda x: jnp.where(x > 0.0, jnp.minimum(x * params.pnl_offset[:, None], cap), x)  # noqa: E731
+    cap = pools.currency["max_offsetable_pnl"][:, None] / unit_today
+    pnl_offset = pools.currency["pnl_offset"][:, None]
+    offset = lambda x: jnp.where(x > 0.0, jnp.minimum(x * pnl_offset, cap), x)  # noqa: E731
     agg_std, agg_ext = offset(pre_std), offset(damped)
 
     # worst case over both tables; among ties, the vol-"same" entry of a standard bucket (as Deribit reports)
@@ -315,19 +394,19 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     preferred = is_low & (~grid.is_extended & (grid.vol_state == VOL_SAME))[None, :]
     worst_index = jnp.where(preferred.any(axis=1), jnp.argmax(preferred, axis=1), jnp.argmax(is_low, axis=1))
 
-    # net coin delta of each position: slope of its coin value in its underlying's price (scale 1 -> 1 + ds)
-    def coin_values(s):
+    # net delta of each position: slope of its pool-currency value in its underlying's price (scale 1 -> 1 + ds)
+    def pool_values(s):
         v = position_values(usd_book, Shock(s, jnp.zeros_like(book.quantity), zero[0], zero[0]))
-        return v / (S * s)[und]
+        return v / jnp.where(in_usd, 1.0, (S * s)[und])
 
     ones = jnp.ones_like(S)
-    _, delta = jax.jvp(coin_values, (ones,), (ones,))
+    _, delta = jax.jvp(pool_values, (ones,), (ones,))
 
-    roll, net_delta, delta_shock = _roll_and_delta_shocks(book, params, delta, member)
+    roll, net_delta, delta_shock = _roll_and_delta_shocks(book, params, pools, delta, member)
     rmm = _round_half_up(worst, DECIMALS) + roll + delta_shock  # + correlation contingency (0: not set)
-    maintenance = params.mm_factor * rmm
+    maintenance = params.mm_factor[u] * rmm
     initial = _round_half_up(rmm, DECIMALS)
-    to_margin = _to_margin(book)  # to the margin currency at today's prices
+    to_margin = _to_margin(book, pools)  # to the margin currency at today's prices
     return DeribitResult(
         instrument_standard=standard.T, instrument_extended=extended.T,
         pre_aggregated_standard=pre_std, pre_aggregated_extended=pre_ext,
@@ -338,13 +417,13 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     )
 
 
-def add_initial_addons(result: DeribitResult, book: Book, initial_addons) -> DeribitResult:
-    """``result`` with coin amounts per underlying (shape (u,), Deribit's mmp_margin + open_orders_margin +
-    spot_margin) added to the initial margin: initial_coin = round9(risk-matrix margin + add-ons). Pure; jit it
+def add_initial_addons(result: DeribitResult, book: Book, params: DeribitParams, initial_addons) -> DeribitResult:
+    """``result`` with amounts per pool (shape (p,), in each pool's currency: Deribit's mmp_margin +
+    open_orders_margin + spot_margin) added to the initial margin: initial_coin = round9(risk-matrix margin + add-ons). Pure; jit it
     together with ``deribit_margin`` for bitwise the figures of one call."""
     initial = _round_half_up(result.risk_matrix_margin + initial_addons, DECIMALS)
     result = eqx.tree_at(lambda r: r.initial_coin, result, initial)
-    return eqx.tree_at(lambda r: r.initial, result, jnp.sum(initial * _to_margin(book)))
+    return eqx.tree_at(lambda r: r.initial, result, jnp.sum(initial * _to_margin(book, _pools(book, params))))
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -367,36 +446,56 @@ def _worst_case_bucket(index: int, params: DeribitParams, u: int) -> dict:
             "vol_state": "up"}
 
 
+def _pool_of(position, params: DeribitParams) -> int:
+    """Index into ``params.pool_names`` of a resolved position (as ``_pools`` assigns it)."""
+    inst = position.instrument
+    u = UNDERLYINGS.index(inst.underlying)
+    usdc = params.pooling == "segregated" and inst.settlement == "linear" and inst.kind != "spot"
+    return u + len(UNDERLYINGS) * usdc
+
+
+def _settlement_name(position) -> str:
+    inst = position.instrument
+    return "USDC" if inst.settlement == "linear" and inst.kind != "spot" else inst.underlying
+
+
 def deribit_section(result: DeribitResult, resolved, margin_currency: str, params: DeribitParams) -> dict:
     """SPEC section 3's ``deribit`` section from one account's ``DeribitResult`` (no accounts axis; host or
     device arrays) and its resolved positions (``pmjax.core.book.ResolvedPosition``, in book order).
 
-    ``by_underlying[U]`` (underlyings held): the aggregated vectors (``standard``: 3 (2B+1) entries, index
-    3 i + j for price point i and vol state j in up/same/down; ``extended``), their ``pre_aggregated`` sums,
-    worst case, roll and delta shocks, risk-matrix margin, ``initial``/``maintenance``, all in coin of U.
-    ``by_instrument``: each position's vectors. ``initial``/``maintenance``: in the margin currency."""
+    ``by_underlying[POOL]`` (pools holding positions: ``BTC``, ``ETH``, and with segregated pooling
+    ``BTC_USDC``, ``ETH_USDC``): the aggregated vectors (``standard``: 3 (2B+1) entries, index 3 i + j for
+    price point i and vol state j in up/same/down; ``extended``), their ``pre_aggregated`` sums, worst case,
+    roll and delta shocks, risk-matrix margin, ``initial``/``maintenance``, all in the pool's ``currency``;
+    ``settlements``: the settlement currencies of its positions. ``by_instrument``: each position's vectors.
+    ``initial``/``maintenance``: in the margin currency; ``pooling``: ``cross`` or ``segregated``."""
     r = jax.tree_util.tree_map(np.asarray, result)
-    used = [u for u in UNDERLYINGS if any(p.instrument.underlying == u for p in resolved)]
+    names = params.pool_names
+    pool_of = [_pool_of(p, params) for p in resolved]
     by_underlying = {}
-    for u in used:
-        i = UNDERLYINGS.index(u)
-        by_underlying[u] = {
-            "currency": u,
+    for i, name in enumerate(names):
+        members = [p for p, k in zip(resolved, pool_of) if k == i]
+        if not members:
+            continue
+        u = i % len(UNDERLYINGS)
+        by_underlying[name] = {
+            "currency": "USDC" if i >= len(UNDERLYINGS) else name,
+            "settlements": sorted({_settlement_name(p) for p in members}),
             "standard": _floats(r.standard[i]), "extended": _floats(r.extended[i]),
             "worst_case": float(r.worst_case[i]), "roll_shock": float(r.roll_shock[i]),
             "delta_shock": float(r.delta_shock[i]), "risk_matrix_margin": float(r.risk_matrix_margin[i]),
             "initial": float(r.initial_coin[i]), "maintenance": float(r.maintenance_coin[i]),
             "net_delta": float(r.net_delta[i]),
-            "worst_case_bucket": _worst_case_bucket(int(r.worst_case_index[i]), params, i),
+            "worst_case_bucket": _worst_case_bucket(int(r.worst_case_index[i]), params, u),
             "pre_aggregated": {"standard": _floats(r.pre_aggregated_standard[i]),
                                "extended": _floats(r.pre_aggregated_extended[i])},
             "price_moves": _floats(r.price_moves[i]),
         }
     by_instrument = {
-        p.instrument.name: {"underlying": p.instrument.underlying, "quantity": p.quantity,
+        p.instrument.name: {"underlying": p.instrument.underlying, "pool": names[k], "quantity": p.quantity,
                             "standard": _floats(r.instrument_standard[j]),
                             "extended": _floats(r.instrument_extended[j])}
-        for j, p in enumerate(resolved)}
+        for j, (p, k) in enumerate(zip(resolved, pool_of))}
     return {"by_underlying": by_underlying, "initial": float(r.initial), "maintenance": float(r.maintenance),
-            "currency": margin_currency, "vol_states": list(VOL_STATES),
+            "currency": margin_currency, "pooling": params.pooling, "vol_states": list(VOL_STATES),
             "extended_moves": _floats(params.extended_moves), "by_instrument": by_instrument}

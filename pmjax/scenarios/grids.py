@@ -191,12 +191,14 @@ class DeribitGrid(ScenarioSet):
     underlying's move, and its P&L is in coin of that underlying); each option's vol follows
     ``vol_rule`` in state ``vol_state[s]``; the position's coin P&L is multiplied by ``weight[u, s]``
     (1 in the standard table; the extended fraction f_ext pr / |m| and the conversion to coin at the edge
-    price, (1 + m) / (1 + sign(m) pr), in the extended one). No time passes; no vol floor beyond the rule's.
+    price, (1 + m) / (1 + sign(m) pr), in the extended one), or, for a P&L kept in USD(C), by
+    ``weight_usd[u, s]`` (the same without the conversion). No time passes; no vol floor beyond the rule's.
     """
 
     price_move: Float[Array, "u s"]
     vol_state: Int[Array, " s"]  # VOL_UP, VOL_SAME, VOL_DOWN
     weight: Float[Array, "u s"]
+    weight_usd: Float[Array, "u s"]
     is_extended: Bool[Array, " s"]
     vol_rule: RelativeVolShock
     dt: Float[Array, ""]
@@ -220,7 +222,7 @@ def deribit_grid(price_range, buckets_count: int, vol_rule: RelativeVolShock, ex
 
     Standard: price moves m_i = (i - B) pr / B, i = 0..2B (B = ``buckets_count``), each under vol states
     up, same, down (scenario 3 i + j), weight 1. Extended: each of ``extended_moves`` under vol up, weight
-    (1 + m) f_ext pr / |m| / (1 + sign(m) pr).
+    (1 + m) f_ext pr / |m| / (1 + sign(m) pr) (coin P&L), f_ext pr / |m| (USD P&L).
     """
     pr = jnp.asarray(price_range, dtype)
     dtype = pr.dtype
@@ -238,8 +240,10 @@ def deribit_grid(price_range, buckets_count: int, vol_rule: RelativeVolShock, ex
     vol_state = np.concatenate([np.tile(codes, 2 * B + 1), np.full(n_ext, VOL_UP)]).astype(np.int32)
     edge = 1.0 + jnp.sign(ext)[None, :] * pr[:, None]  # (u, e): the standard range's edge price / S
     ext_weight = (1.0 + ext[None, :]) * f_ext[:, None] * pr[:, None] / jnp.abs(ext)[None, :] / edge
-    weight = jnp.concatenate([jnp.ones((pr.shape[0], n_std), dtype), ext_weight], axis=1)
+    ones = jnp.ones((pr.shape[0], n_std), dtype)
+    weight = jnp.concatenate([ones, ext_weight], axis=1)
+    weight_usd = jnp.concatenate([ones, f_ext[:, None] * pr[:, None] / jnp.abs(ext)[None, :]], axis=1)
     zero = jnp.zeros((), dtype)
-    return DeribitGrid(price_move=price_move, vol_state=jnp.asarray(vol_state), weight=weight,
+    return DeribitGrid(price_move=price_move, vol_state=jnp.asarray(vol_state), weight=weight, weight_usd=weight_usd,
                        is_extended=jnp.asarray(np.arange(n_std + n_ext) >= n_std), vol_rule=vol_rule,
                        dt=zero, vol_floor=zero, n_standard=n_std)

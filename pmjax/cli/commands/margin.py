@@ -125,10 +125,12 @@ def render(doc: dict, methods: list[str]) -> str:
             parts.append(coin_span_note(cur))
     if "deribit" in methods:
         du = doc["deribit"]["by_underlying"]
-        parts.append(table([[u, v["worst_case"], v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"]]
-                            for u, v in du.items()],
-                           ["underlying", "worst case", "roll shock", "delta shock", "risk matrix margin"],
-                           title="Deribit grid by underlying (settlement coin)"))
+        parts.append(table([[u, v.get("currency", u), "+".join(v.get("settlements", [])), v["worst_case"],
+                             v["roll_shock"], v["delta_shock"], v["risk_matrix_margin"]] for u, v in du.items()],
+                           ["pool", "unit", "settled in", "worst case", "roll shock", "delta shock",
+                            "risk matrix margin"],
+                           title=f"Deribit grid by pool ({doc['deribit'].get('pooling', 'cross')} pooling, "
+                                 "each pool in its unit)"))
     if "scenarios" in doc:
         parts.append(table([[k, v] for k, v in doc["scenarios"].items()], ["scenario", f"P&L ({cur})"],
                            title="P&L under each named scenario (gain positive; every underlying moves at once)"))
