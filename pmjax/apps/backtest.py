@@ -33,8 +33,9 @@ Construction (documented choices):
   positive, short negative). Like SPAN's total = risk - NOV, the rules requirement is set against cash
   with the options' value outside it: a short option's requirement includes its premium, which buys it
   back, and a credit spread's strike width less its credit is its largest loss. (A long option whose
-  premium the rules charge counts twice, so the rules cover is overstated by the long options' value;
-  a long spot holding is charged in full, fully paid.)
+  premium the rules charge counts twice, so the rules cover is overstated by the long options' value.)
+  Coins held are collateral under the rules (equity, no requirement), so the rules are n/a for a book
+  that holds coins: their requirement does not stand against the coins' own loss.
 - Exceedance: loss(d -> d+1) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.apps.calibrate``.
 
 Days are a leading batch axis: the stacked books go through vmapped, jitted SPAN, Deribit, P&L and
@@ -371,8 +372,12 @@ class BacktestResult:
                 hits = loss > c
                 st = calibrate.backtest_stats(hits, self.settings.coverage)
                 # a measure that asks nothing of a book (Deribit's coin-margined grid on a spot holding,
-                # which is collateral there) is not a test of anything
-                rows.append({"book": b, "measure": m, "applicable": bool(np.any(c != 0)), **st,
+                # which is collateral there) is not a test of anything; nor are the rules on a book that holds
+                # coins: they are collateral there (equity, docs/methodology.md 8.2), so no rules requirement
+                # stands against the coins' own loss, which the book's loss includes
+                holds_coins = any(leg.kind == "spot" for leg in self.books[b])
+                applicable = bool(np.any(c != 0)) and not (m == "rules" and holds_coins)
+                rows.append({"book": b, "measure": m, "applicable": applicable, **st,
                              "mean_margin": float(np.mean(c)),
                              "worst_shortfall": float(np.max(loss - c)) if len(c) else 0.0,
                              "mean_loss": float(np.mean(np.maximum(loss, 0.0)))})
@@ -463,8 +468,8 @@ Measures: span = SPAN risk with the price scan range calibrated day by day (`pmj
 and the shipped vol scan range; deribit = Deribit portfolio-margin initial margin (coin-margined: a spot
 holding is the collateral itself and carries no margin there: n/a); var / es = Monte Carlo Student-t (nu {s.nu:g}) at
 {s.coverage:.0%}, {s.paths:,} paths per day, vols = DVOL, vol of vol and correlations over the trailing
-{s.window_days} days; rules = rules-based initial margin + net option value (a long spot holding is charged its
-full price: fully paid).
+{s.window_days} days; rules = rules-based initial margin + net option value (coins held are collateral under the
+rules, not a margined position: n/a for the books that hold coins).
 
 ```
 {text}
