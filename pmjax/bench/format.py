@@ -35,6 +35,16 @@ def format_bench(doc: dict) -> str:
     paths = [f"  {r['name']}: {r['path']}" for r in doc["results"] if r.get("path")]
     if paths:
         lines += ["", "pmjax computation of the pricing rows:"] + paths
+    for r in doc["results"]:
+        if r["name"] == "mc_var_exact_tail":
+            lines += ["", f"mc_var_exact_tail: {r['paths_revalued']:,} of {r['paths']:,} paths revalued in full "
+                          f"({r['attempts']} attempt(s), fallback {r['fallback']}); VaR, ES, standard errors and tail "
+                          f"equal to full revaluation: {r['figures_equal']}; numpy baseline "
+                          f"{_num(r['numpy_seconds'], 's')} ({r['speedup_vs_numpy']:.1f}x)"]
+        if r["name"] == "var_accounts":
+            lines += ["", f"var_accounts: {r['accounts']:,} accounts on shared paths in {_num(r['seconds'], 's')}; "
+                          f"one account at a time {r['one_at_a_time_per_s']:.3g} accounts/s; figures equal to "
+                          f"one at a time on {r['figures_compared']} accounts: {r['figures_equal']}"]
     lines += ["", "first call - warm call, s: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                           doc["first_call_compile_s"].items())]
     if doc["targets"]:
@@ -43,6 +53,7 @@ def format_bench(doc: dict) -> str:
         for t in doc["targets"]:
             r = by[t["result"]]
             got = (f"{r['speedup']:.2f}x numpy" if "numpy" in t["target"] else
+                   f"{r['speedup']:.1f}x full" if "full revaluation" in t["target"] else
                    _num(r["seconds"], "s") if "<" in t["target"] else f"{r['pmjax']:.3e}/s")
             lines.append(f"  {t['result']:<28} {t['target']:<42} measured {got:<16} {t['status']}")
     return "\n".join(lines)

@@ -53,7 +53,7 @@ import numpy as np
 
 from pmjax.bench.baselines import baseline_ndtr
 from pmjax.bench.rows import (ROW_NAMES, SIZES, TARGETS, bench_black76, bench_black76_price, bench_mc, bench_quantlib,
-                              bench_span, bench_whatif)
+                              bench_span, bench_var_accounts, bench_var_exact_tail, bench_whatif)
 
 
 def device_info() -> dict:
@@ -151,6 +151,12 @@ def _run_rows(only: set, sz: dict, dtype, ndtr, ndtr_name: str, compile_times: d
     if "mc_revaluations" in only:
         say("Monte Carlo ...")
         results.append(bench_mc(dtype, sz, ndtr, ndtr_name, compile_times))
+    if "mc_var_exact_tail" in only:
+        say("Monte Carlo VaR, exact tail against full revaluation ...")
+        results.append(bench_var_exact_tail(dtype, sz, ndtr, ndtr_name))
+    if "var_accounts" in only:
+        say("Monte Carlo VaR of many accounts on shared paths ...")
+        results.append(bench_var_accounts(dtype, sz, ndtr, ndtr_name))
     if only & {"what_if_latency", "what_if_latency_span_deribit"}:
         say("what-if latency ...")
         results += bench_whatif(dtype, sz, ndtr, ndtr_name, span_only="what_if_latency" in only,

@@ -49,16 +49,20 @@ def _first_and_warm(fn, repeats: int) -> tuple[float, float]:
 SIZES = {
     "tiny": {"options": 2048, "numpy_options": 2048, "accounts": 64, "numpy_accounts": 64, "positions": 20,
              "paths": 256, "numpy_paths": 256, "mc_options": 64, "whatif_repeats": 10, "repeats": 2,
-             "numpy_repeats": 1, "quantlib_options": 200},
+             "numpy_repeats": 1, "quantlib_options": 200, "var_paths": 2048, "var_options": 64,
+             "var_accounts": 4, "var_account_paths": 2048},
     "quick": {"options": 1 << 18, "numpy_options": 1 << 18, "accounts": 2048, "numpy_accounts": 1024,
               "positions": 20, "paths": 8192, "numpy_paths": 2048, "mc_options": 256, "whatif_repeats": 100,
-              "repeats": 3, "numpy_repeats": 2, "quantlib_options": 2000},
+              "repeats": 3, "numpy_repeats": 2, "quantlib_options": 2000, "var_paths": 65536, "var_options": 256,
+              "var_accounts": 32, "var_account_paths": 16384},
     "medium": {"options": 1 << 22, "numpy_options": 1 << 21, "accounts": 16384, "numpy_accounts": 4096,
                "positions": 20, "paths": 65536, "numpy_paths": 8192, "mc_options": 1000, "whatif_repeats": 200,
-               "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000},
+               "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 1_000_000,
+               "var_options": 1000, "var_accounts": 1000, "var_account_paths": 100_000},
     "full": {"options": 1 << 25, "numpy_options": 1 << 22, "accounts": 100_000, "numpy_accounts": 8192,
              "positions": 20, "paths": 1_000_000, "numpy_paths": 16384, "mc_options": 1000, "whatif_repeats": 200,
-             "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000},
+             "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 10_000_000,
+             "var_options": 10_000, "var_accounts": 1000, "var_account_paths": 100_000},
 }
 
 #: targets per platform: (row name, platform, text, check(row) -> True / False / None when not measurable,
@@ -73,12 +77,16 @@ TARGETS = (
      lambda r: r["seconds"] < 1.0 if r["accounts"] >= 100_000 and r["positions"] >= 20 else None, "float32"),
     ("black76_f32", "cpu", ">= 8x the numpy baseline (float32)", lambda r: r["speedup"] >= 8.0, "float32"),
     ("mc_revaluations", "cpu", ">= 5x the numpy baseline (float32)", lambda r: r["speedup"] >= 5.0, "float32"),
+    ("mc_var_exact_tail", "cpu", ">= 30x full revaluation, 1e6 paths x 1,000 options (float64)",
+     lambda r: r["speedup"] >= 30.0 if r["paths"] >= 1_000_000 and r["options"] >= 1000 else None, "float64"),
+    ("mc_var_exact_tail", "gpu", "1e7 paths x 1e4 options < 1 s (float32)",
+     lambda r: r["seconds"] < 1.0 if r["paths"] >= 10_000_000 and r["options"] >= 10_000 else None, "float32"),
     ("what_if_latency", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
     ("what_if_latency_span_deribit", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
 )
 
 ROW_NAMES = ("black76_f32", "black76_autodiff_f32", "black76_price_f32", "black76_f64", "black76_autodiff_f64",
-             "black76_f64_quantlib", "span_accounts", "mc_revaluations", "what_if_latency",
+             "black76_f64_quantlib", "span_accounts", "mc_revaluations", "mc_var_exact_tail", "var_accounts", "what_if_latency",
              "what_if_latency_span_deribit", "compile")
 
 
@@ -251,6 +259,87 @@ def bench_mc(dtype, sz: dict, ndtr, ndtr_name: str, compile_times: dict) -> dict
                 True, seconds=warm, paths=paths, options=n_opt, chunk=min(chunk, paths), model=spec.model,
                 devices=jax.local_device_count(), baseline_size=f"{np_paths}x{n_opt}",
                 precision=str(jnp.dtype(dtype)))
+
+
+def bench_var_exact_tail(dtype, sz: dict, ndtr, ndtr_name: str) -> dict:
+    """VaR/ES of one book of ``var_options`` options over ``var_paths`` paths: ``var.revaluation: exact_tail``
+    (screen + the tail revalued in full) against full revaluation, both timed warm in this run, with the figures
+    compared (``figures_equal``); the numpy baseline's time is its measured per-revaluation rate times the size."""
+    from pmjax.io.market import load_market
+    from pmjax.measures.var import auto_chunk, tail_rank, var_es
+    from pmjax.scenarios import montecarlo, tail_screen
+
+    market = load_market()
+    settings = montecarlo.var_settings({"var": {"historical": False}})
+    spec, params, _ = montecarlo.build_model(market, settings, dtype=dtype)
+    n_opt, paths = sz["var_options"], sz["var_paths"]
+    book = random_option_book(n_opt, dtype, seed=3, size=bucket_size(n_opt))
+    chunk = auto_chunk(book.size, dtype)
+    top = tail_rank(paths, settings.confidence)
+    kw = dict(paths=paths, seed=0, chunk=chunk)
+    exact = lambda: tail_screen.exact_tail_losses(book, spec, params, top=top, **kw)  # noqa: E731
+    first, warm = _first_and_warm(exact, max(1, sz["repeats"] // 2))
+    losses, report = exact()
+    montecarlo.simulate_losses(book, spec, params, paths=chunk, seed=0, chunk=chunk, progress=False)  # compile
+    t0 = time.perf_counter()
+    full = montecarlo.simulate_losses(book, spec, params, progress=False, **kw)
+    full_seconds = time.perf_counter() - t0
+    a, b = var_es(losses, settings.confidence), var_es(full, settings.confidence)
+    equal = (a.var, a.es, a.var_stderr, a.es_stderr) == (b.var, b.es, b.var_stderr, b.es_stderr) and bool(
+        np.array_equal(a.tail, b.tail))
+    np_paths = min(sz["numpy_paths"], paths)
+    host = host_book(random_option_book(n_opt, dtype, seed=3))
+    base = median_seconds(lambda: numpy_monte_carlo(host, spec, params, paths=np_paths, seed=0,
+                                                    chunk=min(np_paths, 2048), ndtr=ndtr), sz["numpy_repeats"])
+    return _row("mc_var_exact_tail", f"{paths}x{n_opt}", "s", warm,
+                "pmjax full revaluation (var.revaluation: full) of the same paths, this run", full_seconds, False,
+                seconds=warm, first_call_s=first, paths=paths, options=n_opt, chunk=chunk, model=spec.model,
+                paths_revalued=report.paths_revalued, candidates=report.candidates, attempts=report.attempts,
+                fallback=report.fallback, figures_equal=equal, devices=jax.local_device_count(),
+                numpy_seconds=base * paths / np_paths, numpy_baseline=f"numpy {spec.model} draws + Black-76 "
+                f"revaluation ({ndtr_name}), {np_paths} paths timed, scaled to {paths}",
+                speedup_vs_numpy=base * paths / np_paths / warm, precision=str(jnp.dtype(dtype)))
+
+
+def bench_var_accounts(dtype, sz: dict, ndtr, ndtr_name: str) -> dict:
+    """VaR/ES of ``var_accounts`` random 20-position accounts on one shared set of ``var_account_paths`` paths
+    (``var_margin_accounts``: draws once, each account screened on its own grids, its tail revalued in full),
+    against numpy full revaluation of each account (timed on the first accounts at ``numpy_paths`` paths and
+    scaled); ``one_at_a_time_per_s``: ``var_margin`` account by account (own draws) on the first 8 accounts,
+    whose figures must equal the shared run's (``figures_equal``)."""
+    from pmjax.io.market import load_market
+    from pmjax.measures import var
+    from pmjax.scenarios import montecarlo
+
+    market = load_market()
+    n_acc, paths = sz["var_accounts"], sz["var_account_paths"]
+    settings = montecarlo.var_settings({"var": {"historical": False}}, paths=paths)
+    params = var.VarParams(*montecarlo.build_model(market, settings, dtype=dtype), settings)
+    books = random_account_books(n_acc, 20, dtype, seed=1)
+    take = lambda i: jax.tree_util.tree_map(lambda a: a[i], books)  # noqa: E731
+    few = min(8, n_acc)
+    var.var_margin_accounts(jax.tree_util.tree_map(lambda a: a[:few], books), params)  # compile (tail sizes vary)
+    t0 = time.perf_counter()
+    shared = var.var_margin_accounts(books, params)
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alone = [var.var_margin(take(i), params) for i in range(few)]
+    alone_s = (time.perf_counter() - t0) / few
+    equal = all((a.estimate.var, a.estimate.es, a.estimate.var_stderr, a.estimate.es_stderr)
+                == (b.estimate.var, b.estimate.es, b.estimate.var_stderr, b.estimate.es_stderr)
+                and np.array_equal(a.contributions, b.contributions) for a, b in zip(alone, shared))
+    np_paths = min(sz["numpy_paths"], paths)
+    spec = params.model
+    np_few = min(4, n_acc)
+    base = median_seconds(lambda: [numpy_monte_carlo(host_book(take(i)), spec, params.scenario, paths=np_paths,
+                                                     seed=0, chunk=min(np_paths, 2048), ndtr=ndtr)
+                                   for i in range(np_few)], sz["numpy_repeats"])
+    numpy_per_account = base / np_few * paths / np_paths
+    return _row("var_accounts", f"{n_acc}x20x{paths}", "per_s", n_acc / seconds,
+                f"numpy {spec.model} draws + full revaluation per account ({ndtr_name}), {np_paths} paths timed "
+                f"on {np_few} accounts, scaled", 1.0 / numpy_per_account, True, seconds=seconds, accounts=n_acc,
+                positions=20, paths=paths, one_at_a_time_per_s=1.0 / alone_s, figures_equal=equal,
+                figures_compared=few, devices=jax.local_device_count(), precision=str(jnp.dtype(dtype)))
 
 
 def whatif_latency_fallback(n_positions: int = 100, *, repeats: int = 100, dtype=jnp.float64) -> float:

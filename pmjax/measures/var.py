@@ -38,7 +38,7 @@ from pmjax.batch.sharding import mc_chunk
 from pmjax.core.book import Book
 from pmjax.core.market import Market
 from pmjax.core.precision import check_dtype
-from pmjax.scenarios import montecarlo
+from pmjax.scenarios import montecarlo, tail_screen
 from pmjax.scenarios.historical import HistoricalScenarios, historical_scenarios, scenario_losses, \
     scenario_tail_allocation
 from pmjax.scenarios.mc_models import ScenarioModel, ScenarioParams
@@ -192,28 +192,63 @@ class VarResult(eqx.Module):
     """A VaR run: the loss of every Monte Carlo path, its tail estimate, per-position ES contributions
     (per book row, padding rows 0) and the historical simulation (None when not run)."""
 
-    losses: np.ndarray
+    losses: np.ndarray  # exact_tail: exact for the revalued paths (the tail among them), screened elsewhere
     estimate: TailEstimate = eqx.field(static=True)
     contributions: np.ndarray
     params: VarParams
     historical: HistoricalResult | None = None
+    revaluation: dict = eqx.field(static=True, default_factory=dict)  # how the losses were computed
 
 
-def var_margin(book: Book, params: VarParams, *, devices=None) -> VarResult:
+def tail_rank(paths: int, confidence: float) -> int:
+    """How many of the largest losses ``var_es`` reads: the k of the tail plus the order statistics of the
+    VaR standard error (k + ceil(sqrt(k)), one more for safety)."""
+    k = tail_size(paths, confidence)
+    return min(paths, k + math.ceil(math.sqrt(k)) + 1)
+
+
+def var_margin(book: Book, params: VarParams, *, devices=None, moves: np.ndarray | None = None) -> VarResult:
     """Monte Carlo VaR/ES of ``book`` with ES contributions (``params.settings.paths`` paths, chunked and
     sharded over ``devices``, default every local device), and historical simulation when
-    ``params.historical`` is set. Formulas: docs/methodology.md sections 7.6-7.8."""
+    ``params.historical`` is set. ``var.revaluation: exact_tail`` (default) revalues in full only the paths
+    that can be in the tail (``pmjax.scenarios.tail_screen``), with figures equal to ``full``'s; ``moves``: the
+    paths' factor moves (``tail_screen.draw_moves``) when accounts share them. Formulas: docs/methodology.md
+    sections 7.6-7.9."""
     s = params.settings
     chunk = s.chunk or auto_chunk(book.size, book.quantity.dtype, devices)
-    losses = montecarlo.simulate_losses(book, params.model, params.scenario, paths=s.paths, seed=s.seed,
-                                        chunk=chunk, devices=devices, progress=s.progress)
+    if s.revaluation == "exact_tail":
+        losses, report = tail_screen.exact_tail_losses(
+            book, params.model, params.scenario, seed=s.seed, paths=s.paths, top=tail_rank(s.paths, s.confidence),
+            chunk=chunk, devices=devices, progress=s.progress, moves=moves)
+        revaluation = report.section()
+    else:
+        losses = montecarlo.simulate_losses(book, params.model, params.scenario, paths=s.paths, seed=s.seed,
+                                            chunk=chunk, devices=devices, progress=s.progress)
+        revaluation = {"mode": "full", "paths": s.paths, "paths_revalued": s.paths}
     est = var_es(losses, s.confidence)
     _, parts = montecarlo.tail_allocation(book, params.model, params.scenario, seed=s.seed, indices=est.tail,
                                           chunk=chunk, devices=devices)
     hs = None
     if params.historical is not None:
         hs = historical_simulation(book, params.historical, params.historical_dates, s.confidence)
-    return VarResult(losses, est, parts, params, hs)
+    return VarResult(losses, est, parts, params, hs, revaluation)
+
+
+def var_margin_accounts(books: Book, params: VarParams, *, devices=None) -> list[VarResult]:
+    """``var_margin`` of every account of ``books`` (host arrays stacked on a leading accounts axis, padded to
+    one bucket, so every account reuses the compiled code) on one shared set of paths, as a clearing house
+    computes it: with ``exact_tail`` the paths' factor moves are drawn once and each account is screened on
+    its own grids and revalued in full on its own tail. Each result equals ``var_margin`` of that account's
+    book alone (the same padded size) exactly."""
+    s = params.settings
+    first = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], books)
+    moves = None
+    if s.revaluation == "exact_tail":
+        chunk = s.chunk or auto_chunk(first.size, first.quantity.dtype, devices)
+        moves = tail_screen.draw_moves(params.model, first, params.scenario, seed=s.seed, paths=s.paths,
+                                       chunk=chunk, devices=devices, progress=False)
+    return [var_margin(jax.tree_util.tree_map(lambda a, i=i: np.asarray(a)[i], books), params, devices=devices,
+                       moves=moves) for i in range(np.asarray(books.quantity).shape[0])]
 
 
 def historical_simulation(book: Book, scenarios: HistoricalScenarios, dates: np.ndarray,
@@ -233,8 +268,10 @@ def _figures(est: TailEstimate, contributions: np.ndarray, n_positions: int) -> 
 def var_section(result: VarResult, *, n_positions: int, currency: str) -> dict:
     """The SPEC section 3 ``var`` document. Keys: model, confidence, horizon_days, paths, seed, var, es,
     var_stderr, es_stderr, tail_size, contributions (per position, the first ``n_positions`` book rows,
-    summing to es), currency, antithetic, nu (student_t), scenario (the model's inputs), pnl_quantiles
-    and pnl_histogram (P&L, gain positive) and historical (days, start, end, the figures, worst_days)."""
+    summing to es), currency, antithetic, nu (student_t), scenario (the model's inputs), revaluation (mode,
+    paths revalued in full, the screen's bound: ``tail_screen.ScreenReport``), pnl_quantiles and pnl_histogram
+    (P&L, gain positive; with exact_tail, paths outside the revalued ones enter with their screened loss) and
+    historical (days, start, end, the figures, worst_days)."""
     s = result.params.settings
     doc = {"model": s.model, "confidence": s.confidence, "horizon_days": s.horizon_days,
            "paths": s.paths, "seed": s.seed, **_figures(result.estimate, result.contributions, n_positions),
@@ -244,6 +281,7 @@ def var_section(result: VarResult, *, n_positions: int, currency: str) -> dict:
     if s.model == "student_t":
         doc["nu"] = s.nu
     doc["scenario"] = result.params.info
+    doc["revaluation"] = dict(result.revaluation)
     doc["pnl_quantiles"] = pnl_quantiles(result.losses)
     doc["pnl_histogram"] = pnl_histogram(result.losses)
     hs = result.historical

@@ -186,13 +186,19 @@ def path_factors(model: ScenarioModel, params: ScenarioParams, key, i):
     return model.factors(params, key, i)
 
 
-def shock_from_factors(model: ScenarioModel, params: ScenarioParams, book: Book, zr, zv) -> Shock:
-    """The market shock of one path from its factors (formulas in ``pmjax.scenarios.montecarlo``)."""
+def factor_moves(params: ScenarioParams, zr, zv):
+    """(log-return r, log ATM-vol change x) of each underlying, from the path's unit-variance factors."""
     tau = params.horizon_years
     r = params.vol * jnp.sqrt(tau) * zr - 0.5 * params.vol**2 * tau
     x = params.vol_of_vol * jnp.sqrt(tau) * zv - 0.5 * params.vol_of_vol**2 * tau
+    return r, x
+
+
+def shock_from_factors(model: ScenarioModel, params: ScenarioParams, book: Book, zr, zv) -> Shock:
+    """The market shock of one path from its factors (formulas in ``pmjax.scenarios.montecarlo``)."""
+    r, x = factor_moves(params, zr, zv)
     shift = params.atm_vol * jnp.expm1(x)
-    return Shock(jnp.exp(r), shift[book.underlying], tau, params.vol_floor)
+    return Shock(jnp.exp(r), shift[book.underlying], params.horizon_years, params.vol_floor)
 
 
 def path_shock(model: ScenarioModel, params: ScenarioParams, book: Book, key, i) -> Shock:

@@ -69,7 +69,7 @@ from pmjax.scenarios.mc_models import (
     scenario_factors,
 )
 
-__all__ = ["DEFAULTS", "FHS_SCALES", "MODELS", "ScenarioModel", "ScenarioParams", "VarSettings", "build_model",
+__all__ = ["DEFAULTS", "FHS_SCALES", "MODELS", "REVALUATIONS", "ScenarioModel", "ScenarioParams", "VarSettings", "build_model",
            "history_window", "map_paths", "model_for", "nearest_correlation", "path_losses", "scenario_factors",
            "simulate_losses", "tail_allocation", "var_settings"]
 #: defaults of the ``var`` config section (configs/var.yaml documents each)
@@ -78,10 +78,13 @@ DEFAULTS = {
     "antithetic": False, "ewma_lambda": 0.94, "volatility_model": "ewma", "burn_in_days": 30,
     "vol_moves": True, "vol_floor": 0.01, "atm_days": 30, "history_start": None, "history_end": None,
     "vol": {}, "vol_of_vol": {}, "spot_vol_correlation": {}, "correlation": None, "historical": True,
-    "progress": None, "fhs_scale": "implied",
+    "progress": None, "fhs_scale": "implied", "revaluation": "exact_tail",
 }
 #: fhs: what scales the standardized residuals (``var.fhs_scale``)
 FHS_SCALES = ("implied", "filtered")
+#: ``var.revaluation``: exact_tail screens every path and revalues the tail in full (``tail_screen``);
+#: full revalues every path. Both give the same VaR, ES, standard errors and contributions.
+REVALUATIONS = ("exact_tail", "full")
 
 
 # ---------------------------------------------------------------- settings
@@ -114,6 +117,7 @@ class VarSettings:
     historical: bool
     progress: bool | None
     fhs_scale: str = "implied"
+    revaluation: str = "exact_tail"
 
 
 def _number(v, field, source, **limits):
@@ -158,6 +162,9 @@ def var_settings(config: dict | None = None, **overrides) -> VarSettings:
     if v["fhs_scale"] not in FHS_SCALES:
         raise InputError(f"must be one of {', '.join(FHS_SCALES)}, got {v['fhs_scale']!r}", source=source,
                          field=f("fhs_scale"))
+    if v["revaluation"] not in REVALUATIONS:
+        raise InputError(f"must be one of {', '.join(REVALUATIONS)}, got {v['revaluation']!r}", source=source,
+                         field=f("revaluation"))
     vm = v["volatility_model"]
     if vm not in history.VOLATILITY_MODELS:
         raise InputError(f"must be one of {', '.join(history.VOLATILITY_MODELS)}, got {vm!r}", source=source,
@@ -202,6 +209,7 @@ def var_settings(config: dict | None = None, **overrides) -> VarSettings:
         historical=v["historical"],
         progress=v["progress"],
         fhs_scale=v["fhs_scale"],
+        revaluation=v["revaluation"],
     )
 
 

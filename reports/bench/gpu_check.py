@@ -6,7 +6,8 @@ process run with JAX_PLATFORMS=cpu) and on the default backend (the GPU), compar
 
 Figures (float64 unless said): SPAN of random accounts (every field), the Deribit grid of the same accounts,
 price + 6 Greeks of random options by the closed forms (``fast_greeks.unit_greeks_fast``) and by the autodiff
-kernel, Monte Carlo losses of a 100-option book and their 99% VaR / ES; and SPAN and the closed-form Greeks
+kernel, Monte Carlo losses of a 100-option book and their 99% VaR / ES (by full revaluation, and by
+``var.revaluation: exact_tail``, which must equal it on the same device); and SPAN and the closed-form Greeks
 in float32 on the device against the float64 CPU reference (float32's own error, loosely bounded).
 ``compare`` exits 1 when a check fails. Run from the repository root with PYTHONPATH=.
 """
@@ -32,7 +33,8 @@ from pmjax.core.fast_greeks import unit_greeks_fast
 from pmjax.core.kernel import unit_greeks_jit
 from pmjax.io.market import load_market
 from pmjax.measures.span import span_margin, span_params
-from pmjax.measures.var import var_es
+from pmjax.measures.var import tail_rank, var_es
+from pmjax.scenarios import tail_screen
 
 #: (accounts, options, Monte Carlo paths): full and --small (the CPU test of the script)
 SIZES = {"full": (4096, 1 << 18, 200_000), "small": (64, 4096, 4000)}
@@ -61,6 +63,13 @@ def figures(dtype, small: bool) -> dict[str, np.ndarray]:
         out["mc.losses"] = np.asarray(losses)
         out["mc.var99"] = np.asarray([est.var])
         out["mc.es99"] = np.asarray([est.es])
+        # var.revaluation: exact_tail on the same paths: equal to full revaluation on the same device (==)
+        mixed, _ = tail_screen.exact_tail_losses(book, spec, params, seed=0, paths=paths, chunk=1 << 16,
+                                                 top=tail_rank(paths, 0.99))
+        exact = var_es(mixed, 0.99)
+        out["mc.exact_tail_var99"] = np.asarray([exact.var])
+        out["mc.exact_tail_es99"] = np.asarray([exact.es])
+        out["mc.exact_tail_tail"] = np.asarray(exact.tail)
     return out
 
 
@@ -107,6 +116,11 @@ def main(argv=None) -> int:
               "greeks.vega", "greeks.theta", "greeks.vanna", "greeks.volga"):
         g = gap(got32[k], ref[k])
         checks.append({"figure": k, "precision": "float32", "gap": g, "bound": 1e-3, "ok": g <= 1e-3})
+    # exact tail against full revaluation on the device itself: identical figures and tail paths
+    for k, full in (("mc.exact_tail_var99", "mc.var99"), ("mc.exact_tail_es99", "mc.es99")):
+        same = bool(np.array_equal(got[k], got[full]))
+        checks.append({"figure": f"{k} == {full}", "precision": "float64", "gap": 0.0 if same else 1.0,
+                       "bound": 0.5, "ok": same})  # gap 1: not identical
     failed = [c for c in checks if not c["ok"]]
     doc = {"device": device, "jax": jax.__version__, "small": args.small, "seconds": time.perf_counter() - t0,
            "var99": {"device": float(got["mc.var99"][0]), "cpu": float(ref["mc.var99"][0])},

@@ -1,4 +1,5 @@
-"""``pmjax stress ACCOUNTS --market M [--method span] [--config C] [--scenarios F]``
+"""``pmjax stress ACCOUNTS --market M [--method span,deribit,var] [--config C] [--scenarios F] [--paths N]
+[--seed S] [--confidence A]``
 
 Many accounts in jitted, vmapped calls per method, in chunks sized from the memory at hand
 (``pmjax.batch.sharding.span_chunk``, ``deribit_chunk``, ``stress_chunk``) and sharded over every local device.
@@ -12,12 +13,16 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+import jax
+import numpy as np
+
 from pmjax.batch.accounts import AccountBatch, build_batch
 from pmjax.batch.sharding import deribit_chunk
 from pmjax.io.accounts import load_accounts
 from pmjax.scenarios.named import load_scenarios
 from pmjax.apps.stress import deribit_margin_sharded, deribit_sections, span_batch, span_sections, stress_pnl
 from pmjax.cli.app import dtype_of, notices
+from pmjax.cli.commands.margin import var_overrides
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
@@ -26,6 +31,7 @@ from pmjax.core.market import Market
 from pmjax.apps.risk_file import risk_parameter_file
 from pmjax.measures.deribit import deribit_params
 from pmjax.measures.span import span_params
+from pmjax.measures.var import var_margin_accounts, var_params, var_section
 from pmjax.apps.tables import table
 
 
@@ -62,9 +68,21 @@ def deribit_method(batch: AccountBatch, market: Market, config: dict, dtype) -> 
                         [[s["initial"], s["maintenance"]] for s in sections])
 
 
+def var_method(batch: AccountBatch, market: Market, config: dict, dtype) -> MethodOutput:
+    """Monte Carlo VaR/ES of every account on one shared set of paths (``var_margin_accounts``): the SPEC
+    ``var`` section each (historical simulation off: ``pmjax margin`` reports it per account)."""
+    params = var_params(config, market=market, dtype=dtype, historical=False)
+    books = jax.tree_util.tree_map(lambda a: np.asarray(a)[: batch.n_accounts], batch.books)
+    results = var_margin_accounts(books, params)
+    sections = [var_section(r, n_positions=len(p.positions), currency=p.margin_currency)
+                for r, p in zip(results, batch.portfolios)]
+    return MethodOutput(sections, ["var VaR", "var ES", "paths revalued"],
+                        [[s["var"], s["es"], s["revaluation"]["paths_revalued"]] for s in sections])
+
+
 #: method name -> batch function
 METHODS: dict[str, Callable[[AccountBatch, Market, dict, object], MethodOutput]] = {
-    "span": span_method, "deribit": deribit_method}
+    "span": span_method, "deribit": deribit_method, "var": var_method}
 
 
 def add_arguments(p):
@@ -75,6 +93,10 @@ def add_arguments(p):
     p.add_argument("--method", default="span",
                    help=f"comma-separated margin methods to run (available: {', '.join(METHODS)}; default span)")
     p.add_argument("--config", default=None, help="config YAML/JSON merged over the defaults in configs/")
+    p.add_argument("--paths", type=int, default=None, help="var: Monte Carlo paths (default var.paths), shared by "
+                   "every account")
+    p.add_argument("--seed", type=int, default=None, help="var: random seed (default var.seed)")
+    p.add_argument("--confidence", type=float, default=None, help="var: confidence (default var.confidence)")
     p.add_argument("--scenarios", default=None, metavar="F",
                    help="YAML/JSON list of named joint shocks {name, days, moves: {BTC: {price: -0.3, vol: 0.2}}}: "
                         "reports each account's P&L under each")
@@ -96,7 +118,7 @@ def _methods(text: str) -> list[str]:
 def run(args):
     methods = _methods(args.method)
     dtype = dtype_of(args)
-    config = load_config(args.config)
+    config = var_overrides(args, load_config(args.config))
     market = load_market(args.market)
     portfolios = load_accounts(args.accounts)
     scenarios = load_scenarios(args.scenarios) if args.scenarios else []

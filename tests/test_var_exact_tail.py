@@ -1,0 +1,189 @@
+"""``var.revaluation: exact_tail`` (pmjax.scenarios.tail_screen): every path screened on per-underlying factor
+grids, the tail revalued in full; VaR, ES, their standard errors, the tail paths and the ES contributions equal
+full revaluation's exactly (==) on random books, for every model, precision and margin currency; a band that is
+too narrow is detected and recovered."""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pmjax
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import Instrument
+from pmjax.core.portfolio import Position, make_portfolio
+from pmjax.measures import var
+from pmjax.scenarios import montecarlo as mc
+from pmjax.scenarios import tail_screen
+
+
+@pytest.fixture(scope="module")
+def market():
+    return pmjax.load_market("deribit-20260102")
+
+
+def random_book(market, seed: int, n: int = 40):
+    """Listed BTC and ETH options near and far from expiry (the nearest expires within the one-day horizon),
+    the same strikes as linear (USDC) options, futures, perpetuals (inverse and linear) and spot, long and
+    short."""
+    rng = np.random.default_rng(seed)
+    positions = []
+    for u in ("BTC", "ETH"):
+        listed = market.listed_strikes(u, max_log_moneyness=0.4)
+        expiries = sorted({e for e, _ in listed})
+        picks = [listed[i] for i in rng.choice(len(listed), n // 2, replace=False)]
+        nearest = [(e, k) for e, k in listed if e == expiries[0]]  # expires inside the horizon
+        picks += [nearest[i] for i in rng.choice(len(nearest), 2, replace=False)]
+        for j, (expiry, strike) in enumerate(picks):
+            settlement = "linear" if j % 5 == 4 else "inverse"
+            right = "call" if rng.random() < 0.5 else "put"
+            positions.append(Position(Instrument(u, "option", settlement, expiry, strike, right),
+                                      float(np.round(rng.normal(0, 3), 2) or 1.0)))
+        positions += [Position(Instrument(u, "future", "inverse", expiries[-1]), float(rng.normal(0, 2))),
+                      Position(Instrument(u, "perpetual", "inverse"), float(rng.normal(0, 2))),
+                      Position(Instrument(u, "perpetual", "linear"), float(rng.normal(0, 2))),
+                      Position(Instrument(u, "spot", "linear"), float(abs(rng.normal(0, 1))))]
+    return positions
+
+
+def settings(**section):
+    return mc.var_settings({"var": {"historical": False, "paths": 20_000, "seed": 11, "chunk": 4096, **section}})
+
+
+def run(market, positions, margin, dtype, s):
+    book = pmjax.book_from_portfolio(make_portfolio(positions, margin_currency=margin), market, dtype=dtype)[0]
+    params = var.VarParams(*mc.build_model(market, s, dtype=dtype), s)
+    return var.var_margin(book, params)
+
+
+def assert_same_figures(a: var.VarResult, b: var.VarResult):
+    for field in ("var", "es", "var_stderr", "es_stderr", "k", "n"):
+        assert getattr(a.estimate, field) == getattr(b.estimate, field), field
+    np.testing.assert_array_equal(a.estimate.tail, b.estimate.tail)
+    np.testing.assert_array_equal(a.contributions, b.contributions)
+    tail = a.estimate.tail
+    np.testing.assert_array_equal(a.losses[tail], b.losses[tail])
+
+
+@pytest.mark.parametrize("model,margin,dtype,seed", [
+    ("student_t", "USD", jnp.float64, 1),
+    ("normal", "BTC", jnp.float64, 2),
+    ("fhs", "ETH", jnp.float64, 3),
+    ("student_t", "BTC", jnp.float32, 4),
+    ("normal", "USD", jnp.float32, 5),
+    ("fhs", "USD", jnp.float32, 6),
+], ids=["student_t-usd-f64", "normal-btc-f64", "fhs-eth-f64", "student_t-btc-f32", "normal-usd-f32",
+        "fhs-usd-f32"])
+def test_exact_tail_equals_full_revaluation(market, model, margin, dtype, seed):
+    positions = random_book(market, seed)
+    full = run(market, positions, margin, dtype, settings(model=model, revaluation="full"))
+    exact = run(market, positions, margin, dtype, settings(model=model))
+    assert_same_figures(exact, full)
+    r = exact.revaluation
+    assert r["mode"] == "exact_tail" and not r["fallback"]
+    assert r["exact_rows"] >= 4  # the options expiring inside the horizon are valued per path
+    assert r["paths_revalued"] < 0.25 * r["paths"]  # 2,048 checked + the candidates, of 20,000
+    assert full.revaluation == {"mode": "full", "paths": 20_000, "paths_revalued": 20_000}
+
+
+def test_antithetic_and_chunk_size_leave_the_figures_unchanged(market):
+    positions = random_book(market, 7)
+    full = run(market, positions, "USD", jnp.float64, settings(antithetic=True, revaluation="full", paths=8192))
+    exact = run(market, positions, "USD", jnp.float64, settings(antithetic=True, chunk=1024, paths=8192))
+    assert_same_figures(exact, full)
+
+
+def test_a_too_narrow_band_is_detected_and_recovered(market, monkeypatch):
+    """A band far narrower than the screen's error fails the check on the revalued paths: it is widened
+    (attempts > 1) or the run falls back to full revaluation; the figures are full revaluation's either way."""
+    s = settings(model="student_t")
+    book = pmjax.book_from_portfolio(make_portfolio(random_book(market, 8)), market)[0]
+    model, scen, _ = mc.build_model(market, s)
+    full = mc.simulate_losses(book, model, scen, paths=s.paths, seed=s.seed, chunk=4096)
+    top = var.tail_rank(s.paths, s.confidence)
+    expected = var.var_es(full, s.confidence)
+
+    losses, report = tail_screen.exact_tail_losses(book, model, scen, seed=s.seed, paths=s.paths, top=top,
+                                                   chunk=4096, safety=1e-4)
+    assert report.attempts > 1 or report.fallback
+    got = var.var_es(losses, s.confidence)
+    assert (got.var, got.es, got.var_stderr, got.es_stderr) == (expected.var, expected.es, expected.var_stderr,
+                                                                 expected.es_stderr)
+    np.testing.assert_array_equal(got.tail, expected.tail)
+
+    monkeypatch.setattr(tail_screen, "ATTEMPTS", 1)  # no second attempt: full revaluation, and it says so
+    losses, report = tail_screen.exact_tail_losses(book, model, scen, seed=s.seed, paths=s.paths, top=top,
+                                                   chunk=4096, safety=0.0)
+    assert report.fallback and report.paths_revalued >= s.paths
+    np.testing.assert_array_equal(losses, full)
+
+
+def test_screen_bounds_hold_on_every_path(market):
+    """The screened loss is within its bound of the exact loss on every path (not only the checked ones)."""
+    s = settings(model="student_t", paths=8192)
+    book = pmjax.book_from_portfolio(make_portfolio(random_book(market, 9), margin_currency="BTC"), market)[0]
+    model, scen, _ = mc.build_model(market, s)
+    full = mc.simulate_losses(book, model, scen, paths=s.paths, seed=s.seed, chunk=4096)
+    loss, gap, floor, _ = tail_screen.screened_losses(book, model, scen, seed=s.seed, paths=s.paths, chunk=4096)
+    bound = tail_screen.SAFETY * gap + floor
+    assert np.all(np.abs(loss - full) <= bound)
+    assert np.median(bound) < 1e-3 * np.std(full)  # tight: the screen ranks the paths almost exactly
+
+
+def test_revaluation_setting_is_validated_and_reported(market):
+    with pytest.raises(InputError) as e:
+        mc.var_settings({"var": {"revaluation": "approximate"}})
+    assert e.value.field == "var.revaluation"
+    assert mc.var_settings({}).revaluation == "exact_tail"
+    config = pmjax.load_config()
+    config["var"] = {**config["var"], "paths": 4000, "seed": 1, "historical": False}
+    doc = pmjax.margin_document(make_portfolio(random_book(market, 10)[:6]), market, config, ["var"],
+                                dtype=jnp.float64)["var"]
+    assert doc["revaluation"]["mode"] == "exact_tail" and doc["revaluation"]["paths"] == 4000
+    assert dataclasses.replace(mc.var_settings({}), revaluation="full").revaluation == "full"
+
+
+def test_many_accounts_share_the_paths_and_equal_one_at_a_time(market):
+    """``var_margin_accounts``: every account on one shared set of paths (drawn once), each screened on its own
+    grids; figures equal to ``var_margin`` of each account alone (same padded size) exactly."""
+    from pmjax.batch.accounts import build_batch
+
+    s = settings(model="student_t", paths=8192)
+    portfolios = [make_portfolio(random_book(market, 20 + i, n=8)[: 6 + 3 * i], account=f"a{i}",
+                                 margin_currency=("USD", "BTC", "ETH")[i]) for i in range(3)]
+    batch = build_batch(portfolios, market)
+    params = var.VarParams(*mc.build_model(market, s), s)
+    books = jax_tree_take(batch.books, batch.n_accounts)
+    many = var.var_margin_accounts(books, params)
+    assert len(many) == 3
+    for i, p in enumerate(portfolios):
+        alone = pmjax.book_from_portfolio(p, market, size=batch.size)[0]
+        assert_same_figures(many[i], var.var_margin(alone, params))
+        assert many[i].revaluation["mode"] == "exact_tail"
+
+
+def jax_tree_take(books, n):
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], books)
+
+
+def test_stress_command_var(tmp_path, capsys):
+    """``pmjax stress ACCOUNTS --method var`` gives each account's SPEC ``var`` section."""
+    import json
+
+    from pmjax.cli.app import main
+
+    for name, text in {"a.yaml": "positions:\n  - {instrument: BTC-27MAR26-100000-C, quantity: -2}\n",
+                       "b.yaml": "margin_currency: BTC\npositions:\n  - {instrument: BTC-PERPETUAL, quantity: 1}\n"
+                                 "  - {instrument: BTC-27MAR26-80000-P, quantity: 1}\n"}.items():
+        (tmp_path / name).write_text(text)
+    assert main(["--json", "stress", str(tmp_path), "--method", "var", "--paths", "4000", "--seed", "5"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["methods"] == ["var"]
+    for a in doc["accounts"]:
+        v = a["var"]
+        assert v["paths"] == 4000 and v["seed"] == 5 and v["es"] >= v["var"] > 0
+        assert sum(v["contributions"]) == pytest.approx(v["es"], rel=1e-9)
+        assert v["revaluation"]["mode"] == "exact_tail"
