@@ -78,6 +78,7 @@ _EXPORTS = {
     "var_params": "pmjax.measures.var",
     "var_margin": "pmjax.measures.var",
     "var_section": "pmjax.measures.var",
+    "var_margin_accounts": "pmjax.measures.var",
     "RulesParams": "pmjax.measures.rules",
     "RulesResult": "pmjax.measures.rules",
     "rules_params": "pmjax.measures.rules",

@@ -24,7 +24,9 @@ def format_bench(doc: dict) -> str:
             f"numpy {doc['numpy']}  precision {doc['precision']} (black76 rows: their own)",
             f"sizes: {sz['preset']}: options {sz['options']:,}; accounts {sz['accounts']:,} x {sz['positions']} "
             f"positions; Monte Carlo {sz['paths']:,} paths x {sz['mc_options']:,} options; baselines on "
-            f"{sz['numpy_options']:,} options, {sz['numpy_accounts']:,} accounts, {sz['numpy_paths']:,} paths",
+            f"{sz['numpy_options']:,} options, {sz['numpy_accounts']:,} accounts, {sz['numpy_paths']:,} paths"
+            + (f"; VaR exact tail {sz['var_paths']:,} paths x {sz['var_options']:,} options, {sz['var_accounts']:,} "
+               f"accounts x 20 positions on {sz['var_account_paths']:,} paths" if "var_paths" in sz else ""),
             f"normal CDF of the baselines: {doc['baseline_ndtr']}   date {doc['date']}" +
             (f"   load average at start {' '.join(f'{x:.2f}' for x in load)}" if load else "")]
     rows = [[r["name"], r["size"], r["unit"], _num(r["pmjax"], r["unit"]), _num(r["baseline_value"], r["unit"]),

@@ -154,7 +154,9 @@ def run(args):
                   f"{market.as_of:%Y-%m-%d %H:%M:%S} UTC, {', '.join(methods)} in {elapsed:.2f} s "
                   "(figures in each account's currency)")]
     if scenarios:
-        srows = [[p.account, p.margin_currency] + [float(x) for x in pnl[i]] + [scenarios[int(pnl[i].argmin())].name]
+        # the worst scenario is the one losing most; an account that loses in none has none
+        srows = [[p.account, p.margin_currency] + [float(x) for x in pnl[i]]
+                 + [scenarios[int(pnl[i].argmin())].name if pnl[i].min() < 0 else "none (no loss)"]
                  for i, p in enumerate(portfolios)]
         text.append(table(srows, ["account", "ccy"] + [s.name for s in scenarios] + ["worst"],
                           title="P&L under each scenario (gain positive; every underlying moves at once)"))
