@@ -90,6 +90,9 @@ _EXPORTS = {
     "compute_margins": "pmjax.apps.margin",
     "WhatIf": "pmjax.apps.whatif",
     "Monitor": "pmjax.apps.monitor",
+    "hedge_map": "pmjax.apps.hedge_map",
+    "hedge_map_section": "pmjax.apps.hedge_map",
+    "listed_contracts": "pmjax.apps.hedge_map",
     "monitor_settings": "pmjax.apps.monitor",
 }
 

@@ -45,8 +45,8 @@ SKIP = {
 #: documented size substitutions for heavy commands: (pattern, replacement, why). Applied to the command
 #: text in order; every other command runs exactly as README.md writes it.
 SUBSTITUTIONS = [
-    (r"--paths 1000000\b", "--paths 100000",
-     "10^6 Monte Carlo paths take ~13 s on 2 cores; 10^5, the default the commands before compiled, a few s"),
+    (r"--paths 1000000\b", "--paths 20000",
+     "10^6 Monte Carlo paths take several seconds on 2 cores; 20,000 run the same code (exact tail) in one"),
     (r"^(pmjax bench) --quick\b", r"\1 --sizes tiny --only black76_f32",
      "--quick takes ~30 s; the tiny preset and one row run the same command path"),
     (r"^(pmjax bench) --sizes medium\b", r"\1 --sizes tiny --only black76_f32",

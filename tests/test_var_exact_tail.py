@@ -48,7 +48,7 @@ def random_book(market, seed: int, n: int = 40):
 
 
 def settings(**section):
-    return mc.var_settings({"var": {"historical": False, "paths": 20_000, "seed": 11, "chunk": 4096, **section}})
+    return mc.var_settings({"var": {"historical": False, "paths": 12_000, "seed": 11, "chunk": 4096, **section}})
 
 
 def run(market, positions, margin, dtype, s):
@@ -83,8 +83,8 @@ def test_exact_tail_equals_full_revaluation(market, model, margin, dtype, seed):
     r = exact.revaluation
     assert r["mode"] == "exact_tail" and not r["fallback"]
     assert r["exact_rows"] >= 4  # the options expiring inside the horizon are valued per path
-    assert r["paths_revalued"] < 0.25 * r["paths"]  # 2,048 checked + the candidates, of 20,000
-    assert full.revaluation == {"mode": "full", "paths": 20_000, "paths_revalued": 20_000}
+    assert r["paths_revalued"] < 0.25 * r["paths"]  # 512 checked + the candidates, of 12,000
+    assert full.revaluation == {"mode": "full", "paths": 12_000, "paths_revalued": 12_000}
 
 
 def test_antithetic_and_chunk_size_leave_the_figures_unchanged(market):

@@ -53,7 +53,7 @@ import numpy as np
 
 from pmjax.bench.baselines import baseline_ndtr
 from pmjax.bench.rows import (ROW_NAMES, SIZES, TARGETS, bench_black76, bench_black76_price, bench_mc, bench_quantlib,
-                              bench_span, bench_var_accounts, bench_var_exact_tail, bench_whatif)
+                              bench_hedge_map, bench_span, bench_var_accounts, bench_var_exact_tail, bench_whatif)
 
 
 def device_info() -> dict:
@@ -154,6 +154,9 @@ def _run_rows(only: set, sz: dict, dtype, ndtr, ndtr_name: str, compile_times: d
     if "mc_var_exact_tail" in only:
         say("Monte Carlo VaR, exact tail against full revaluation ...")
         results.append(bench_var_exact_tail(dtype, sz, ndtr, ndtr_name))
+    if "hedge_map" in only:
+        say("marginal margin map of a whole chain ...")
+        results.append(bench_hedge_map(dtype, sz))
     if "var_accounts" in only:
         say("Monte Carlo VaR of many accounts on shared paths ...")
         results.append(bench_var_accounts(dtype, sz, ndtr, ndtr_name))

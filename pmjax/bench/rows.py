@@ -50,7 +50,7 @@ SIZES = {
     "tiny": {"options": 2048, "numpy_options": 2048, "accounts": 64, "numpy_accounts": 64, "positions": 20,
              "paths": 256, "numpy_paths": 256, "mc_options": 64, "whatif_repeats": 10, "repeats": 2,
              "numpy_repeats": 1, "quantlib_options": 200, "var_paths": 2048, "var_options": 64,
-             "var_accounts": 4, "var_account_paths": 2048},
+             "var_accounts": 4, "var_account_paths": 2048, "hedge_map_kinds": ("futures", "perpetuals")},
     "quick": {"options": 1 << 18, "numpy_options": 1 << 18, "accounts": 2048, "numpy_accounts": 1024,
               "positions": 20, "paths": 8192, "numpy_paths": 2048, "mc_options": 256, "whatif_repeats": 100,
               "repeats": 3, "numpy_repeats": 2, "quantlib_options": 2000, "var_paths": 65536, "var_options": 256,
@@ -81,12 +81,14 @@ TARGETS = (
      lambda r: r["speedup"] >= 30.0 if r["paths"] >= 1_000_000 and r["options"] >= 1000 else None, "float64"),
     ("mc_var_exact_tail", "gpu", "1e7 paths x 1e4 options < 1 s (float32)",
      lambda r: r["seconds"] < 1.0 if r["paths"] >= 10_000_000 and r["options"] >= 10_000 else None, "float32"),
+    ("hedge_map", "cpu", "< 1 s warm, a whole chain, SPAN + Deribit",
+     lambda r: r["seconds"] < 1.0 if r["contracts"] >= 1000 else None, None),
     ("what_if_latency", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
     ("what_if_latency_span_deribit", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
 )
 
 ROW_NAMES = ("black76_f32", "black76_autodiff_f32", "black76_price_f32", "black76_f64", "black76_autodiff_f64",
-             "black76_f64_quantlib", "span_accounts", "mc_revaluations", "mc_var_exact_tail", "var_accounts", "what_if_latency",
+             "black76_f64_quantlib", "span_accounts", "mc_revaluations", "mc_var_exact_tail", "var_accounts", "hedge_map", "what_if_latency",
              "what_if_latency_span_deribit", "compile")
 
 
@@ -340,6 +342,35 @@ def bench_var_accounts(dtype, sz: dict, ndtr, ndtr_name: str) -> dict:
                 f"on {np_few} accounts, scaled", 1.0 / numpy_per_account, True, seconds=seconds, accounts=n_acc,
                 positions=20, paths=paths, one_at_a_time_per_s=1.0 / alone_s, figures_equal=equal,
                 figures_compared=few, devices=jax.local_device_count(), precision=str(jnp.dtype(dtype)))
+
+
+def bench_hedge_map(dtype, sz: dict) -> dict:
+    """The marginal margin map of the seed portfolio over every contract of the bundled chain (SPAN + Deribit
+    grid, one reverse pass each), warm, against the finite what-if of each contract one at a time (``WhatIf``,
+    the warm path; timed on 64 contracts and scaled to the chain). The tiny preset maps futures and
+    perpetuals only (``hedge_map_kinds``)."""
+    from pmjax.apps.demo import seed_portfolio
+    from pmjax.apps.hedge_map import hedge_map
+    from pmjax.apps.whatif import WhatIf
+    from pmjax.io.config import load_config
+    from pmjax.io.market import load_market
+
+    market, config = load_market(), load_config()
+    portfolio = seed_portfolio(market)
+    kinds = sz.get("hedge_map_kinds", ("options", "futures", "perpetuals"))
+    run = lambda: hedge_map(portfolio, market, config, methods=("span", "deribit"), kinds=kinds,  # noqa: E731
+                            dtype=dtype)
+    first, warm = _first_and_warm(run, sz["repeats"])
+    hmap = run()
+    what_if = WhatIf(portfolio, market, config, methods=("span", "deribit"), dtype=dtype)
+    names = [hmap.instruments[i].name for i in np.linspace(0, len(hmap.instruments) - 1, 64).astype(int)]
+    names = list(dict.fromkeys(names))
+    base = median_seconds(lambda: [what_if.fast_figures([(n, 1.0)]) for n in names], sz["numpy_repeats"])
+    per_chain = base / len(names) * len(hmap.instruments)
+    return _row("hedge_map", f"{len(hmap.instruments)} contracts", "s", warm,
+                "pmjax WhatIf (warm) of one coin of each contract, one at a time (64 timed, scaled)", per_chain,
+                False, seconds=warm, first_call_s=first, contracts=len(hmap.instruments),
+                book_rows=len(hmap.instruments) + len(portfolio.positions), precision=str(jnp.dtype(dtype)))
 
 
 def whatif_latency_fallback(n_positions: int = 100, *, repeats: int = 100, dtype=jnp.float64) -> float:

@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "the seed portfolios on the bundled real market, every method side by side",
     "price": "price and Greeks of instruments (1 coin long each)",
     "margin": "margin of one account by every method (rules, span, deribit, var)",
+    "hedge-map": "marginal margin of every listed contract (d margin / d quantity), best and worst per method",
     "monitor": "replay market updates over many accounts: equity against margin, margin calls, event log and plot",
     "report": "HTML report with plots (risk arrays, P&L histogram, margin bars, contributions) and JSON",
     "stress": "many accounts at once (a directory or a multi-account file), with optional named scenarios",
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         _common(p, top=False)
-        importlib.import_module(f"pmjax.cli.commands.{name}").add_arguments(p)
+        importlib.import_module(f"pmjax.cli.commands.{name.replace('-', '_')}").add_arguments(p)
     return parser
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)  # float64 unless --precision float32
 
-        doc, text = importlib.import_module(f"pmjax.cli.commands.{args.command}").run(args)
+        doc, text = importlib.import_module(f"pmjax.cli.commands.{args.command.replace('-', '_')}").run(args)
         if args.json:
             sys.stdout.write(json.dumps(to_jsonable(doc), indent=1) + "\n")
         else:

@@ -387,15 +387,18 @@ class _Progress:
 
 
 def map_paths(fn, model: ScenarioModel, book: Book, params: ScenarioParams, seed: int, indices: np.ndarray,
-              chunk: int, devices, progress, label):
+              chunk: int, devices, progress, label, *, shrink: bool = True):
     """Run ``fn(model, book, params, key, idx)`` over ``indices`` in padded chunks sharded over ``devices``
     (padding rows repeat path 0 and are dropped; ``pmjax.batch.sharding.map_chunks``); returns the per-chunk
     outputs and valid rows in each. Progress (``progress`` True, or a callable ``(done, total)``) counts a
-    chunk once its result is ready; the outputs are the same with progress on or off.
+    chunk once its result is ready; the outputs are the same with progress on or off. ``shrink``: a chunk
+    larger than the paths asked for shrinks to the power of two covering them; ``False`` keeps ``chunk``, so
+    the compiled program, and each path's result to the last bit, are those of a run over every path (XLA
+    may vectorise a reduction differently for a different batch shape).
     """
     devices = list(devices) if devices is not None else jax.local_devices()
     n = len(indices)
-    size = _chunk_size(chunk, max(n, 1), len(devices))
+    size = _chunk_size(chunk, max(n, 1) if shrink else max(chunk, 1), len(devices))
     mesh = paths_mesh(devices)
     rows = NamedSharding(mesh, PartitionSpec("paths"))
     replicated = NamedSharding(mesh, PartitionSpec())

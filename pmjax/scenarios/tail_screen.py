@@ -287,14 +287,17 @@ def exact_tail_losses(book: Book, model: ScenarioModel, params: ScenarioParams, 
                                                    devices=devices, progress=progress, moves=moves)
     exact = np.full(paths, np.nan)
     bound = safety * gap + floor
+    full_chunk = min(chunk, 1 << max(0, (paths - 1).bit_length()))  # what full revaluation of every path uses
     revalued = 0
 
     def revalue(indices):
         nonlocal revalued
         todo = indices[np.isnan(exact[indices])]
         if len(todo):
-            outs, valid = map_paths(path_losses, model, book, params, seed, todo.astype(np.uint32), chunk, devices,
-                                    False, "")
+            # the chunk of full revaluation, not one shrunk to the candidates: the same compiled program, so
+            # each path's loss is bitwise the full run's on any number of devices
+            outs, valid = map_paths(path_losses, model, book, params, seed, todo.astype(np.uint32), full_chunk,
+                                    devices, False, "", shrink=False)
             exact[todo] = np.concatenate([np.asarray(o)[:v] for o, v in zip(outs, valid)])
             revalued += len(todo)
 
