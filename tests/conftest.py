@@ -8,8 +8,23 @@ import os
 import pathlib
 import sys
 
-import jax
+# JAX's persistent compilation cache, shared by this process and every test subprocess (they inherit the
+# environment): identical programs (the same HLO, flags and JAX version) compile once per run, and a rerun
+# compiles nothing. Compiled programs are the same executables, so no figure depends on it. PMJAX_TEST_JAX_CACHE
+# names another folder, or "off".
+_CACHE = os.environ.get("PMJAX_TEST_JAX_CACHE",
+                        str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"))
+if _CACHE != "off":
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
+import jax  # noqa: E402
+
+if _CACHE != "off":  # jax may have been imported (by a pytest plugin) before the environment was set
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -38,8 +38,10 @@ EXAMPLES = REPO / "examples"
 #: commands not run here, with the reason: ``make test`` is this suite; ``make demo`` is ``pmjax demo --out
 #: reports/demo`` after an install, the README's next block runs that command itself
 SKIP = {
-    "make demo": "make demo installs the venv and runs `pmjax demo --out reports/demo`, run by the Usage block",
+    "make demo": "make demo installs the venv and runs `pmjax demo --out reports/demo` (tests/test_demo.py)",
     "make test": "make test is this test suite",
+    "pmjax demo --out reports/demo": "tests/test_demo.py runs this command (into a temporary folder) and checks "
+                                     "its output; a second run here would only repeat it",
 }
 
 #: documented size substitutions for heavy commands: (pattern, replacement, why). Applied to the command

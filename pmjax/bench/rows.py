@@ -49,7 +49,7 @@ def _first_and_warm(fn, repeats: int) -> tuple[float, float]:
 SIZES = {
     "tiny": {"options": 2048, "numpy_options": 2048, "accounts": 64, "numpy_accounts": 64, "positions": 20,
              "paths": 256, "numpy_paths": 256, "mc_options": 64, "whatif_repeats": 10, "repeats": 2,
-             "numpy_repeats": 1, "quantlib_options": 200, "var_paths": 2048, "var_options": 64,
+             "numpy_repeats": 1, "quantlib_options": 200, "var_paths": 2048, "var_options": 20,
              "var_accounts": 4, "var_account_paths": 2048, "hedge_map_kinds": ("futures", "perpetuals")},
     "quick": {"options": 1 << 18, "numpy_options": 1 << 18, "accounts": 2048, "numpy_accounts": 1024,
               "positions": 20, "paths": 8192, "numpy_paths": 2048, "mc_options": 256, "whatif_repeats": 100,
