@@ -8,9 +8,10 @@ Every path moves underlying u by two numbers only, the log-return r_u and the lo
    exactly, per path, the options that expire within the horizon (their intrinsic value: a function of r
    with a kink at the strike);
 2. tabulates G_u of the other positions on a tensor grid of ``NODES`` points spanning the drawn range of
-   (r_u, x_u), and interpolates each path with 4 x 4-point Lagrange cubics on the grid and on the grid of
-   every other node; the path's screening error bound is ``safety`` x the sum over u of |fine - coarse|,
-   plus a rounding floor;
+   (asinh(r_u / width), x_u) and interpolates each path with 4 x 4-point Lagrange cubics; ``cell_bounds``
+   compares that interpolation with the one on every other node at the grid's nodes and mid-points, and a
+   path's bound is ``safety`` x the sum over u of its cell's largest difference (around the cell), plus a
+   rounding floor;
 3. with the top ``top`` losses wanted (VaR's k plus the order statistics its standard error reads), takes
    T = the top-th largest lower bound (screened - bound): at least ``top`` paths lose at least T, so a path
    whose upper bound is below T is not among them. Every other path (the candidates) is revalued in full

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pmjax.apps.hedge_map import KINDS, MAP_METHODS, hedge_map, hedge_map_section
 from pmjax.apps.tables import table
 from pmjax.apps.whatif import WhatIf
-from pmjax.cli.app import dtype_of  # noqa: F401  (the precision flag is read by load_inputs)
-
 from pmjax.cli.commands.margin import load_inputs
 from pmjax.core.errors import InputError
 from pmjax.io.market import DEFAULT_MARKET
