@@ -103,3 +103,20 @@ def test_float32_map_is_close(market, book, hmap):
     index = {inst: i for i, inst in enumerate(hmap.instruments)}
     want = np.array([hmap.marginal["span"][index[i]] for i in hm32.instruments])
     np.testing.assert_allclose(hm32.marginal["span"], want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def test_report_hedge_map_section(tmp_path, capsys):
+    """``pmjax report --hedge-map``: the map's JSON (SPEC section 7 rows, ranked) in report.json and its section,
+    with one chart per method and underlying held, in the HTML page."""
+    path = tmp_path / "book.yaml"
+    path.write_text("positions:\n" + "".join(f"  - {{instrument: {t.split(':')[0]}, quantity: {t.split(':')[1]}}}\n"
+                                             for t in BOOK.split(",")))
+    out = tmp_path / "rep"
+    assert main(["report", str(path), "--out", str(out), "--paths", "2000", "--hedge-map"]) == 0
+    capsys.readouterr()
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["hedge_map"]["contracts"] == len(doc["hedge_map"]["rows"]) > 1000
+    assert set(doc["hedge_map"]["ranked"]) == {"span", "deribit"}
+    page = (out / "report.html").read_text()
+    assert "Marginal margin of every listed contract" in page
+    assert page.count('alt="span marginal margin') == 2 and page.count('alt="deribit marginal margin') == 2

@@ -167,3 +167,35 @@ def hedge_map_section(hmap: HedgeMap, *, top: int = 10) -> dict:
             "worst": [{"instrument": hmap.instruments[i].name, "marginal": float(hmap.marginal[m][i])}
                       for i in worst]}
     return doc
+
+
+def plot_marginal_by_strike(hmap: HedgeMap, method: str, underlying: str) -> bytes:
+    """PNG: ``method``'s marginal margin of ``underlying``'s listed options against strike, one line per expiry
+    (calls solid, puts dashed); margin currency per coin bought."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    expiries = sorted({i.expiry for i in hmap.instruments if i.is_option and i.underlying == underlying})
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(expiries), 1)))
+    for colour, expiry in zip(colours, expiries):
+        for right, style in (("call", "-"), ("put", "--")):
+            pts = sorted((i.strike, hmap.marginal[method][j]) for j, i in enumerate(hmap.instruments)
+                         if i.is_option and i.underlying == underlying and i.expiry == expiry and i.right == right)
+            label = f"{expiry:%d%b%y}".upper() if right == "call" else None  # one legend entry per expiry
+            if pts:
+                ax.plot(*zip(*pts), style, color=colour, lw=1.2, label=label)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel(f"{underlying} strike (USD)")
+    ax.set_ylabel(f"d {method} / d quantity ({hmap.currency} per coin)")
+    ax.set_title(f"{method}: marginal margin of each listed {underlying} option (calls solid, puts dashed)")
+    ax.legend(fontsize=7, ncol=2, title="expiry", title_fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

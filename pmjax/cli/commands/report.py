@@ -32,6 +32,9 @@ def add_arguments(p):
     p.add_argument("--scenarios", default=None, metavar="F",
                    help="YAML/JSON named joint shocks (e.g. configs/scenarios/stress_days.yaml): the account's "
                         "P&L under each, in the report")
+    p.add_argument("--hedge-map", action="store_true",
+                   help="add the marginal margin of every listed contract (SPAN and the Deribit grid): the contracts "
+                        "that lower and raise each most, and a chart against strike per expiry")
 
 
 def scenario_results(portfolio, market, scenarios, dtype) -> tuple[dict, list[dict]]:
@@ -50,6 +53,35 @@ def scenario_results(portfolio, market, scenarios, dtype) -> tuple[dict, list[di
     return pnl, records
 
 
+def hedge_map_sections(portfolio, market, config, dtype, extra: dict) -> list[tuple[str, str]]:
+    """The report's marginal-margin section (``--hedge-map``): per method the 10 contracts that lower and raise
+    the margin most when bought, and a chart of every listed option's marginal margin against strike per expiry
+    for each underlying held; the map's JSON (SPEC section 7 rows, ranked) goes into ``extra['hedge_map']``."""
+    import base64
+    import html
+
+    from pmjax.apps.hedge_map import hedge_map, hedge_map_section, plot_marginal_by_strike
+    from pmjax.apps.report import html_table
+
+    hmap = hedge_map(portfolio, market, config, methods=("span", "deribit"), dtype=dtype)
+    doc = hedge_map_section(hmap, top=10)
+    extra["hedge_map"] = doc
+    held = [u for u in UNDERLYINGS if any(p.instrument.underlying == u for p in portfolio.positions)]
+    cur = portfolio.margin_currency
+    content = (f"<p>d margin / d quantity of each of the {len(hmap.instruments):,} listed contracts ({cur} per coin "
+               "bought; negative: buying lowers the margin), from one reverse pass per method "
+               "(docs/methodology.md section 11).</p>")
+    for m in doc["methods"]:
+        for side, label in (("best", "lower it most"), ("worst", "raise it most")):
+            rows = [[r["instrument"], r["marginal"]] for r in doc["ranked"][m][side]]
+            content += f"<h3>{html.escape(m)}: contracts that {label} when bought</h3>"
+            content += html_table(rows, ["instrument", f"d {m} / d quantity ({cur} per coin)"])
+        for u in held:
+            png = base64.b64encode(plot_marginal_by_strike(hmap, m, u)).decode("ascii")
+            content += f'<p><img alt="{m} marginal margin, {u}" src="data:image/png;base64,{png}"></p>'
+    return [("Marginal margin of every listed contract", content)]
+
+
 def run(args):
     portfolio, market, config, dtype = load_inputs(args)
     scenarios = load_scenarios(args.scenarios) if args.scenarios else []
@@ -61,9 +93,10 @@ def run(args):
     greeks = portfolio_greeks(portfolio, market, dtype=dtype)
     spots = {u: market.spot(u) for u in UNDERLYINGS
              if u == portfolio.margin_currency or any(p.instrument.underlying == u for p in portfolio.positions)}
-    extra = {"scenario_table": records} if records else None
-    paths = write_report(doc, args.out, config=config, spots=spots, greeks=greeks, extra_json=extra,
-                         scenario_records=records or None)
+    extra = {"scenario_table": records} if records else {}
+    sections = hedge_map_sections(portfolio, market, config, dtype, extra) if args.hedge_map else []
+    paths = write_report(doc, args.out, config=config, spots=spots, greeks=greeks, extra_json=extra or None,
+                         scenario_records=records or None, extra_sections=sections)
     rows = comparison(doc)
     cur = doc["currency"]
     worst = worst_scenarios(doc, config, spots)
