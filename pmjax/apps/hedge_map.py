@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmjax.core.book import bucket_size, make_book, resolve
+from pmjax.core.book import book_from_portfolio, bucket_size, make_book, resolve
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS, Instrument
 from pmjax.core.market import Market
@@ -145,8 +145,7 @@ def _var_marginal(portfolio, market, config, book, rows, dtype, paths, seed):
     """(ES, d ES / d quantity of each contract): the tail paths of the account's own run held fixed, each
     contract's mean loss per coin over them (``montecarlo.tail_allocation`` of a book of one coin each)."""
     params = var_params(config, market=market, dtype=dtype, paths=paths, seed=seed, historical=False)
-    held = make_book(resolve(portfolio.instruments, [p.quantity for p in portfolio.positions], market), market,
-                     portfolio.margin_currency, dtype=dtype)
+    held, _ = book_from_portfolio(portfolio, market, dtype=dtype)
     result = var_margin(held, params)
     s = params.settings
     ones = _with_quantities(book, jnp.ones_like(book.quantity))

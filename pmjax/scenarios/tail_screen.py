@@ -39,6 +39,7 @@ from pmjax.core.book import OPTION, PAD_ROW, Book, bucket_size, pad_book
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import unit_value_usd
 from pmjax.scenarios.mc_models import ScenarioModel, ScenarioParams, factor_moves, path_losses
+from pmjax.scenarios.montecarlo import map_paths, simulate_losses
 
 #: fine grid nodes per underlying in (return, vol); the coarse grid is every other node (odd counts)
 NODES = (129, 17)
@@ -127,8 +128,6 @@ def draw_moves(model: ScenarioModel, book: Book, params: ScenarioParams, *, seed
                devices=None, progress=None) -> np.ndarray:
     """(r, x) of paths 0..paths-1, (paths, 2u) on the host: the same draws as full revaluation, shared by every
     account screened on them."""
-    from pmjax.scenarios.montecarlo import map_paths  # the chunked, sharded driver of the paths
-
     idx = np.arange(paths, dtype=np.uint32)
     outs, valid = map_paths(path_moves, model, book, params, seed, idx, chunk, devices, progress,
                             "pmjax monte carlo (screen)")
@@ -281,8 +280,6 @@ def exact_tail_losses(book: Book, model: ScenarioModel, params: ScenarioParams, 
     """Losses of paths 0..paths-1 (margin currency) whose ``top`` largest, and their order, are those of full
     revaluation: the candidates revalued in full, the other paths screened (module docstring, steps 1-4).
     ``moves``: the paths' (r, x) from ``draw_moves`` when several accounts share them."""
-    from pmjax.scenarios.montecarlo import map_paths, simulate_losses
-
     top = max(1, min(int(top), paths))
     loss, gap, floor, n_expiring = screened_losses(book, model, params, seed=seed, paths=paths, chunk=chunk,
                                                    devices=devices, progress=progress, moves=moves)
