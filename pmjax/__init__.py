@@ -51,6 +51,7 @@ _EXPORTS = {
     # io: loaders
     "load_market": "pmjax.io.market",
     "load_portfolio": "pmjax.io.portfolio",
+    "write_portfolio": "pmjax.io.portfolio",
     "parse_trades": "pmjax.io.portfolio",
     "load_accounts": "pmjax.io.accounts",
     "load_config": "pmjax.io.config",
@@ -93,6 +94,9 @@ _EXPORTS = {
     "hedge_map": "pmjax.apps.hedge_map",
     "hedge_map_section": "pmjax.apps.hedge_map",
     "listed_contracts": "pmjax.apps.hedge_map",
+    "hedge": "pmjax.apps.hedge",
+    "hedge_section": "pmjax.apps.hedge",
+    "HedgeResult": "pmjax.apps.hedge",
     "monitor_settings": "pmjax.apps.monitor",
 }
 

@@ -12,7 +12,7 @@ import json
 import sys
 import traceback
 
-from pmjax.core.errors import InputError
+from pmjax.core.errors import InputError, MissingDependency
 from pmjax.io.documents import to_jsonable
 
 #: command name -> one-line help; modules are imported only when their command runs
@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "the seed portfolios on the bundled real market, every method side by side",
     "price": "price and Greeks of instruments (1 coin long each)",
     "margin": "margin of one account by every method (rules, span, deribit, var)",
+    "hedge": "the trades (futures, perpetuals, options) that minimise one method's margin plus trading cost",
     "hedge-map": "marginal margin of every listed contract (d margin / d quantity), best and worst per method",
     "monitor": "replay market updates over many accounts: equity against margin, margin calls, event log and plot",
     "report": "HTML report with plots (risk arrays, P&L histogram, margin bars, contributions) and JSON",
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"pmjax: error: {e}", file=sys.stderr)
         return 2
+    except MissingDependency as e:
+        print(f"pmjax: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pmjax: error: interrupted", file=sys.stderr)
         return 1

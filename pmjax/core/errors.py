@@ -11,3 +11,7 @@ class InputError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
         self.source = source
         self.field = field
+
+
+class MissingDependency(RuntimeError):
+    """An optional dependency a command needs is not installed. The CLI prints it (how to install) and exits 1."""

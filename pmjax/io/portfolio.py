@@ -157,3 +157,50 @@ def read_collateral(source, *, where: str | None = None) -> dict[str, float]:
         cur = "USD" if cur == "USDC" else cur
         out[cur] = out.get(cur, 0.0) + finite_number(v, source=src, field=f"collateral.{k}")
     return out
+
+
+def _position_entry(p: Position, market) -> dict:
+    """A position by its Deribit name, or in the explicit form when ``market``'s chain does not list it."""
+    inst = p.instrument
+    if market is None or market.unlisted(inst) is None:
+        return {"instrument": inst.name, "quantity": float(p.quantity)}
+    e = inst.expiry
+    expiry = e.date().isoformat() if (e.hour, e.minute, e.second, e.microsecond) == (8, 0, 0, 0) else e.isoformat()
+    return {"underlying": inst.underlying, "type": inst.kind, "expiry": expiry,
+            "strike": float(inst.strike), "right": inst.right, "settlement": inst.settlement,
+            "quantity": float(p.quantity)}
+
+
+def portfolio_document(portfolio: Portfolio, market=None) -> dict:
+    """A portfolio as the document ``load_portfolio`` reads back to the same positions (float quantities
+    exactly), margin currency and collateral; contracts ``market``'s chain does not list in the explicit form."""
+    doc = {"account": portfolio.account, "margin_currency": portfolio.margin_currency}
+    if portfolio.collateral:
+        doc["collateral"] = dict(portfolio.collateral)
+    doc["positions"] = [_position_entry(p, market) for p in portfolio.positions]
+    return doc
+
+
+def write_portfolio(portfolio: Portfolio, path: str, market=None) -> None:
+    """Write ``portfolio`` to ``path`` (``.yaml``/``.yml`` or ``.json``; ``portfolio_document``), whole or not
+    at all (a temporary file renamed into place)."""
+    import json
+
+    import yaml
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".yaml", ".yml", ".json"):
+        raise InputError(f"unknown file type {ext!r} for a portfolio (use .yaml, .yml or .json)", source=path)
+    doc = portfolio_document(portfolio, market)
+    text = json.dumps(doc, indent=1) + "\n" if ext == ".json" else yaml.safe_dump(doc, sort_keys=False)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError("its folder does not exist", source=path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

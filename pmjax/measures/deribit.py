@@ -326,18 +326,27 @@ def _to_margin(book: Book, pools: _Pools):
     return jnp.where(pools.in_usd, 1.0 / coin_usd, jnp.where(own, 1.0, S[pools.underlying] / coin_usd))
 
 
-def _roll_and_delta_shocks(book: Book, params: DeribitParams, pools: _Pools, delta, member):
-    """(roll shock, net delta, delta shock), each (p,), from each position's delta (n,) in its pool's currency."""
-    pool, S = pools.of_position, book.underlying_spot
-    # roll shock: per expiry group (a perpetual is its own group, T = 0), |net delta| x rate, each group once
+def _roll_groups(book: Book, pools: _Pools):
+    """(each position's roll-shock group: the row of the group's first member; roll rate of each position, per
+    coin of net delta). A group is one expiry of one pool; a perpetual is its own group (T = 0)."""
+    pool = pools.of_position
     T = book.expiry_years
     perp = book.kind == PERPETUAL
     same = (pool[:, None] == pool[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
-    n = pool.shape[0]
-    earlier = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]
-    first = ~jnp.any(same & earlier, axis=1)
-    group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
+    group = jnp.argmax(same, axis=1)  # the first row of each position's group
     rate = jnp.maximum(pools.currency["min_annualised_move"][pool], pools.currency["annualised_move_risk"][pool] * T)
+    return group, rate
+
+
+def _roll_and_delta_shocks(book: Book, params: DeribitParams, pools: _Pools, delta, member):
+    """(roll shock, net delta, delta shock), each (p,), from each position's delta (n,) in its pool's currency."""
+    S = book.underlying_spot
+    # roll shock: per expiry group, |net delta| x rate, each group once
+    group, rate = _roll_groups(book, pools)
+    n = group.shape[0]
+    same = group[:, None] == group[None, :]
+    first = group == jnp.arange(n, dtype=group.dtype)
+    group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
     roll = _sum_by_pool(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
 
     # delta shock on the net delta beyond the liquidity threshold (USD); its size in coins of the index
@@ -349,41 +358,68 @@ def _roll_and_delta_shocks(book: Book, params: DeribitParams, pools: _Pools, del
     return roll, net_delta, delta_shock
 
 
-def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
-    """The grid for one account, add-ons 0 (see docs/methodology.md section 6). Pure: jit it, or vmap it over
-    books stacked on a leading accounts axis with ``in_axes=(0, None)``."""
-    dtype = book.quantity.dtype
-    pools = _pools(book, params)
-    und, pool, u = book.underlying, pools.of_position, pools.underlying
-    member = pool[:, None] == jnp.arange(u.shape[0], dtype=pool.dtype)[None, :]  # (n, p)
-    S = book.underlying_spot  # (u,)
-    in_usd = pools.in_usd[pool]  # (n,)
-    usd_book = _as_usd_book(book)
-    grid = params.grid  # the scenarios as data: standard table, then the extended one
-    n_std = grid.n_standard
-    shocks = grid.shocks(book)  # (s + e,) through the kernel, like SPAN's grid
-    zero = jnp.zeros(grid.n_scenarios, dtype)
+def _extended_dampener(book: Book, params: DeribitParams, pools: _Pools, grid: DeribitGrid):
+    """(p, e): how far each pool's extended entry shrinks towards 0, in the pool's currency:
+    (|m|/pr - 1) ``extended_dampener`` / (unit price today x edge price factor)."""
+    u, S = pools.underlying, book.underlying_spot
+    ext = grid.price_move[u, grid.n_standard:]  # (p, e)
+    prU = params.price_range[u][:, None]
+    unit_today = jnp.where(pools.in_usd, 1.0, S[u])[:, None]  # USD per unit of the pool's currency
+    excess_ranges = jnp.maximum(jnp.abs(ext) / prU, 1.0) - 1.0
+    edge = jnp.where(pools.in_usd[:, None], 1.0, 1.0 + jnp.sign(ext) * prU)
+    return excess_ranges * pools.currency["extended_dampener"][:, None] / (unit_today * edge)
 
-    # P&L of each position in its pool's currency: coin of its underlying valued at that scenario's coin
-    # price, or USDC; an extended entry's weight f pr/|m| (and, for coin, the conversion to the edge price)
+
+def _position_pnl(book: Book, grid: DeribitGrid, pools: _Pools):
+    """(s + e, n): each position's P&L in every scenario of both tables, in its pool's currency (coin of its
+    underlying valued at that scenario's coin price, or USDC), each extended entry times its weight f pr/|m|
+    (and, for coin, converted at the edge price)."""
+    und, S = book.underlying, book.underlying_spot
+    in_usd = pools.in_usd[pools.of_position]
+    usd_book = _as_usd_book(book)
+    shocks = grid.shocks(book)  # (s + e,) through the kernel, like SPAN's grid
     value_usd = jax.vmap(position_values, in_axes=(None, 0))(usd_book, shocks)  # (s + e, n)
     unit_price = jnp.where(in_usd[None, :], 1.0, (S[None, :] * shocks.spot_scale)[:, und])
     today = position_values(usd_book, no_shock(usd_book)) / jnp.where(in_usd, 1.0, S[und])
     weight = jnp.where(in_usd[None, :], grid.weight_usd[und].T, grid.weight[und].T)
-    pnl = (value_usd / unit_price - today[None, :]) * weight
+    return (value_usd / unit_price - today[None, :]) * weight
+
+
+def _position_delta(book: Book, pools: _Pools):
+    """(n,): slope of each position's pool-currency value in its underlying's price scale (scale 1 -> 1 + ds)."""
+    dtype = book.quantity.dtype
+    und, S = book.underlying, book.underlying_spot
+    in_usd = pools.in_usd[pools.of_position]
+    usd_book = _as_usd_book(book)
+    zero = jnp.zeros((), dtype)
+
+    def pool_values(s):
+        v = position_values(usd_book, Shock(s, jnp.zeros_like(book.quantity), zero, zero))
+        return v / jnp.where(in_usd, 1.0, (S * s)[und])
+
+    ones = jnp.ones_like(S)
+    return jax.jvp(pool_values, (ones,), (ones,))[1]
+
+
+def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
+    """The grid for one account, add-ons 0 (see docs/methodology.md section 6). Pure: jit it, or vmap it over
+    books stacked on a leading accounts axis with ``in_axes=(0, None)``."""
+    pools = _pools(book, params)
+    pool, u = pools.of_position, pools.underlying
+    member = pool[:, None] == jnp.arange(u.shape[0], dtype=pool.dtype)[None, :]  # (n, p)
+    grid = params.grid  # the scenarios as data: standard table, then the extended one
+    n_std = grid.n_standard
+
+    pnl = _position_pnl(book, grid, pools)
     standard, extended = pnl[:n_std], pnl[n_std:]
-    ext = grid.price_move[u, n_std:]  # (p, e)
     moves = grid.price_move[u, :n_std:len(VOL_STATES)]  # (p, 2B+1)
 
     # aggregation per pool: plain sum, then the dampener (extended) and pnl_offset (USD amounts in pool units)
     pre_std = _sum_by_pool(standard, member).T  # (p, s)
     pre_ext = _sum_by_pool(extended, member).T  # (p, e)
-    prU = params.price_range[u][:, None]
-    unit_today = jnp.where(pools.in_usd, 1.0, S[u])[:, None]  # USD per unit of the pool's currency
-    excess_ranges = jnp.maximum(jnp.abs(ext) / prU, 1.0) - 1.0
-    edge = jnp.where(pools.in_usd[:, None], 1.0, 1.0 + jnp.sign(ext) * prU)
-    dampener = excess_ranges * pools.currency["extended_dampener"][:, None] / (unit_today * edge)
+    dampener = _extended_dampener(book, params, pools, grid)
     damped = jnp.where(jnp.abs(pre_ext) > dampener, pre_ext - jnp.sign(pre_ext) * dampener, 0.0)  # towards 0
+    unit_today = jnp.where(pools.in_usd, 1.0, book.underlying_spot[u])[:, None]
     cap = pools.currency["max_offsetable_pnl"][:, None] / unit_today
     pnl_offset = pools.currency["pnl_offset"][:, None]
     offset = lambda x: jnp.where(x > 0.0, jnp.minimum(x * pnl_offset, cap), x)  # noqa: E731
@@ -397,14 +433,7 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     preferred = is_low & (~grid.is_extended & (grid.vol_state == VOL_SAME))[None, :]
     worst_index = jnp.where(preferred.any(axis=1), jnp.argmax(preferred, axis=1), jnp.argmax(is_low, axis=1))
 
-    # net delta of each position: slope of its pool-currency value in its underlying's price (scale 1 -> 1 + ds)
-    def pool_values(s):
-        v = position_values(usd_book, Shock(s, jnp.zeros_like(book.quantity), zero[0], zero[0]))
-        return v / jnp.where(in_usd, 1.0, (S * s)[und])
-
-    ones = jnp.ones_like(S)
-    _, delta = jax.jvp(pool_values, (ones,), (ones,))
-
+    delta = _position_delta(book, pools)
     roll, net_delta, delta_shock = _roll_and_delta_shocks(book, params, pools, delta, member)
     rmm = _round_half_up(worst, DECIMALS) + roll + delta_shock  # + correlation contingency (0: not set)
     maintenance = params.mm_factor[u] * rmm
@@ -418,6 +447,34 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
         net_delta=net_delta, risk_matrix_margin=rmm, maintenance_coin=maintenance, initial_coin=initial,
         initial=jnp.sum(initial * to_margin), maintenance=jnp.sum(maintenance * to_margin),
     )
+
+
+class DeribitLinearTerms(eqx.Module):
+    """The parts of the grid that are linear in the quantities, per coin of each row (what a hedge's linear
+    program reads; ``pmjax.apps.hedge``). Pool currency unless stated."""
+
+    pool: Int[Array, " n"]  # pool of each row
+    standard: Float[Array, "n s"]  # P&L per coin in each standard scenario
+    extended: Float[Array, "n e"]  # weighted P&L per coin in each extended scenario
+    dampener: Float[Array, "p e"]  # how far each pool's extended entry shrinks towards 0
+    delta: Float[Array, " n"]  # net delta per coin
+    roll_group: Int[Array, " n"]  # roll-shock group (its first row)
+    roll_rate: Float[Array, " n"]  # roll shock per coin of the group's net delta
+    to_margin: Float[Array, " p"]  # margin currency per unit of the pool's currency
+
+
+def deribit_linear_terms(book: Book, params: DeribitParams) -> DeribitLinearTerms:
+    """Per coin of every row of ``book`` (its quantities are ignored): the scenario P&L, deltas and roll groups
+    from which ``deribit_margin``'s worst case (with the dampener and the pnl_offset, both piecewise linear) and
+    roll shock follow for any quantities; the delta shock and the 9-decimal rounding are not linear."""
+    ones = eqx.tree_at(lambda b: b.quantity, book, jnp.ones_like(book.quantity))
+    pools = _pools(ones, params)
+    grid = params.grid
+    pnl = _position_pnl(ones, grid, pools)
+    group, rate = _roll_groups(ones, pools)
+    return DeribitLinearTerms(pools.of_position, pnl[:grid.n_standard].T, pnl[grid.n_standard:].T,
+                              _extended_dampener(ones, params, pools, grid), _position_delta(ones, pools), group,
+                              rate, _to_margin(ones, pools))
 
 
 def add_initial_addons(result: DeribitResult, book: Book, params: DeribitParams, initial_addons) -> DeribitResult:

@@ -279,6 +279,13 @@ def position_composite_deltas(book: Book, params: SpanParams) -> Float[Array, " 
     return jnp.asarray(COMPOSITE_DELTA_WEIGHTS, dtype) @ deltas
 
 
+def _usd_to_margin(book: Book):
+    """Margin currency per USD at today's prices."""
+    spot_u = book.underlying_spot
+    return jnp.where(book.margin_coin >= 0, 1.0 / spot_u[jnp.maximum(book.margin_coin, 0)],
+                     jnp.ones((), spot_u.dtype))
+
+
 def span_margin(book: Book, params: SpanParams) -> SpanResult:
     """SPAN for one account's book (SPEC section 5; formulas: docs/methodology.md section 5). Pure and
     branch-free: jit it, or ``jax.jit(jax.vmap(span_margin, in_axes=(0, None)))`` over accounts."""
@@ -287,8 +294,7 @@ def span_margin(book: Book, params: SpanParams) -> SpanResult:
     und_index = jnp.arange(n_und, dtype=book.underlying.dtype)
     one_hot = (book.underlying[:, None] == und_index[None, :]).astype(dtype)  # (n, u)
     spot_u = book.underlying_spot
-    has_coin = book.margin_coin >= 0
-    usd_to_mc = jnp.where(has_coin, 1.0 / spot_u[jnp.maximum(book.margin_coin, 0)], jnp.ones((), dtype))
+    usd_to_mc = _usd_to_margin(book)
 
     # risk arrays and scan risk
     pos_losses = own_underlying_losses(book, params.grid)  # (16, n)
@@ -357,6 +363,26 @@ def span_margin(book: Book, params: SpanParams) -> SpanResult:
         position_risk_array=pos_losses, position_composite_delta=cd, position_tier=tier.astype(jnp.int32),
         position_in_spot_month=near, position_value=values,
     )
+
+
+class SpanLinearTerms(eqx.Module):
+    """The parts of SPAN that are linear in the quantities, per coin of each row (what a hedge's linear program
+    reads; ``pmjax.apps.hedge``). Margin currency unless stated."""
+
+    risk_array: Float[Array, "16 n"]  # weighted loss per coin in each scenario (of the row's own underlying)
+    near_delta: Float[Array, " n"]  # composite delta per coin of rows in the spot month (0 elsewhere), coins
+    spot_charge_rate: Float[Array, " u"]  # spot charge per coin of net spot-month composite delta
+    option_value: Float[Array, " n"]  # today's value per coin of options (0 elsewhere): NOV's part
+
+
+def span_linear_terms(book: Book, params: SpanParams) -> SpanLinearTerms:
+    """Per coin of every row of ``book`` (its quantities are ignored): the risk arrays, spot-month deltas and
+    option values from which ``span_margin``'s scan risk, spot charge and NOV follow for any quantities; the
+    intra spreads, inter credits and short option minimum are not linear."""
+    r = span_margin(eqx.tree_at(lambda b: b.quantity, book, jnp.ones_like(book.quantity)), params)
+    return SpanLinearTerms(r.position_risk_array, jnp.where(r.position_in_spot_month, r.position_composite_delta, 0.0),
+                           params.spot_rate * book.underlying_spot * _usd_to_margin(book),
+                           jnp.where(book.kind == OPTION, r.position_value, 0.0))
 
 
 # ---------------------------------------------------------------- JSON
