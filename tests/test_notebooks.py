@@ -14,6 +14,7 @@ NOTEBOOKS = {
                                      "01_dvol_changes.png"],
     "02_margin_backtest.py": ["02_margin_vs_loss.png", "02_exceedances.png", "02_loss_over_margin_seed.png"],
     "03_gpu_batch_stress.py": ["03_batch_stress.png", "03_span_throughput.png"],
+    "04_margin_optimal_hedge.py": ["04_notional_frontier.png", "04_cost_sensitivity.png"],
 }
 
 
@@ -41,3 +42,5 @@ def test_notebook_runs_on_small_settings(name, tmp_path):
         assert "Kupiec 95% acceptance region" in proc.stdout and "seed BTC/ETH" in proc.stdout
     if name.startswith("03"):
         assert "accounts/s" in proc.stdout and "ftx collapse" in proc.stdout
+    if name.startswith("04"):
+        assert "seed hedge:" in proc.stdout and "Rockafellar-Uryasev" in proc.stdout
