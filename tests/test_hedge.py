@@ -192,6 +192,13 @@ def test_constraints_max_trades_notional_lot_and_cost(market, config, book):
     assert costly.objective["after"] >= free.after["span"] - 1e-9
 
 
+def test_named_usdc_perpetual_is_a_candidate(market, config, book):
+    """Contracts by name, USDC-settled ones included (the chain lists coin-settled contracts only)."""
+    r = hedge(book, market, config, method="deribit", instruments="ETH_USDC-PERPETUAL", compare=())
+    assert [t.instrument.name for t in r.trades] == ["ETH_USDC-PERPETUAL"]
+    assert r.after["deribit"] < r.before["deribit"]
+
+
 def test_coin_margined_account(market, config):
     """A BTC-margined covered-call book: figures in BTC, the hedge lowers SPAN total, after = pmjax margin."""
     p = pmjax.load_portfolio("examples/covered_calls_btc.yaml")
@@ -232,6 +239,8 @@ def test_section_layout(market, config, book):
 @pytest.mark.parametrize("args, needle", [
     (["--instruments", "bonds"], "--instruments"),
     (["--instruments", "BTC-1JAN30"], "not listed"),
+    (["--instruments", "BTC"], "a coin"),
+    (["--instruments", "BTC-9JAN26-50100-C"], "no strike 50100"),
     (["--instruments", ""], "--instruments"),
     (["--max-notional", "-5"], "--max-notional"),
     (["--max-notional", "0"], "--max-notional"),

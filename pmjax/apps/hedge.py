@@ -38,7 +38,7 @@ import numpy as np
 from pmjax.apps.hedge_map import KINDS, extended_book, hedge_map, listed_contracts
 from pmjax.apps.hedge_program import HedgeUnavailable, Program, Term, scipy_modules, solve  # noqa: F401
 from pmjax.apps.margin import HEADLINE, compute_margins
-from pmjax.core.book import bucket_size
+from pmjax.core.book import bucket_size, resolve
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS, Instrument, parse_instrument
 from pmjax.core.market import Market
@@ -114,8 +114,18 @@ def candidate_instruments(market: Market, instruments=DEFAULT_INSTRUMENTS) -> li
             except InputError:
                 raise InputError(f"{name!r} is neither a kind ({', '.join(KINDS)}) nor a contract name",
                                  source="--instruments") from None
-            if inst not in listed:
-                raise InputError(f"{name} is not listed on {market.source}", source="--instruments")
+            if inst.kind == "spot":
+                raise InputError(f"{name} is a coin, not a contract to hedge with (futures, perpetuals, options)",
+                                 source="--instruments")
+            if inst not in listed:  # not on the chain: a USDC-settled contract, or an option of the smile
+                why = market.unlisted(inst)
+                if why is None:
+                    try:
+                        resolve([inst], [0.0], market, origins=[("--instruments", name)])
+                    except InputError as e:
+                        why = str(e)
+                if why is not None:
+                    raise InputError(f"{name} is not listed on {market.source} ({why})", source="--instruments")
             if inst not in out:
                 out.append(inst)
     if not out:
@@ -431,7 +441,7 @@ def hedge(portfolio: Portfolio, market: Market, config: dict | None = None, *, m
     xF = x[F]
     fx = lp["exact_objective"] = float(evaluate(xF[None, :])[0])
     report = {"iterations": 0, "evaluations": 0, "objective_before": fx, "contracts": len(F)}
-    if polish and len(F):
+    if polish and len(F) and not (st.methods == ["var"] and not lot):  # var alone: the program is the objective
         xF, fx, report["iterations"], report["evaluations"] = _polish(
             evaluate, xF, bound=st.bound[F], notional=st.notional[F], max_notional=max_notional,
             max_trades=max_trades, lot=lot, base_step=st.base_step[F], free=np.ones(len(F), bool))
