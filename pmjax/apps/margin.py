@@ -19,6 +19,7 @@ from pmjax.measures.deribit import (
 )
 from pmjax.measures.qualification import qualification
 from pmjax.measures.span import SpanParams, span_margin, span_params, span_section
+from pmjax.measures.tims import tims_margin, tims_params, tims_section
 
 
 def _rules(portfolio, market, config, dtype):
@@ -71,6 +72,17 @@ def deribit_report(portfolio, market, config: dict, dtype=jnp.float64, *, initia
     return deribit_section(result, resolved, portfolio.margin_currency, params)
 
 
+_tims_margin_jit = jax.jit(tims_margin)
+
+
+def tims_report(portfolio, market, config: dict, dtype=jnp.float64) -> dict:
+    """The ``tims`` section of ``pmjax margin``: the TIMS-style preset (``pmjax.measures.tims``; docs/tims.md)."""
+    params = tims_params(config, dtype=dtype)
+    book, _ = book_from_portfolio(portfolio, market, dtype=dtype)
+    return tims_section(_tims_margin_jit(book, params), {p.instrument.underlying for p in portfolio.positions},
+                        params=params)
+
+
 def var_report(portfolio: Portfolio, market: Market, config: dict | None = None, *, paths: int | None = None,
                seed: int | None = None, confidence: float | None = None, dtype=jnp.float64, devices=None,
                progress: bool | None = None, historical_simulation: bool | None = None) -> dict:
@@ -90,10 +102,10 @@ def _var(portfolio, market, config, dtype):
 
 
 #: method name -> function(portfolio, market, config, dtype) -> the SPEC section 3 dict of that method
-METHODS = {"rules": _rules, "span": _span, "deribit": deribit_report, "var": _var}
+METHODS = {"rules": _rules, "span": _span, "deribit": deribit_report, "var": _var, "tims": tims_report}
 #: the figure each method's what-if compares (SPEC section 3)
 HEADLINE = {"rules": lambda d: d["initial"], "span": lambda d: d["total"], "deribit": lambda d: d["initial"],
-            "var": lambda d: d["es"]}
+            "var": lambda d: d["es"], "tims": lambda d: d["total"]}
 
 
 def compute_margins(portfolio: Portfolio, market: Market, config: dict, methods, *, dtype) -> dict:

@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
+from pmjax.apps.files import check_out_dir  # noqa: F401  (re-exported: the CLI and the demo use it)
 from pmjax.apps.tables import clean, coin_span_note, column_scales, fmt
+from pmjax.apps.files import tims_table
 from pmjax.core.errors import InputError
 
 #: label of each method's headline figure, in the order the comparison shows them
@@ -19,6 +21,7 @@ FIGURES = (
     ("rules", "Rules (strategy-based)", lambda d: d["rules"]["initial"]),
     ("span", "SPAN total", lambda d: d["span"]["total"]),
     ("deribit", "Deribit PM grid initial", lambda d: d["deribit"]["initial"]),
+    ("tims", "TIMS-style total", lambda d: d["tims"]["total"]),
     ("var", "Monte Carlo VaR", lambda d: d["var"]["var"]),
     ("es", "Monte Carlo ES", lambda d: d["var"]["es"]),
 )
@@ -33,36 +36,6 @@ GREEK_UNITS = ("value in USD; delta in coins (dV/dS); gamma per USD; vega and vo
 
 
 # ---------------------------------------------------------------- the figures
-
-def check_out_dir(path: str, flag: str = "--out") -> str:
-    """Make sure ``path`` is (or can be made) a writable directory, before anything is computed.
-
-    Creates it (and its parents) and writes and removes a probe file there; raises ``InputError`` naming
-    ``flag`` when it is an existing file, cannot be created or cannot be written.
-    """
-    if not path:
-        raise InputError("must name a directory", source=flag)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise InputError(f"{path} exists and is not a directory", source=flag)
-    existed = os.path.isdir(path)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create directory {path}: {e.strerror or e}", source=flag) from None
-    probe = os.path.join(path, f".pmjax-write-test-{os.getpid()}")
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"")
-        os.remove(probe)
-    except OSError as e:
-        if not existed:
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
-        raise InputError(f"cannot write into {path}: {e.strerror or e}", source=flag) from None
-    return path
-
 
 def applicable_requirement(doc: dict) -> dict | None:
     """The requirement that applies to the account: rules ``initial`` when it is below the portfolio-margin
@@ -494,13 +467,13 @@ def _rules_sections(r: dict, cur: str) -> list[tuple[str, str]]:
 
 def _span_html(span: dict, cur: str, images: dict[str, bytes]) -> tuple[str, str]:
     """The SPAN section (adds the ``risk_heatmap`` image)."""
-    su = span["by_underlying"]
-    images["risk_heatmap"] = plot_risk_heatmap(su, cur)
-    content = html_table(
-        [[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"], v["inter_credit"],
-          v["short_option_minimum"], v["composite_delta"], v["risk"]] for u, v in su.items()],
-        ["underlying", f"scan risk ({cur})", "worst scenario", "intra spread", "spot charge", "inter credit",
-         "short option min.", "composite delta (coins)", f"risk ({cur})"]) + (
+    su, images["risk_heatmap"] = span["by_underlying"], plot_risk_heatmap(span["by_underlying"], cur)
+    keys = ("scan_risk", "worst_scenario", "intra_spread", "spot_charge", "time_risk", "volatility_risk", "price_risk",
+            "inter_credit", "short_option_minimum", "composite_delta", "risk")
+    content = html_table([[u] + [v.get(k) for k in keys] for u, v in su.items()], [
+        "commodity", f"scan risk ({cur})", "worst scenario", "intra spread", "spot charge", "time risk", "volatility "
+        "risk", "price risk", "inter credit", "short option min.", "composite delta", f"risk ({cur})"]) + (
+        "<p class=note>Time, volatility and price risk: the inter credit's inputs (methodology 5.7).</p>" +
         f"<p>risk {_num(span['risk'])}, net option value {_num(span['nov'])}, total {_num(span['total'])} {cur}</p>"
         + (f"<p class=note>{html.escape(coin_span_note(cur))}</p>" if cur != "USD" else "") + "{img:risk_heatmap}")
     bp = span.get("by_position")
@@ -590,6 +563,9 @@ def write_report(doc: dict, out_dir: str, *, notes: list[str] = (), extra_sectio
         sections.append(_deribit_html(doc["deribit"], cur, spots))
     if "var" in doc:
         sections.append(_var_html(doc["var"], doc["positions"], cur, images))
+    if "tims" in doc:
+        header, trs, note = tims_table(doc["tims"], cur)
+        sections.append(("TIMS-style valuation points", html_table(trs, header) + note))
     title = f"pmjax margin report: {doc['account']} ({doc['market']}, {doc['as_of']})"
     extra = {"comparison": rows, "applicable": app, "worst_scenarios": worst}
     if spots:

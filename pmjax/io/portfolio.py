@@ -78,7 +78,7 @@ def portfolio_from_dict(doc, *, source: str) -> Portfolio:
                           source=source, collateral=collateral, origins=origins)
 
 
-def _read_csv_rows(path: str) -> tuple[list[str], list[dict]]:
+def read_csv_rows(path: str) -> tuple[list[str], list[dict]]:
     """(header, rows) of a CSV file; a byte-order mark and CRLF line ends are stripped, and the header's
     names are stripped and lower-cased (a spreadsheet's ``Instrument,Quantity`` reads as instrument,quantity)."""
     try:
@@ -96,7 +96,7 @@ def _read_csv_rows(path: str) -> tuple[list[str], list[dict]]:
 
 
 def _csv_portfolio(path: str) -> Portfolio:
-    header, rows = _read_csv_rows(path)
+    header, rows = read_csv_rows(path)
     if header and not set(NAMED_KEYS) <= set(header):
         found = ", ".join(repr(c) for c in header)
         raise InputError(f"CSV portfolio needs the columns instrument,quantity (any case); found {found}",

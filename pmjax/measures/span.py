@@ -18,7 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from pmjax.core.book import FUTURE, OPTION, Book
 from pmjax.core.errors import InputError
@@ -27,6 +27,7 @@ from pmjax.core.kernel import no_shock, own_underlying_values, position_values
 from pmjax.core.units import DAY, DAYS_PER_YEAR, SECONDS_PER_DAY
 from pmjax.core.validate import finite_number, number
 from pmjax.core.precision import check_dtype
+from pmjax.measures.span_rules import CommodityCharges, SpanResult, commodity_row, span_rules
 from pmjax.scenarios.grids import (
     COMPOSITE_DELTA_STEPS,
     COMPOSITE_DELTA_WEIGHTS,
@@ -66,6 +67,7 @@ class SpanParams(eqx.Module):
     intra_spread_rate: Float[Array, "*b u"]  # fraction of spot per coin of spread
     spot_days: Float[Array, "*b u"]
     spot_rate: Float[Array, "*b u"]  # fraction of spot per coin of near-expiry delta
+    som_gross: Float[Array, "*b u"]  # 1: SOM on all short options (gross); 0: on the larger of calls, puts (max)
     tiers_days: Float[Array, "*b u k"]  # tier boundaries in days, positive, increasing, padded with +inf
     horizon_days: Float[Array, "*b"]
     inter_legs: Int[Array, "*b p 2"]  # underlying indices of the two legs
@@ -85,7 +87,7 @@ class SpanParams(eqx.Module):
 
     def _check_shapes(self):
         n_und = len(UNDERLYINGS)
-        for k in _PER_UNDERLYING:
+        for k in _PER_UNDERLYING + ("som_gross",):
             if jnp.shape(getattr(self, k))[-1:] != (n_und,):
                 _invalid(k, f"expected a last axis of {n_und} underlyings, got shape {jnp.shape(getattr(self, k))}")
         if jnp.shape(self.tiers_days)[-2:-1] != (n_und,):
@@ -102,6 +104,8 @@ class SpanParams(eqx.Module):
                 _invalid(k, f"must be finite and >= 0, got {x.tolist()}")
         if not np.all((v["price_scan_range"] > 0) & (v["price_scan_range"] <= 1)):
             _invalid("price_scan_range", f"must be in (0, 1], got {v['price_scan_range'].tolist()}")
+        if not np.all(np.isin(np.asarray(self.som_gross, np.float64), (0.0, 1.0))):
+            _invalid("som_gross", "must be 0 (som_method max) or 1 (gross)")
         if not np.all(v["extreme_cover_fraction"] <= 1):
             _invalid("extreme_cover_fraction", f"must be in [0, 1], got {v['extreme_cover_fraction'].tolist()}")
         if not np.all(v["price_scan_range"] * v["extreme_move_multiple"] < 1):
@@ -119,28 +123,6 @@ class SpanParams(eqx.Module):
             _invalid("inter_credit_rate", f"must be in [0, 1], got {rate.tolist()}")
 
 
-class SpanResult(eqx.Module):
-    """Everything SPAN computes for one account (a leading accounts axis when batched)."""
-
-    risk_array: Float[Array, "u 16"]  # weighted losses per underlying, margin currency
-    scan_risk: Float[Array, " u"]
-    worst_scenario: Int[Array, " u"]  # 1-based
-    intra_spread: Float[Array, " u"]  # margin currency
-    spot_charge: Float[Array, " u"]
-    inter_credit: Float[Array, " u"]
-    short_option_minimum: Float[Array, " u"]
-    composite_delta: Float[Array, " u"]  # coins
-    underlying_risk: Float[Array, " u"]  # risk_u
-    risk: Float[Array, ""]
-    nov: Float[Array, ""]
-    total: Float[Array, ""]
-    position_risk_array: Float[Array, "16 n"]  # weighted losses per position
-    position_composite_delta: Float[Array, " n"]  # coins, quantity included
-    position_tier: Int[Array, " n"]  # 0-based intra-commodity tier
-    position_in_spot_month: Bool[Array, " n"]  # an option or future with days to expiry < spot_days
-    position_value: Float[Array, " n"]  # today's value, margin currency
-
-
 # ---------------------------------------------------------------- parameters
 
 def _number(d, key, where, source, **bounds) -> float:
@@ -149,6 +131,20 @@ def _number(d, key, where, source, **bounds) -> float:
     if key not in d:
         raise InputError(f"missing {key}", source=source, field=field)
     return number(d[key], source=source, field=field, **bounds)
+
+
+#: ``span.underlyings.<U>.som_method``: the short option minimum on the larger of short calls and short puts
+#: (``max``, the default) or on all short options (``gross``); docs/methodology.md section 5
+SOM_METHODS = ("max", "gross")
+
+
+def som_method(d: dict, where: str, source: str) -> str:
+    """``som_method`` of a commodity mapping (default ``max``); ``InputError`` naming the field otherwise."""
+    m = str(d.get("som_method", "max")).lower()
+    if m not in SOM_METHODS:
+        raise InputError(f"som_method must be max or gross, got {d.get('som_method')!r}", source=source,
+                         field=f"{where}.som_method")
+    return m
 
 
 def _underlying_row(d, where: str, source: str) -> tuple[list[float], list[float]]:
@@ -223,6 +219,7 @@ def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
         raise InputError("missing span section", source=source, field="span")
     unds = _underlyings_section(span, source)
     rows, tiers = zip(*[_underlying_row(unds.get(u), f"span.underlyings.{u}", source) for u in UNDERLYINGS])
+    gross = [float(som_method(unds[u], f"span.underlyings.{u}", source) == "gross") for u in UNDERLYINGS]
     k = max(1, max(len(t) for t in tiers))
     tiers_arr = np.full((len(UNDERLYINGS), k), np.inf)
     for i, t in enumerate(tiers):
@@ -232,7 +229,8 @@ def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     cols = np.asarray(rows, dtype=np.float64).T
     return SpanParams(
-        **{k: f(cols[i]) for i, k in enumerate(_PER_UNDERLYING)}, tiers_days=f(tiers_arr), horizon_days=f(horizon),
+        **{k: f(cols[i]) for i, k in enumerate(_PER_UNDERLYING)}, som_gross=f(gross), tiers_days=f(tiers_arr),
+        horizon_days=f(horizon),
         inter_legs=jnp.asarray(np.asarray(legs, dtype=np.int32).reshape(-1, 2)),
         inter_ratios=f(np.asarray(ratios, dtype=np.float64).reshape(-1, 2)),
         inter_credit_rate=f(np.asarray(rates, dtype=np.float64).reshape(-1)),
@@ -296,73 +294,23 @@ def span_margin(book: Book, params: SpanParams) -> SpanResult:
     spot_u = book.underlying_spot
     usd_to_mc = _usd_to_margin(book)
 
-    # risk arrays and scan risk
     pos_losses = own_underlying_losses(book, params.grid)  # (16, n)
-    risk_array = (pos_losses @ one_hot).T  # (u, 16)
-    worst = jnp.argmax(risk_array, axis=1)
-    scan = jnp.maximum(jnp.max(risk_array, axis=1), 0.0)
-
-    # composite delta and intra-commodity tiers
     cd = position_composite_deltas(book, params)
     days = _days(book)
     dated = (book.kind == OPTION) | (book.kind == FUTURE)  # spot and perpetuals go to the first tier
     tier = jnp.where(dated, jnp.sum(params.tiers_days[book.underlying] <= days[:, None], axis=1, dtype=jnp.int32), 0)
-    n_tiers = params.tiers_days.shape[1] + 1
-    tier_hot = (tier[:, None] == jnp.arange(n_tiers, dtype=jnp.int32)[None, :]).astype(dtype)  # (n, t)
-    tier_delta = jnp.einsum("nu,nt,n->ut", one_hot, tier_hot, cd)
-    spreads = jnp.zeros(n_und, dtype)
-    left = tier_delta
-    for a in range(n_tiers):  # pairs (1,2), (1,3), ..., (2,3), ... in order, each consuming delta
-        for b in range(a + 1, n_tiers):
-            da, db = left[:, a], left[:, b]
-            s = jnp.where(da * db < 0, jnp.minimum(jnp.abs(da), jnp.abs(db)), 0.0)
-            spreads = spreads + s
-            left = left.at[:, a].add(-jnp.sign(da) * s).at[:, b].add(-jnp.sign(db) * s)
-    intra = spreads * params.intra_spread_rate * spot_u * usd_to_mc
-
-    # spot charge: options and futures inside spot_days
-    near = dated & (days < params.spot_days[book.underlying])
-    near_delta = (cd * near.astype(dtype)) @ one_hot
-    spot_charge = jnp.abs(near_delta) * params.spot_rate * spot_u * usd_to_mc
-
-    # short option minimum
+    near = dated & (days < params.spot_days[book.underlying])  # spot charge: options and futures inside spot_days
     is_option = book.kind == OPTION
     short = jnp.maximum(-book.quantity, 0.0)
     short_calls = (short * (is_option & book.is_call).astype(dtype)) @ one_hot
     short_puts = (short * (is_option & ~book.is_call).astype(dtype)) @ one_hot
-    som = params.short_option_minimum * spot_u * jnp.maximum(short_calls, short_puts) * usd_to_mc
-
-    # inter-commodity credits, pairs in config order; delta consumed by each
-    net_delta = left.sum(axis=1)  # delta left after intra spreads (intra spreads net to zero)
-    time_risk = 0.5 * (risk_array[:, 0] + risk_array[:, 1])
-    paired = worst ^ 1  # 0-based partner: 1<->2, 3<->4, ... (1-based)
-    vol_risk = jnp.where(worst >= 14, 0.0, 0.5 * (jnp.take_along_axis(risk_array, worst[:, None], 1)[:, 0]
-                                                    - jnp.take_along_axis(risk_array, paired[:, None], 1)[:, 0]))
-    price_risk = jnp.maximum(scan - time_risk - vol_risk, 0.0)
-    abs_delta = jnp.abs(net_delta)
-    risk_per_delta = jnp.where(abs_delta > 0, price_risk / jnp.where(abs_delta > 0, abs_delta, 1.0), 0.0)
-    credit = jnp.zeros(n_und, dtype)
-    remaining = net_delta
-    for j in range(params.inter_legs.shape[0]):
-        a, b = params.inter_legs[j, 0], params.inter_legs[j, 1]
-        ra, rb = params.inter_ratios[j, 0], params.inter_ratios[j, 1]
-        da, db = remaining[a], remaining[b]
-        n = jnp.where(da * db < 0, jnp.minimum(jnp.abs(da) / ra, jnp.abs(db) / rb), 0.0)
-        rate = params.inter_credit_rate[j]
-        credit = credit.at[a].add(n * ra * risk_per_delta[a] * rate).at[b].add(n * rb * risk_per_delta[b] * rate)
-        remaining = remaining.at[a].add(-jnp.sign(da) * n * ra).at[b].add(-jnp.sign(db) * n * rb)
-
-    risk_u = jnp.maximum(scan + intra + spot_charge - credit, som)
+    per_coin = spot_u * usd_to_mc  # charges stated as fractions of spot, in the margin currency
+    charges = CommodityCharges(params.intra_spread_rate * per_coin, params.spot_rate * per_coin,
+                               params.short_option_minimum * per_coin, params.som_gross > 0.5, params.inter_legs,
+                               params.inter_ratios, params.inter_credit_rate)
     values = position_values(book, no_shock(book))
-    nov = jnp.sum(jnp.where(is_option, values, 0.0))
-    risk = risk_u.sum()
-    return SpanResult(
-        risk_array=risk_array, scan_risk=scan, worst_scenario=(worst + 1).astype(jnp.int32), intra_spread=intra,
-        spot_charge=spot_charge, inter_credit=credit, short_option_minimum=som, composite_delta=cd @ one_hot,
-        underlying_risk=risk_u, risk=risk, nov=nov, total=jnp.maximum(risk - nov, 0.0),
-        position_risk_array=pos_losses, position_composite_delta=cd, position_tier=tier.astype(jnp.int32),
-        position_in_spot_month=near, position_value=values,
-    )
+    return span_rules(pos_losses, cd, tier, near, one_hot, params.tiers_days.shape[1] + 1, short_calls, short_puts,
+                      is_option, values, charges)
 
 
 class SpanLinearTerms(eqx.Module):
@@ -402,18 +350,7 @@ def span_section(result: SpanResult, underlyings, resolved=None, *, as_of=None, 
     for u in UNDERLYINGS:
         if u not in underlyings:
             continue
-        i = UNDERLYINGS.index(u)
-        by[u] = {
-            "risk_array": [_f(x) for x in r.risk_array[i]],
-            "scan_risk": _f(r.scan_risk[i]),
-            "worst_scenario": int(r.worst_scenario[i]),
-            "intra_spread": _f(r.intra_spread[i]),
-            "spot_charge": _f(r.spot_charge[i]),
-            "inter_credit": _f(r.inter_credit[i]),
-            "short_option_minimum": _f(r.short_option_minimum[i]),
-            "composite_delta": _f(r.composite_delta[i]),
-            "risk": _f(r.underlying_risk[i]),
-        }
+        by[u] = commodity_row(r, UNDERLYINGS.index(u))
     doc = {"risk": _f(r.risk), "nov": _f(r.nov), "total": _f(r.total), "by_underlying": by}
     if resolved is not None:
         doc["by_position"] = _position_rows(r, resolved, as_of=as_of)

@@ -27,6 +27,9 @@ def add_arguments(p):
     p.add_argument("--scenarios", default=None, metavar="F",
                    help="YAML/JSON named joint shocks (e.g. configs/scenarios/stress_days.yaml): the account's "
                         "P&L under each")
+    p.add_argument("--risk-parameters", dest="risk_parameters", default=None, metavar="FILE",
+                   help="SPAN on an exchange's risk arrays (SPEC section 6 YAML/JSON) instead of pmjax's pricing: "
+                        "positions name its contracts, quantities in contracts, figures in its currency")
 
 
 def parse_methods(text: str) -> list[str]:
@@ -71,7 +74,49 @@ def load_inputs(args):
     return portfolio, market, config, dtype_of(args)
 
 
+def supplied_inputs(args):
+    """(contract portfolio, risk parameters) of ``--risk-parameters`` (span only; no market, what-if or scenarios)."""
+    from pmjax.io.risk_parameters import load_contract_portfolio
+    from pmjax.io.span_pa2 import load_risk_file
+
+    methods = ["span"] if args.method == "all" else parse_methods(args.method)
+    if methods != ["span"]:
+        raise InputError("with --risk-parameters only span is computed (the file's arrays replace pmjax's pricing)",
+                         source="--method")
+    for flag in ("what_if", "scenarios"):
+        if getattr(args, flag, None) is not None:
+            raise InputError("does not apply with --risk-parameters", source="--" + flag.replace("_", "-"))
+    rp = load_risk_file(args.risk_parameters)
+    return load_contract_portfolio(args.portfolio, rp), rp
+
+
+def render_supplied(doc: dict) -> str:
+    cur = doc["currency"]
+    span = doc["span"]
+    parts = [table([[p["contract"], p["quantity"], p["value"], p["delta"]] for p in doc["positions"]],
+                   ["contract", "quantity (contracts)", f"value ({cur})", "composite delta"],
+                   title=f"Account {doc['account']} on {doc['risk_parameters']} (supplied risk arrays)"),
+             span_table(span["by_underlying"], "commodity"),
+             f"SPAN total {fmt(span['total'])} {cur} (risk {fmt(span['risk'])}, net option value {fmt(span['nov'])})"]
+    return "\n\n".join(parts)
+
+
+def span_table(by: dict, label: str = "underlying") -> str:
+    """SPAN by commodity, with the inter-credit inputs (time, volatility and price risk)."""
+    return table([[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"], v["time_risk"],
+                   v["volatility_risk"], v["price_risk"], v["inter_credit"], v["short_option_minimum"],
+                   v["composite_delta"], v["risk"]] for u, v in by.items()],
+                 [label, "scan", "worst", "intra", "spot", "time", "vol", "price", "inter credit", "SOM",
+                  "comp. delta", "risk"], title=f"SPAN by {label}")
+
+
 def run(args):
+    if getattr(args, "risk_parameters", None) is not None:
+        from pmjax.apps.supplied import supplied_margin_document
+
+        cp, rp = supplied_inputs(args)
+        doc = supplied_margin_document(cp, rp, dtype=dtype_of(args))
+        return doc, render_supplied(doc)
     methods = parse_methods(args.method)
     trades = parse_trades(args.what_if) if args.what_if is not None else None  # "" is an error, not "none"
     portfolio, market, config, dtype = load_inputs(args)
@@ -108,6 +153,10 @@ def render(doc: dict, methods: list[str]) -> str:
             rows.append(["span", d["total"], None, f"risk {fmt(d['risk'])}, nov {fmt(d['nov'])}"])
         elif m == "deribit":
             rows.append(["deribit", d["initial"], d["maintenance"], ""])
+        elif m == "tims":
+            rows.append(["tims", d["total"], None, ", ".join(
+                f"{u}: point {v['worst_point']} ({100 * v['worst_move']:+.2f}%), minimum {fmt(v['minimum'])}"
+                for u, v in d["by_underlying"].items())])
         elif m == "var":
             rows.append([f"var {d['model']}", d["es"], None,
                          f"VaR {fmt(d['var'])} +- {fmt(d['var_stderr'])}, ES +- {fmt(d['es_stderr'])} "
@@ -115,12 +164,7 @@ def render(doc: dict, methods: list[str]) -> str:
     parts.append(table(rows, ["method", f"initial ({cur})", f"maintenance ({cur})", "detail"],
                        title="Margin by method (span: total; var: expected shortfall)"))
     if "span" in methods:
-        su = doc["span"]["by_underlying"]
-        parts.append(table([[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"],
-                             v["inter_credit"], v["short_option_minimum"], v["composite_delta"], v["risk"]]
-                            for u, v in su.items()],
-                           ["underlying", "scan", "worst", "intra", "spot", "inter credit", "SOM", "comp. delta",
-                            "risk"], title="SPAN by underlying"))
+        parts.append(span_table(doc["span"]["by_underlying"]))
         if coin_span_note(cur):
             parts.append(coin_span_note(cur))
     if "deribit" in methods:

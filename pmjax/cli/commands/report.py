@@ -18,6 +18,7 @@ from pmjax.apps.report import (
     write_report,
 )
 from pmjax.apps.tables import table
+from pmjax.core.errors import InputError
 from pmjax.cli.commands.margin import load_inputs
 
 
@@ -32,6 +33,9 @@ def add_arguments(p):
     p.add_argument("--scenarios", default=None, metavar="F",
                    help="YAML/JSON named joint shocks (e.g. configs/scenarios/stress_days.yaml): the account's "
                         "P&L under each, in the report")
+    p.add_argument("--risk-parameters", dest="risk_parameters", default=None, metavar="FILE",
+                   help="SPAN on an exchange's risk arrays (SPEC section 6) instead of pmjax's pricing (the report "
+                        "then has SPAN only)")
     p.add_argument("--hedge-map", action="store_true",
                    help="add the marginal margin of every listed contract (SPAN and the Deribit grid): the contracts "
                         "that lower and raise each most, and a chart against strike per expiry")
@@ -82,7 +86,27 @@ def hedge_map_sections(portfolio, market, config, dtype, extra: dict) -> list[tu
     return [("Marginal margin of every listed contract", content)]
 
 
+def run_supplied(args):
+    """``--risk-parameters``: the SPAN report of one account on the file's arrays."""
+    from pmjax.apps.supplied import supplied_margin_document
+    from pmjax.cli.app import dtype_of
+    from pmjax.cli.commands.margin import render_supplied, supplied_inputs
+
+    if args.hedge_map:
+        raise InputError("does not apply with --risk-parameters (the map differentiates pmjax's pricing)",
+                         source="--hedge-map")
+    args.method, args.what_if = "span", None
+    cp, rp = supplied_inputs(args)
+    check_out_dir(args.out)
+    doc = supplied_margin_document(cp, rp, dtype=dtype_of(args))
+    paths = write_report(doc, args.out, notes=[f"SPAN on the supplied risk arrays of {rp.source} (SPEC section 6): "
+                                               "quantities in contracts, figures in the file's currency."])
+    return {**doc, "files": paths}, render_supplied(doc) + "\n\nwritten: " + ", ".join(paths.values())
+
+
 def run(args):
+    if args.risk_parameters is not None:
+        return run_supplied(args)
     portfolio, market, config, dtype = load_inputs(args)
     scenarios = load_scenarios(args.scenarios) if args.scenarios else []
     check_out_dir(args.out)  # before anything is computed: a bad --out writes nothing

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from pmjax.batch.accounts import AccountBatch, build_batch
-from pmjax.batch.sharding import deribit_chunk
+from pmjax.batch.sharding import deribit_chunk, map_accounts, span_chunk, vmapped
 from pmjax.io.accounts import load_accounts
 from pmjax.scenarios.named import load_scenarios
 from pmjax.apps.stress import deribit_margin_sharded, deribit_sections, span_batch, span_sections, stress_pnl
@@ -31,6 +31,7 @@ from pmjax.core.market import Market
 from pmjax.apps.risk_file import risk_parameter_file
 from pmjax.measures.deribit import deribit_params
 from pmjax.measures.span import span_params
+from pmjax.measures.tims import tims_margin, tims_params, tims_section
 from pmjax.measures.var import var_margin_accounts, var_params, var_section
 from pmjax.apps.tables import table
 
@@ -80,9 +81,19 @@ def var_method(batch: AccountBatch, market: Market, config: dict, dtype) -> Meth
                         [[s["var"], s["es"], s["revaluation"]["paths_revalued"]] for s in sections])
 
 
+def tims_method(batch: AccountBatch, market: Market, config: dict, dtype) -> MethodOutput:
+    """The TIMS-style preset of every account (``tims_margin`` vmapped over the batch): the ``tims`` section each."""
+    params = tims_params(config, dtype=dtype)
+    result = map_accounts(vmapped(tims_margin), batch.books, (params,), chunk=span_chunk(batch.size, dtype))
+    host = jax.tree_util.tree_map(np.asarray, result)
+    sections = [tims_section(jax.tree_util.tree_map(lambda x: x[i], host),
+                             {x.instrument.underlying for x in p.positions}) for i, p in enumerate(batch.portfolios)]
+    return MethodOutput(sections, ["tims total"], [[s["total"]] for s in sections])
+
+
 #: method name -> batch function
 METHODS: dict[str, Callable[[AccountBatch, Market, dict, object], MethodOutput]] = {
-    "span": span_method, "deribit": deribit_method, "var": var_method}
+    "span": span_method, "deribit": deribit_method, "var": var_method, "tims": tims_method}
 
 
 def add_arguments(p):
@@ -102,7 +113,10 @@ def add_arguments(p):
                         "reports each account's P&L under each")
     p.add_argument("--risk-parameter-file", default=None, metavar="PATH",
                    help="also write the market's SPAN risk parameter file (per-contract risk arrays) to PATH "
-                        "(.csv or .json)")
+                        "(.json or .yaml: SPEC section 6, loadable by --risk-parameters; .csv: a table)")
+    p.add_argument("--risk-parameters", dest="risk_parameters", default=None, metavar="FILE",
+                   help="SPAN of every account on an exchange's risk arrays (SPEC section 6) instead of pmjax's "
+                        "pricing: positions name its contracts")
 
 
 def _methods(text: str) -> list[str]:
@@ -115,7 +129,35 @@ def _methods(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def run_supplied(args):
+    """``--risk-parameters``: SPAN of every account on the file's arrays, in one vmapped call."""
+    from pmjax.apps.supplied import load_contract_accounts, supplied_stress
+    from pmjax.io.span_pa2 import load_risk_file
+
+    if _methods(args.method) != ["span"]:
+        raise InputError("with --risk-parameters only span is computed (the file's arrays replace pmjax's pricing)",
+                         source="--method")
+    for flag in ("scenarios", "risk_parameter_file"):
+        if getattr(args, flag, None):
+            raise InputError("does not apply with --risk-parameters", source="--" + flag.replace("_", "-"))
+    rp = load_risk_file(args.risk_parameters)
+    portfolios = load_contract_accounts(args.accounts, rp)
+    start = time.perf_counter()
+    sections = supplied_stress(portfolios, rp, dtype=dtype_of(args))
+    elapsed = time.perf_counter() - start
+    accounts = [{"account": p.account, "currency": rp.currency, "positions": len(p.positions), "span": s}
+                for p, s in zip(portfolios, sections)]
+    doc = {"risk_parameters": rp.source, "currency": rp.currency, "methods": ["span"], "accounts": accounts}
+    rows = [[p.account, rp.currency, len(p.positions), sum(b["scan_risk"] for b in s["by_underlying"].values()),
+             s["total"], " ".join(f"{c}:{b['worst_scenario']}" for c, b in s["by_underlying"].items())]
+            for p, s in zip(portfolios, sections)]
+    return doc, table(rows, ["account", "ccy", "positions", "span scan risk", "span total", "worst scenario"],
+                      title=f"{len(portfolios)} accounts on the risk arrays of {rp.source}, span in {elapsed:.2f} s")
+
+
 def run(args):
+    if getattr(args, "risk_parameters", None) is not None:
+        return run_supplied(args)
     methods = _methods(args.method)
     dtype = dtype_of(args)
     config = var_overrides(args, load_config(args.config))
