@@ -46,7 +46,7 @@ def test_margin_command_what_if_is_after_minus_before_for_every_method(tmp_path,
                               precision="float64")
     doc, _ = margin_cmd.run(args)
     w = doc["what_if"]
-    assert set(w["incremental"]) == {"rules", "span", "deribit", "var"}
+    assert set(w["incremental"]) == {"rules", "span", "deribit", "var", "tims"}
     # after, recomputed independently of the command on the traded portfolio
     base = make_portfolio(parse_trades(BOOK), account="desk")
     after = compute_margins(base.with_trades(parse_trades(trades)), market, config, list(w["after"]), dtype=jnp.float64)
