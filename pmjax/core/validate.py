@@ -49,3 +49,25 @@ def finite_number(value, *, source, field) -> float:
 def positive_number(value, *, source, field, allow_zero: bool = False) -> float:
     """A finite float > 0 (>= 0 with ``allow_zero``); numeric strings accepted, bools rejected."""
     return number(value, source=source, field=field, low=0.0, low_open=not allow_zero)
+
+
+def config_number(d: dict, key: str, where: str, source, **bounds) -> float:
+    """``d[key]`` of a config mapping as a float within ``bounds`` (``number``); ``InputError`` naming ``where.key``
+    (or ``key``), also when it is missing."""
+    field = f"{where}.{key}" if where else key
+    if key not in d:
+        raise InputError(f"missing {key}", source=source, field=field)
+    return number(d[key], source=source, field=field, **bounds)
+
+
+def underlying_mapping(section: dict, where: str, source, known: tuple[str, ...]) -> dict:
+    """``section['underlyings']`` keyed by upper-case underlying; ``InputError`` naming ``where.underlyings`` when
+    it is missing, or the unknown underlying."""
+    unds = section.get("underlyings")
+    if not isinstance(unds, dict):
+        raise InputError(f"missing {where}.underlyings", source=source, field=f"{where}.underlyings")
+    unknown = [u for u in unds if str(u).upper() not in known]
+    if unknown:
+        raise InputError(f"unknown underlying {unknown[0]!r} (known: {', '.join(known)})", source=source,
+                         field=f"{where}.underlyings.{unknown[0]}")
+    return {str(u).upper(): v for u, v in unds.items()}

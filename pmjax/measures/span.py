@@ -25,7 +25,7 @@ from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import no_shock, own_underlying_values, position_values
 from pmjax.core.units import DAY, DAYS_PER_YEAR, SECONDS_PER_DAY
-from pmjax.core.validate import finite_number, number
+from pmjax.core.validate import config_number, finite_number, underlying_mapping
 from pmjax.core.precision import check_dtype
 from pmjax.measures.span_rules import CommodityCharges, SpanResult, commodity_row, span_rules
 from pmjax.scenarios.grids import (
@@ -125,12 +125,7 @@ class SpanParams(eqx.Module):
 
 # ---------------------------------------------------------------- parameters
 
-def _number(d, key, where, source, **bounds) -> float:
-    """``d[key]`` as a float within ``bounds`` (``validate.number``); ``InputError`` naming ``where.key``."""
-    field = f"{where}.{key}" if where else key
-    if key not in d:
-        raise InputError(f"missing {key}", source=source, field=field)
-    return number(d[key], source=source, field=field, **bounds)
+_number = config_number  # d[key] of a config mapping, InputError naming where.key
 
 
 #: ``span.underlyings.<U>.som_method``: the short option minimum on the larger of short calls and short puts
@@ -195,18 +190,6 @@ def _inter_spreads(span: dict, source: str):
     return legs, ratios, rates
 
 
-def _underlyings_section(span: dict, source: str) -> dict:
-    """``span.underlyings`` keyed by upper-case underlying; ``InputError`` for a missing or unknown one."""
-    unds = span.get("underlyings")
-    if not isinstance(unds, dict):
-        raise InputError("missing span.underlyings", source=source, field="span.underlyings")
-    unknown = [u for u in unds if str(u).upper() not in UNDERLYINGS]
-    if unknown:
-        raise InputError(f"unknown underlying {unknown[0]!r} (known: {', '.join(UNDERLYINGS)})", source=source,
-                         field=f"span.underlyings.{unknown[0]}")
-    return {str(u).upper(): v for u, v in unds.items()}
-
-
 def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
     """``SpanParams`` from a config (``pmjax.io.config.load_config``): its ``span`` section and ``horizon_days``.
 
@@ -217,7 +200,7 @@ def span_params(config: dict, *, dtype=jnp.float64) -> SpanParams:
     span = config.get("span")
     if not isinstance(span, dict):
         raise InputError("missing span section", source=source, field="span")
-    unds = _underlyings_section(span, source)
+    unds = underlying_mapping(span, "span", source, UNDERLYINGS)
     rows, tiers = zip(*[_underlying_row(unds.get(u), f"span.underlyings.{u}", source) for u in UNDERLYINGS])
     gross = [float(som_method(unds[u], f"span.underlyings.{u}", source) == "gross") for u in UNDERLYINGS]
     k = max(1, max(len(t) for t in tiers))

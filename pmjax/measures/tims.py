@@ -31,7 +31,7 @@ from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import no_shock, position_values
 from pmjax.core.precision import check_dtype
-from pmjax.core.validate import number
+from pmjax.core.validate import config_number, number, underlying_mapping
 from pmjax.scenarios.grids import VOL_FLOOR, Grid, own_underlying_losses
 from pmjax.scenarios.tims_grid import tims_grid
 
@@ -118,25 +118,18 @@ class TimsResult(eqx.Module):
 
 # ---------------------------------------------------------------- parameters
 
-def _number(d, key, where, source, **bounds) -> float:
-    """``d[key]`` as a float within ``bounds``; ``InputError`` naming ``where.key``."""
-    field = f"{where}.{key}" if where else key
-    if key not in d:
-        raise InputError(f"missing {key}", source=source, field=field)
-    return number(d[key], source=source, field=field, strings=False, **bounds)
-
-
 def _underlying_row(d, where: str, source: str) -> tuple[float, list[float], float]:
     """(price_range, vol_shifts, minimum_per_contract) of ``tims.underlyings.<U>``."""
     if not isinstance(d, dict):
         raise InputError(f"missing TIMS parameters for {where.rsplit('.', 1)[-1]}", source=source, field=where)
-    r = _number(d, "price_range", where, source, low=0.0, high=1.0, low_open=True, high_open=True)
+    r = config_number(d, "price_range", where, source, low=0.0, high=1.0, low_open=True, high_open=True,
+                      strings=False)
     shifts = d.get("vol_shifts", [0.0])
     if not isinstance(shifts, list) or not shifts:
         raise InputError("vol_shifts must be a non-empty list of absolute vol shifts (e.g. [0.0])", source=source,
                          field=f"{where}.vol_shifts")
     shifts = [number(x, source=source, field=f"{where}.vol_shifts", strings=False) for x in shifts]
-    m = _number(d, "minimum_per_contract", where, source, low=0.0)
+    m = config_number(d, "minimum_per_contract", where, source, low=0.0, strings=False)
     return r, shifts, m
 
 
@@ -152,7 +145,7 @@ def _product_groups(tims: dict, source: str) -> tuple[list[int], list[float]]:
         if not isinstance(g, dict) or not isinstance(g.get("class_groups"), list) or not g["class_groups"]:
             raise InputError("a product group needs class_groups: [underlyings] and offset", source=source,
                              field=where)
-        f = _number(g, "offset", where, source, low=0.0, high=1.0)
+        f = config_number(g, "offset", where, source, low=0.0, high=1.0, strings=False)
         for name in g["class_groups"]:
             u = str(name).upper()
             if u not in UNDERLYINGS:
@@ -181,14 +174,7 @@ def tims_params(config: dict, *, dtype=jnp.float64) -> TimsParams:
     tims = config.get("tims")
     if not isinstance(tims, dict):
         raise InputError("missing tims section", source=source, field="tims")
-    unds = tims.get("underlyings")
-    if not isinstance(unds, dict):
-        raise InputError("missing tims.underlyings", source=source, field="tims.underlyings")
-    unknown = [u for u in unds if str(u).upper() not in UNDERLYINGS]
-    if unknown:
-        raise InputError(f"unknown underlying {unknown[0]!r} (known: {', '.join(UNDERLYINGS)})", source=source,
-                         field=f"tims.underlyings.{unknown[0]}")
-    unds = {str(u).upper(): v for u, v in unds.items()}
+    unds = underlying_mapping(tims, "tims", source, UNDERLYINGS)
     rows = [_underlying_row(unds.get(u), f"tims.underlyings.{u}", source) for u in UNDERLYINGS]
     for u, (_, shifts, _) in zip(UNDERLYINGS, rows):
         if len(shifts) != len(rows[0][1]):
@@ -199,7 +185,8 @@ def tims_params(config: dict, *, dtype=jnp.float64) -> TimsParams:
         raise InputError(f"must be one of {', '.join(MINIMUM_SCOPES)}, got {scope!r}", source=source,
                          field="tims.minimum_scope")
     group, offset = _product_groups(tims, source)
-    horizon = _number(config, "horizon_days", "", source, low=0.0) if "horizon_days" in config else 1.0
+    horizon = (config_number(config, "horizon_days", "", source, low=0.0, strings=False)
+               if "horizon_days" in config else 1.0)
     f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     return TimsParams(price_range=f([r[0] for r in rows]), vol_shifts=f([r[1] for r in rows]),
                       minimum_per_contract=f([r[2] for r in rows]),
