@@ -28,6 +28,7 @@ currency). ``after`` is computed by ``pmjax margin``'s own functions on the book
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import equinox as eqx
@@ -68,6 +69,8 @@ TIE_BREAK = 1e-7
 POLISH_GAIN = 1e-8  # a polish step must lower the objective by this fraction of it
 DUST_SIZE = 1e-3  # a trade under this fraction of the book's gross notional is dropped when that costs
 DUST = 1e-5  # at most this fraction of the objective
+PAIR_MOVES_UP_TO = 8  # pair moves when at most this many contracts are traded
+CRUMB = 1e-2  # after the polish, trades under this fraction of the book's gross are tried without
 
 
 @dataclasses.dataclass
@@ -230,37 +233,52 @@ def _var_program(book, params, q0, rows, devices) -> Program:
 
 # ------------------------------------------------------------------------------------------ polish
 
+def _moves(x, step, free, lot):
+    """The polish's trial points and, per point, the contract whose step it took (-1: none): +-step on each free
+    contract, each trade dropped, all trades scaled by 1 +- 1/8, and +-step on two traded contracts at once
+    (the exact margin's kinks make valleys that single-axis steps cannot follow)."""
+    moves, which = [], []
+    for j in np.flatnonzero(free):
+        for sgn in (1.0, -1.0):
+            y = x.copy()
+            y[j] += sgn * step[j]
+            moves.append(y)
+            which.append(j)
+        if x[j] != 0:
+            y = x.copy()
+            y[j] = 0.0
+            moves.append(y)
+            which.append(-1)
+    traded = np.flatnonzero(free & (x != 0))
+    if len(traded) <= PAIR_MOVES_UP_TO:
+        for a, b in itertools.combinations(traded, 2):
+            for sa, sb in itertools.product((1.0, -1.0), repeat=2):
+                y = x.copy()
+                y[a] += sa * step[a]
+                y[b] += sb * step[b]
+                moves.append(y)
+                which.append(-1)
+    if (x != 0).any() and not lot:
+        moves += [x * 1.125, x * 0.875]
+        which += [-1, -1]
+    if lot:
+        moves = [np.round(y / lot) * lot for y in moves]
+    return moves, which
+
+
 def _polish(evaluate, x, *, bound, notional, max_notional, max_trades, lot, base_step, free):
-    """Pattern search on the exact objective ``evaluate(X (B, J)) -> (B,)`` from x: each iteration tries
-    +-step on each free contract, dropping each trade and scaling every trade by 1 +- 1/8 in one batch, takes
-    the best improvement (doubling that step) or halves every step. Returns (x, f(x), iterations, evaluations)."""
-    J = x.size
+    """Pattern search on the exact objective ``evaluate(X (B, J)) -> (B,)`` from x: each iteration evaluates the
+    ``_moves`` in one batch, takes the best improvement (doubling that contract's step) or halves every step.
+    Returns (x, f(x), iterations, evaluations)."""
     fx = float(evaluate(x[None, :])[0])
     step = np.where(x != 0, np.maximum(POLISH_START * np.abs(x), base_step * 0.01), base_step * POLISH_START)
-    min_step = np.full(J, lot) if lot else base_step * POLISH_MIN_STEP
+    min_step = np.full(x.size, lot) if lot else base_step * POLISH_MIN_STEP
     if lot:
         step = np.maximum(np.round(step / lot), 1.0) * lot
     iterations = evaluations = 0
     while iterations < POLISH_ITERATIONS:
         iterations += 1
-        moves, which = [], []
-        for j in np.flatnonzero(free):
-            for sgn in (1.0, -1.0):
-                y = x.copy()
-                y[j] += sgn * step[j]
-                moves.append(y)
-                which.append(j)
-            if x[j] != 0:
-                y = x.copy()
-                y[j] = 0.0
-                moves.append(y)
-                which.append(-1)
-        if (x != 0).any() and not lot:
-            for f in (1.125, 0.875):
-                moves.append(x * f)
-                which.append(-1)
-        if lot:
-            moves = [np.round(y / lot) * lot for y in moves]
+        moves, which = _moves(x, step, free, lot)
         keep = [i for i, y in enumerate(moves)
                 if np.all(np.abs(y) <= bound * (1 + 1e-12))
                 and (max_notional is None or float(notional @ np.abs(y)) <= max_notional * (1 + 1e-12))
@@ -273,12 +291,11 @@ def _polish(evaluate, x, *, bound, notional, max_notional, max_trades, lot, base
         best = int(np.argmin(fy))
         if fy[best] < fx - POLISH_GAIN * abs(fx):
             x, fx = Y[best], float(fy[best])
-            j = which[keep[best]]
-            if j >= 0:
-                step[j] *= 2.0
+            if which[keep[best]] >= 0:
+                step[which[keep[best]]] *= 2.0
+        elif np.all(step <= min_step * (1 + 1e-9)):
+            break
         else:
-            if np.all(step <= min_step * (1 + 1e-9)):
-                break
             step = np.maximum(step * 0.5, min_step)
             if lot:
                 step = np.maximum(np.round(step / lot), 1.0) * lot
@@ -292,6 +309,21 @@ def _polish(evaluate, x, *, bound, notional, max_notional, max_trades, lot, base
         if fy <= fx + DUST * abs(fx):
             x, fx = y, fy
     return x, fx, iterations, evaluations
+
+
+def _without_crumbs(evaluate, x, fx, report, **kw):
+    """The polish can leave crumbs (trades under CRUMB of the book's gross) tuning a kink of the exact margin; drop
+    them, polish the other trades again, and keep that when it is no worse than DUST of the objective."""
+    crumbs = (x != 0) & (np.abs(x) < CRUMB * kw["base_step"])
+    if not crumbs.any() or not (x[~crumbs] != 0).any():
+        return x, fx
+    y, fy, its, evals = _polish(evaluate, np.where(crumbs, 0.0, x), free=(x != 0) & ~crumbs, **kw)
+    report["iterations"] += its
+    report["evaluations"] += evals
+    if fy <= fx + DUST * abs(fx):
+        report["crumbs_dropped"] = int(crumbs.sum())
+        return y, fy
+    return x, fx
 
 
 def _batched(fn, book, params, q0, rows, extra, size: int):
@@ -442,9 +474,10 @@ def hedge(portfolio: Portfolio, market: Market, config: dict | None = None, *, m
     fx = lp["exact_objective"] = float(evaluate(xF[None, :])[0])
     report = {"iterations": 0, "evaluations": 0, "objective_before": fx, "contracts": len(F)}
     if polish and len(F) and not (st.methods == ["var"] and not lot):  # var alone: the program is the objective
-        xF, fx, report["iterations"], report["evaluations"] = _polish(
-            evaluate, xF, bound=st.bound[F], notional=st.notional[F], max_notional=max_notional,
-            max_trades=max_trades, lot=lot, base_step=st.base_step[F], free=np.ones(len(F), bool))
+        kw = dict(bound=st.bound[F], notional=st.notional[F], max_notional=max_notional, max_trades=max_trades,
+                  lot=lot, base_step=st.base_step[F])
+        xF, fx, report["iterations"], report["evaluations"] = _polish(evaluate, xF, free=np.ones(len(F), bool), **kw)
+        xF, fx = _without_crumbs(evaluate, xF, fx, report, **kw)
     report["objective_after"] = fx
     x = _expand(xF[None, :], F, J)[0]
     if fx >= f0:
