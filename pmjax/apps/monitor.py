@@ -45,12 +45,9 @@ expiry (``path``); else the index of that first update (``next_market``).
 
 from __future__ import annotations
 
-import copy
-import csv
 import dataclasses
 import datetime as dt
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -59,18 +56,19 @@ import numpy as np
 from pmjax.batch.accounts import AccountBatch, build_batch
 from pmjax.batch.sharding import map_accounts
 from pmjax.apps.stress import deribit_margin_sharded, span_batch
-from pmjax.core.book import FUTURE, PERPETUAL, Book, bucket_size
+from pmjax.core.book import FUTURE, PERPETUAL, Book, bucket_size, make_book, resolve
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import UNDERLYINGS, expiry_datetime
+from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import futures_pnl_usd, no_shock, position_values
-from pmjax.io.market import BUNDLED_MARKETS, load_market
 from pmjax.core.market import Market
 from pmjax.apps.margin import METHODS, compute_margins
-from pmjax.core.portfolio import Portfolio, make_portfolio
-from pmjax.core.validate import finite_number, positive_number
-from pmjax.io.documents import read_document
+from pmjax.core.portfolio import Portfolio, Position, make_portfolio
+from pmjax.core.validate import finite_number
 from pmjax.measures.deribit import deribit_params
+from pmjax.apps.monitor_sources import (  # noqa: F401  (re-exported: the replay's sources)
+    market_at, read_settlements, read_spot_path, replay_markets, replay_settlement,
+)
 
 STATUSES = ("ok", "initial_breach", "margin_call", "liquidation_warning")  # in order of severity
 #: statuses that are a margin call (the liquidation warning comes on top of one)
@@ -93,6 +91,7 @@ class MonitorSettings:
     primary: str
     liquidation_fraction: float
     span_initial_ratio: float = 1.1
+    interval_ms: float = 1000.0  # --follow: re-margin at most this often in feed time, besides mark lines
 
 
 def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fraction=None) -> MonitorSettings:
@@ -135,7 +134,10 @@ def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fr
     ratio = finite_number(sec.get("span_initial_ratio", 1.1), source=src, field="monitor.span_initial_ratio")
     if not 1.0 <= ratio <= 10.0:
         raise InputError(f"must be in [1, 10], got {ratio:g}", source=src, field="monitor.span_initial_ratio")
-    return MonitorSettings(methods, primary, frac, ratio)
+    interval = finite_number(sec.get("interval_ms", 1000.0), source=src, field="monitor.interval_ms")
+    if interval <= 0:
+        raise InputError(f"must be > 0, got {interval:g}", source=src, field="monitor.interval_ms")
+    return MonitorSettings(methods, primary, frac, ratio, interval)
 
 
 # ---------------------------------------------------------------- jitted equity
@@ -294,6 +296,80 @@ class Monitor:
                               margin_currency=p.margin_currency, source=p.source, allow_empty=True,
                               merge_notice=False, collateral=held)
 
+    # ------------------------------------------------------------ trades
+
+    ROW_FIELDS = ("underlying", "kind", "inverse", "is_call", "strike", "quantity", "expiry_years", "spot", "forward",
+                  "vol")
+
+    def apply_trade(self, account: str, inst, quantity: float, market: Market) -> dict:
+        """Trade ``quantity`` coins of ``inst`` in ``account`` at ``market``'s prices (docs/methodology.md section
+        9.4): a held contract's row changes; a new one takes a free padding row of the account's book (the same
+        shapes: nothing recompiles), or every book grows to the next bucket when none is free (the next update
+        compiles once). Futures and perpetuals: the open P&L of the row is realised into collateral at today's
+        forward, which becomes the entry; options and coins: their value today is paid from (or received into)
+        collateral. Returns what changed."""
+        a = [p.account for p in self.portfolios].index(account)
+        resolved = resolve([inst], [quantity], market)[0]
+        rows = [r for r, p in enumerate(self.batch.resolved[a]) if p.instrument == inst]
+        if rows:
+            r = rows[0]
+            j = int(np.flatnonzero((self._acc == a) & (self._row == r))[0])
+            self.live[j] = True
+        else:
+            r = len(self.batch.resolved[a])
+            if r >= self.fields["quantity"].shape[1]:
+                self._grow()
+            self._add_row(a, r, resolved, market)
+        q_old = float(self.fields["quantity"][a, r])
+        cash = self._trade_cash(a, r, inst, q_old, quantity, resolved, market)
+        self.fields["quantity"][a, r] = q_old + quantity
+        self.portfolios[a] = self.portfolios[a].with_trades([Position(inst, quantity)])
+        return {"type": "trade", "account": account, "instrument": inst.name, "quantity": quantity,
+                "position": q_old + quantity, "cash": cash}
+
+    def _trade_cash(self, a, r, inst, q_old, quantity, resolved, market) -> dict:
+        """Collateral moved by a trade: {currency: amount}."""
+        if inst.kind in ("future", "perpetual"):
+            f0, f1 = float(self.entry_forward[a, r]), resolved.forward
+            realised_usd = q_old * (f1 - f0)  # linear q (F - F0); inverse q F0 (1/F0 - 1/F) coins = q (F - F0) USD
+            cur = inst.underlying if inst.settlement == "inverse" else "USD"
+            amount = realised_usd / f1 if cur != "USD" else realised_usd
+            self.entry_forward[a, r] = f1
+        else:  # pay today's value: an inverse option in coins, a linear one and coins in USD
+            one = make_book([dataclasses.replace(resolved, quantity=1.0)], market, "USD", dtype=jnp.float64, size=1)
+            usd = float(np.asarray(position_values(one, no_shock(one)))[0])
+            cur = inst.underlying if inst.is_option and inst.settlement == "inverse" else "USD"
+            amount = -quantity * usd / (market.spot(inst.underlying) if cur != "USD" else 1.0)
+        self.collateral[a, COLLATERAL_ORDER.index(cur)] += amount
+        return {cur: amount + 0.0}
+
+    def _add_row(self, a: int, r: int, resolved, market: Market) -> None:
+        """Write a new position's static and market fields into row r of account a (quantity 0 until traded)."""
+        p = self.portfolios[a]
+        one = make_book([dataclasses.replace(resolved, quantity=0.0)], market, p.margin_currency,
+                        dtype=self.fields["quantity"].dtype, size=1)
+        for f in self.ROW_FIELDS:
+            self.fields[f][a, r] = np.asarray(getattr(one, f))[0]
+        self.entry_forward[a, r] = resolved.forward
+        self.batch.resolved[a].append(resolved)
+        inst = resolved.instrument
+        if inst not in self.instruments:
+            self.instruments.append(inst)
+        self._acc = np.append(self._acc, a)
+        self._row = np.append(self._row, r)
+        self._inst_of = np.append(self._inst_of, self.instruments.index(inst))
+        self.live = np.append(self.live, True)
+
+    def _grow(self) -> None:
+        """Every book to the next bucket (new rows copy the last row's market data, quantity 0)."""
+        size = self.fields["quantity"].shape[1]
+        new = bucket_size(size + 1)
+        for f in self.ROW_FIELDS:
+            self.fields[f] = np.pad(self.fields[f], ((0, 0), (0, new - size)), mode="edge")
+        self.fields["quantity"][:, size:] = 0.0
+        self.entry_forward = np.pad(self.entry_forward, ((0, 0), (0, new - size)), mode="edge")
+        self.batch = dataclasses.replace(self.batch, size=new)
+
     # ------------------------------------------------------------ one update
 
     def update(self, market: Market) -> list[dict]:
@@ -376,161 +452,6 @@ def _status(equity: float, requirement: float, initial_requirement: float, fract
     if equity < initial_requirement:
         return "initial_breach"
     return "ok"
-
-
-# ---------------------------------------------------------------- replay sources
-
-def _is_chain(path: str) -> bool:
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    except OSError as e:
-        raise InputError(f"cannot read file: {e.strerror}", source=path) from None
-    return "instrument_name" in header
-
-
-def market_at(base: Market, as_of: dt.datetime, spots: dict[str, float], *, source: str | None = None) -> Market:
-    """``base`` moved to ``as_of`` with new index prices: every forward of an underlying scales with its
-    spot, smiles stay fixed in strike (sticky strike), expiries before ``as_of`` drop out."""
-    m = copy.deepcopy(base)
-    m.as_of = as_of
-    for u, s in spots.items():
-        um = m.underlying(u)
-        factor = s / um.spot
-        um.spot = s
-        um.forwards = {e: v * factor for e, v in um.forwards.items()}
-    for um in m.underlyings.values():
-        um.forwards = {e: v for e, v in um.forwards.items() if e >= as_of}
-        um.smiles = {e: v for e, v in um.smiles.items() if e >= as_of}
-    m.source = source or f"{base.source} at {as_of.isoformat()}"
-    m.notices = []
-    return m
-
-
-def read_spot_path(path: str) -> list[tuple[dt.datetime, dict[str, float]]]:
-    """A spot path: CSV ``timestamp,BTC,ETH`` (any of the underlyings; an empty cell keeps the last
-    price) or YAML/JSON (a list, or ``path:`` list, of ``{timestamp, BTC, ETH}``). Timestamps increase."""
-    if path.lower().endswith(".csv"):
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-        except OSError as e:
-            raise InputError(f"cannot read file: {e.strerror}", source=path) from None
-        if rows and "timestamp" not in rows[0]:
-            raise InputError("a spot path CSV needs a timestamp column and one column per underlying "
-                             f"({', '.join(UNDERLYINGS)})", source=path, field="header")
-    else:
-        doc = read_document(path)
-        rows = doc.get("path") if isinstance(doc, dict) else doc
-        if not isinstance(rows, list):
-            raise InputError("a spot path must be a list (or path: list) of {timestamp, BTC, ETH}", source=path)
-    if not rows:
-        raise InputError("empty spot path", source=path)
-    out, last = [], None
-    for i, row in enumerate(rows):
-        where = f"row {i + 1}"
-        if not isinstance(row, dict):
-            raise InputError("each step must be a mapping {timestamp, BTC, ETH}", source=path, field=where)
-        ts = expiry_datetime(row.get("timestamp"), source=path, field=f"{where}.timestamp")
-        if last is not None and ts < last:
-            raise InputError(f"timestamps must not decrease ({ts.isoformat()} after {last.isoformat()})",
-                             source=path, field=f"{where}.timestamp")
-        last = ts
-        spots = {}
-        for k, v in row.items():
-            if k == "timestamp" or v is None or v == "":
-                continue
-            u = str(k).upper()
-            if u not in UNDERLYINGS:
-                raise InputError(f"unknown column {k!r} (use timestamp, {', '.join(UNDERLYINGS)})", source=path,
-                                 field=where)
-            spots[u] = positive_number(v, source=path, field=f"{where}.{k}")  # CSV cells are text
-        out.append((ts, spots))
-    return out
-
-
-#: a spot path may start this much before its chain's as_of (paths are stamped to the second or minute);
-#: such steps are taken at the chain's as_of
-PATH_CLOCK_SLACK = dt.timedelta(minutes=1)
-
-
-def replay_markets(source: str, market: str | None = None) -> list[Market]:
-    """The markets of a replay, in time order. ``source``: a directory of Deribit chain CSVs (name order),
-    a comma-separated list of markets (bundled names or files), a single market, or a spot path (CSV
-    ``timestamp,BTC,ETH`` or YAML) applied to ``market`` (default the bundled default market)."""
-    kind = _replay_kind(source)
-    if kind == "directory":
-        files = sorted(f for f in os.listdir(source) if f.lower().endswith(".csv"))
-        if not files:
-            raise InputError("no Deribit chain CSVs in directory", source=source)
-        markets = [load_market(os.path.join(source, f)) for f in files]
-    elif kind == "list":
-        markets = [load_market(s.strip()) for s in source.split(",") if s.strip()]
-    elif kind == "chain":
-        markets = [load_market(source)]
-    else:
-        base = load_market(market)
-        path = read_spot_path(source)
-        if path[0][0] < base.as_of - PATH_CLOCK_SLACK:
-            raise InputError(f"the path starts at {path[0][0].isoformat()}, before the market's as_of "
-                             f"{base.as_of.isoformat()}", source=source, field="row 1.timestamp")
-        markets, spots = [], {}
-        for i, (ts, s) in enumerate(path):
-            spots = {**spots, **s}
-            markets.append(market_at(base, max(ts, base.as_of), spots,
-                                     source=f"{base.source} + {os.path.basename(source)} step {i}"))
-    for prev, m in zip(markets, markets[1:]):
-        if m.as_of < prev.as_of:
-            raise InputError(f"markets must be in time order: {m.as_of.isoformat()} comes after "
-                             f"{prev.as_of.isoformat()}", source=m.source, field="as_of")
-    return markets
-
-
-def _replay_kind(source: str) -> str:
-    """directory, list (of markets), chain (one chain CSV) or path (a spot path)."""
-    if os.path.isdir(source):
-        return "directory"
-    if "," in source or source in BUNDLED_MARKETS:
-        return "list"
-    if not os.path.exists(source):
-        raise InputError(f"no such file or directory (or bundled market: {', '.join(BUNDLED_MARKETS)})",
-                         source=source)
-    return "chain" if source.lower().endswith(".csv") and _is_chain(source) else "path"
-
-
-def read_settlements(doc, source: str) -> dict[str, dict[dt.datetime, float]]:
-    """``{BTC: {2026-01-30: 84000.0, ...}, ETH: {...}}`` (expiry -> index; a date is 08:00 UTC) checked."""
-    if not isinstance(doc, dict):
-        raise InputError("must be a mapping {underlying: {expiry: index}}", source=source, field="settlements")
-    out = {}
-    for u, prices in doc.items():
-        name = str(u).upper()
-        if name not in UNDERLYINGS:
-            raise InputError(f"unknown underlying {u!r} (known: {', '.join(UNDERLYINGS)})", source=source,
-                             field="settlements")
-        if not isinstance(prices, dict):
-            raise InputError("must be a mapping {expiry: index}", source=source, field=f"settlements.{u}")
-        out[name] = {expiry_datetime(e, source=source, field=f"settlements.{u}"):
-                     positive_number(v, source=source, field=f"settlements.{u}.{e}") for e, v in prices.items()}
-    return out
-
-
-def replay_settlement(source: str, settlements: str | None = None) -> dict:
-    """The ``Monitor`` keywords for a replay's expiries: ``interpolate_expiry`` on a spot path, and
-    ``settlements`` from the file ``settlements`` (a ``settlements:`` key or the mapping itself) merged over
-    a ``settlements:`` key of a YAML/JSON spot path."""
-    path = _replay_kind(source) == "path"
-    prices: dict = {}
-    if path and not source.lower().endswith(".csv"):
-        doc = read_document(source)
-        if isinstance(doc, dict) and doc.get("settlements") is not None:
-            prices = read_settlements(doc["settlements"], source)
-    if settlements is not None:
-        doc = read_document(settlements)
-        doc = doc.get("settlements", doc) if isinstance(doc, dict) else doc
-        for u, by_expiry in read_settlements(doc, settlements).items():
-            prices[u] = {**prices.get(u, {}), **by_expiry}
-    return {"settlements": prices, "interpolate_expiry": path}
 
 
 # ---------------------------------------------------------------- replay and outputs

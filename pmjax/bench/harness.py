@@ -52,7 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pmjax.bench.baselines import baseline_ndtr
-from pmjax.bench.rows import (ROW_NAMES, SIZES, TARGETS, bench_black76, bench_black76_price, bench_mc, bench_quantlib,
+from pmjax.bench.rows import (ROW_NAMES, SIZES, TARGETS, bench_black76, bench_black76_price, bench_mc, bench_monitor,
+                              bench_quantlib,
                               bench_hedge_map, bench_span, bench_var_accounts, bench_var_exact_tail, bench_whatif)
 
 
@@ -164,6 +165,9 @@ def _run_rows(only: set, sz: dict, dtype, ndtr, ndtr_name: str, compile_times: d
         say("what-if latency ...")
         results += bench_whatif(dtype, sz, ndtr, ndtr_name, span_only="what_if_latency" in only,
                                 span_deribit="what_if_latency_span_deribit" in only)
+    if only & {"monitor_update", "monitor_update_one_account"}:
+        say("monitor --follow latency ...")
+        results += bench_monitor(dtype, sz, many="monitor_update" in only, one="monitor_update_one_account" in only)
     return results
 
 

@@ -50,19 +50,22 @@ SIZES = {
     "tiny": {"options": 2048, "numpy_options": 2048, "accounts": 64, "numpy_accounts": 64, "positions": 20,
              "paths": 256, "numpy_paths": 256, "mc_options": 64, "whatif_repeats": 10, "repeats": 2,
              "numpy_repeats": 1, "quantlib_options": 200, "var_paths": 2048, "var_options": 20,
-             "var_accounts": 4, "var_account_paths": 2048, "hedge_map_kinds": ("futures", "perpetuals")},
+             "var_accounts": 4, "var_account_paths": 2048, "hedge_map_kinds": ("futures", "perpetuals"),
+             "monitor_accounts": 8, "monitor_ticks": 5},
     "quick": {"options": 1 << 18, "numpy_options": 1 << 18, "accounts": 2048, "numpy_accounts": 1024,
               "positions": 20, "paths": 8192, "numpy_paths": 2048, "mc_options": 256, "whatif_repeats": 100,
               "repeats": 3, "numpy_repeats": 2, "quantlib_options": 2000, "var_paths": 65536, "var_options": 256,
-              "var_accounts": 32, "var_account_paths": 16384},
+              "var_accounts": 32, "var_account_paths": 16384, "monitor_accounts": 100, "monitor_ticks": 20},
     "medium": {"options": 1 << 22, "numpy_options": 1 << 21, "accounts": 16384, "numpy_accounts": 4096,
                "positions": 20, "paths": 65536, "numpy_paths": 8192, "mc_options": 1000, "whatif_repeats": 200,
                "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 1_000_000,
-               "var_options": 1000, "var_accounts": 1000, "var_account_paths": 100_000},
+               "var_options": 1000, "var_accounts": 1000, "var_account_paths": 100_000, "monitor_accounts": 1000,
+               "monitor_ticks": 50},
     "full": {"options": 1 << 25, "numpy_options": 1 << 22, "accounts": 100_000, "numpy_accounts": 8192,
              "positions": 20, "paths": 1_000_000, "numpy_paths": 16384, "mc_options": 1000, "whatif_repeats": 200,
              "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 10_000_000,
-             "var_options": 10_000, "var_accounts": 1000, "var_account_paths": 100_000},
+             "var_options": 10_000, "var_accounts": 1000, "var_account_paths": 100_000, "monitor_accounts": 1000,
+             "monitor_ticks": 100},
 }
 
 #: targets per platform: (row name, platform, text, check(row) -> True / False / None when not measurable,
@@ -85,11 +88,15 @@ TARGETS = (
      lambda r: r["seconds"] < 1.0 if r["contracts"] >= 1000 else None, None),
     ("what_if_latency", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
     ("what_if_latency_span_deribit", "cpu", "< 1 ms warm, 100 positions", lambda r: r["seconds"] < 1e-3, None),
+    ("monitor_update", "cpu", "p99 < 50 ms, 1,000 accounts x 20 positions (SPAN + Deribit)",
+     lambda r: r["p99"] < 0.05 if r["accounts"] >= 1000 else None, None),
+    ("monitor_update_one_account", "cpu", "p99 < 5 ms, one account of 100 positions (SPAN + Deribit)",
+     lambda r: r["p99"] < 0.005, None),
 )
 
 ROW_NAMES = ("black76_f32", "black76_autodiff_f32", "black76_price_f32", "black76_f64", "black76_autodiff_f64",
              "black76_f64_quantlib", "span_accounts", "mc_revaluations", "mc_var_exact_tail", "var_accounts", "hedge_map", "what_if_latency",
-             "what_if_latency_span_deribit", "compile")
+             "what_if_latency_span_deribit", "monitor_update", "monitor_update_one_account", "compile")
 
 
 def _row(name, size, unit, pmjax_value, baseline, baseline_value, higher_is_better: bool, **extra) -> dict:
@@ -490,3 +497,20 @@ def bench_whatif(dtype, sz: dict, ndtr, ndtr_name: str, *, span_only: bool = Tru
 
 __all__ = ["ROW_NAMES", "SIZES", "TARGETS", "bench_black76", "bench_black76_price", "bench_mc", "bench_quantlib",
            "bench_span", "bench_whatif", "median_seconds", "whatif_latency_fallback"]
+
+
+def bench_monitor(dtype, sz: dict, *, many: bool = True, one: bool = True) -> list[dict]:
+    """``monitor_update`` (``monitor_accounts`` accounts x 20 positions) and ``monitor_update_one_account`` (100
+    positions): p50/p99 of an index tick to every event line written (``pmjax.bench.monitor_latency``), against
+    the replay's ``Monitor.update`` timed in the same run."""
+    from pmjax.bench.monitor_latency import monitor_latency
+
+    rows = []
+    cases = ([("monitor_update", sz["monitor_accounts"], 20)] if many else []) + \
+        ([("monitor_update_one_account", 1, 100)] if one else [])
+    for name, n, k in cases:
+        r = monitor_latency(n, k, sz["monitor_ticks"], dtype=dtype)
+        rows.append(_row(name, f"{n} accounts x {k} positions", "s", r["p50"],
+                         "the replay's Monitor.update (warm median, no lines written)", r["replay_median"], False,
+                         seconds=r["p50"], **r))
+    return rows

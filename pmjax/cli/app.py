@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_enable_x64", True)  # float64 unless --precision float32
 
         doc, text = importlib.import_module(f"pmjax.cli.commands.{args.command.replace('-', '_')}").run(args)
+        if doc is None and text is None:  # a streaming command wrote its own output (monitor --follow)
+            return 0
         if args.json:
             sys.stdout.write(json.dumps(to_jsonable(doc), indent=1) + "\n")
         else:

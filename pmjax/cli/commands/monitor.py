@@ -31,10 +31,19 @@ PLOT_NAME = "monitor_equity.png"
 
 
 def add_arguments(p):
-    p.add_argument("accounts", metavar="ACCOUNTS",
+    p.add_argument("accounts", metavar="ACCOUNTS", nargs="?", default=None,
                    help="a directory of portfolio files, or a multi-account YAML/JSON file (accounts: [...]); "
                         "each account's collateral: {USD: ..., BTC: ...} counts in its equity")
-    p.add_argument("--replay", required=True, metavar="SOURCE",
+    p.add_argument("--follow", default=None, metavar="FILE|-",
+                   help="follow a live feed (SPEC section 8 JSON lines; - for stdin, e.g. tail -f feed.jsonl | "
+                        "pmjax monitor accounts/ --follow -): one JSON line per account and re-margin on stdout")
+    p.add_argument("--store", default=None, metavar="FILE.sqlite",
+                   help="with --follow (or --replay): append every row to this SQLite store (tables margins, "
+                        "events, trades; replaying a feed again adds no duplicates)")
+    p.add_argument("--history", default=None, metavar="FILE.sqlite",
+                   help="plot an account's equity against its requirements from a store (with --account, --out)")
+    p.add_argument("--account", default=None, help="with --history: the account to plot")
+    p.add_argument("--replay", default=None, metavar="SOURCE",
                    help="the markets in time order: a directory of Deribit chain CSVs, a comma list of markets "
                         "(bundled names or files, e.g. deribit-20260102,deribit-20260206), or a spot path "
                         "(CSV timestamp,BTC,ETH or YAML) applied to --market (sticky strike)")
@@ -56,6 +65,37 @@ def add_arguments(p):
 
 
 def run(args):
+    modes = [m for m in ("replay", "follow", "history") if getattr(args, m, None) is not None]
+    if len(modes) != 1:
+        raise InputError("give one of --replay SOURCE, --follow FILE|- or --history STORE", source="pmjax monitor")
+    if modes == ["history"]:
+        return run_history(args)
+    if args.accounts is None:
+        raise InputError("ACCOUNTS (a directory or a multi-account file) is required with --replay and --follow",
+                         source="pmjax monitor")
+    if modes == ["follow"]:
+        return run_follow(args)
+    return run_replay(args)
+
+
+def run_history(args):
+    from pmjax.apps.monitor_store import plot_history
+
+    if not args.account:
+        raise InputError("--history needs --account ID", source="--account")
+    out = args.out or "."
+    check_writable(out)
+    png = plot_history(args.history, args.account, os.path.join(out, f"history_{args.account}.png"))
+    return {"history": args.history, "account": args.account, "plot": png}, f"plot: {png}"
+
+
+def run_follow(args):
+    from pmjax.cli.commands.monitor_follow import follow_command
+
+    return follow_command(args)
+
+
+def run_replay(args):
     config = load_config(args.config)
     settings = monitor_settings(config, methods=args.methods, primary=args.primary,
                                 liquidation_fraction=args.liquidation_fraction)
@@ -81,6 +121,11 @@ def run(args):
     print(f"pmjax: monitor: {len(portfolios)} accounts x {len(markets)} steps in {total:.2f} s "
           f"(first step {times[0]:.2f} s with compilation{warm})", file=sys.stderr)
 
+    if getattr(args, "store", None):
+        from pmjax.apps.monitor_store import MarginStore
+
+        with MarginStore(args.store) as store:
+            store.write_records(records)
     doc = {"methods": list(settings.methods), "primary": settings.primary,
            "liquidation_fraction": settings.liquidation_fraction, "span_initial_ratio": settings.span_initial_ratio,
            "steps": [{"step": i, "as_of": m.as_of.isoformat(), "market": m.source} for i, m in enumerate(markets)],
