@@ -60,7 +60,7 @@ SUBSTITUTIONS = [
 ]
 
 #: options whose value is a file or directory a command writes (not an input that must exist)
-OUTPUT_OPTIONS = ("--out", "--risk-parameter-file", "--out-book")
+OUTPUT_OPTIONS = ("--out", "--risk-parameter-file", "--out-book", "--store")
 
 
 def sh_blocks() -> list[tuple[int, list[tuple[int, str]]]]:
