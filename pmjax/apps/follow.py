@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from pmjax.apps.monitor import Monitor
+from pmjax.apps.monitor import Monitor, market_at
 from pmjax.core.errors import InputError
 from pmjax.core.market import Market, Smile
 from pmjax.io.feed import FeedEvent, FeedNotice
@@ -46,26 +46,16 @@ class FeedMarket:
             self.vols[(u, inst.expiry, float(inst.strike))] = ev.mark_iv
 
     def market(self, as_of: dt.datetime) -> Market:
-        """The market at ``as_of``: ``market_at(base, as_of, spots)`` without the deep copy, then the tickers."""
-        underlyings = {}
-        for u, um in self.base.underlyings.items():
-            forwards = um.forwards
-            spot = um.spot
-            if u in self.spots:
-                s = self.spots[u]
-                factor = s / um.spot
-                spot, forwards = s, {e: v * factor for e, v in um.forwards.items()}
-            forwards = {e: v for e, v in forwards.items() if e >= as_of}
-            for (bu, e), ratio in self.basis.items():
-                if bu == u and e >= as_of:
-                    forwards[e] = ratio * spot
-            smiles = {e: v for e, v in um.smiles.items() if e >= as_of}
-            for (vu, e, k), vol in self.vols.items():
-                if vu == u and e >= as_of:
-                    smiles[e] = _with_vol(smiles.get(e), k, vol)
-            underlyings[u] = dataclasses.replace(um, spot=spot, forwards=forwards, smiles=smiles)
-        return dataclasses.replace(self.base, as_of=as_of, underlyings=underlyings, notices=[],
-                                   source=f"{self.base.source} at {as_of.isoformat()}")
+        """The market at ``as_of``: the replay's ``market_at(base, as_of, spots)``, then the tickers."""
+        m = market_at(self.base, as_of, self.spots)
+        for (u, e), ratio in self.basis.items():
+            if e >= as_of:
+                m.underlyings[u].forwards[e] = ratio * m.underlyings[u].spot
+        for (u, e, k), vol in self.vols.items():
+            if e >= as_of:
+                smiles = m.underlyings[u].smiles
+                smiles[e] = _with_vol(smiles.get(e), k, vol)
+        return m
 
 
 def _with_vol(smile: Smile | None, strike: float, vol: float) -> Smile:
@@ -178,7 +168,6 @@ class Follower:
         return records
 
     def finish(self) -> None:
-        """At the end of input: a last re-margin when anything changed since the last one."""
-        if self.now is not None and (self.pending or self.last_margin is None or self.now > self.last_margin):
-            if self.pending or self.last_margin is None:
-                self.remargin(self.now)
+        """At the end of input: a last re-margin when anything changed since the last one (or none was made)."""
+        if self.now is not None and (self.pending or self.last_margin is None):
+            self.remargin(self.now)

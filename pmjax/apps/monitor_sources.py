@@ -3,8 +3,8 @@ market (sticky strike, ``market_at``), and the settlements an expiry settles at 
 
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import datetime as dt
 import os
 
@@ -27,20 +27,20 @@ def _is_chain(path: str) -> bool:
 
 def market_at(base: Market, as_of: dt.datetime, spots: dict[str, float], *, source: str | None = None) -> Market:
     """``base`` moved to ``as_of`` with new index prices: every forward of an underlying scales with its
-    spot, smiles stay fixed in strike (sticky strike), expiries before ``as_of`` drop out."""
-    m = copy.deepcopy(base)
-    m.as_of = as_of
-    for u, s in spots.items():
-        um = m.underlying(u)
-        factor = s / um.spot
-        um.spot = s
-        um.forwards = {e: v * factor for e, v in um.forwards.items()}
-    for um in m.underlyings.values():
-        um.forwards = {e: v for e, v in um.forwards.items() if e >= as_of}
-        um.smiles = {e: v for e, v in um.smiles.items() if e >= as_of}
-    m.source = source or f"{base.source} at {as_of.isoformat()}"
-    m.notices = []
-    return m
+    spot, smiles stay fixed in strike (sticky strike), expiries before ``as_of`` drop out. A new market that
+    shares ``base``'s unchanged parts (smiles, listing, correlation), which neither is meant to mutate."""
+    for u in spots:
+        base.underlying(u)  # InputError naming an underlying the market lacks
+    underlyings = {}
+    for u, um in base.underlyings.items():
+        spot, forwards = um.spot, um.forwards
+        if u in spots:
+            factor = spots[u] / um.spot
+            spot, forwards = spots[u], {e: v * factor for e, v in um.forwards.items()}
+        underlyings[u] = dataclasses.replace(um, spot=spot, forwards={e: v for e, v in forwards.items() if e >= as_of},
+                                             smiles={e: v for e, v in um.smiles.items() if e >= as_of})
+    return dataclasses.replace(base, as_of=as_of, underlyings=underlyings, notices=[],
+                               source=source or f"{base.source} at {as_of.isoformat()}")
 
 
 def read_spot_path(path: str) -> list[tuple[dt.datetime, dict[str, float]]]:

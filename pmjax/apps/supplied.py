@@ -12,8 +12,7 @@ import numpy as np
 
 from pmjax.batch.sharding import map_accounts, vmapped
 from pmjax.core.book import bucket_size
-from pmjax.core.errors import InputError
-from pmjax.io.documents import read_document
+from pmjax.io.accounts import load_accounts
 from pmjax.io.risk_parameters import ContractPortfolio, RiskParameters, contract_portfolio_from_dict, \
     load_contract_portfolio
 from pmjax.measures.span_arrays import SpanArrayParams, contract_book, span_array_margin, span_array_params, \
@@ -43,27 +42,9 @@ def supplied_margin_document(portfolio: ContractPortfolio, rp: RiskParameters, *
 
 def load_contract_accounts(path: str, rp: RiskParameters) -> list[ContractPortfolio]:
     """Accounts in the file's contracts: a directory of portfolio files, a multi-account file (``accounts:``) or
-    one portfolio file (as ``pmjax.io.accounts.load_accounts``)."""
-    from pmjax.io.accounts import PORTFOLIO_EXTENSIONS
-
-    if os.path.isdir(path):
-        files = sorted(f for f in os.listdir(path) if os.path.splitext(f)[1].lower() in PORTFOLIO_EXTENSIONS)
-        if not files:
-            raise InputError(f"no portfolio files ({', '.join(PORTFOLIO_EXTENSIONS)}) in directory", source=path)
-        return [load_contract_portfolio(os.path.join(path, f), rp) for f in files]
-    if not os.path.exists(path):
-        raise InputError("no such file or directory", source=path)
-    if path.lower().endswith(".csv"):
-        return [load_contract_portfolio(path, rp)]
-    doc = read_document(path)
-    if isinstance(doc, dict) and "accounts" in doc:
-        if not isinstance(doc["accounts"], list) or not doc["accounts"]:
-            raise InputError("accounts must be a non-empty list", source=path, field="accounts")
-        return [contract_portfolio_from_dict(e, rp, source=f"{path} accounts[{i}]",
-                                             account=(e.get("account") if isinstance(e, dict) else None)
-                                             or f"account-{i + 1}")
-                for i, e in enumerate(doc["accounts"])]
-    return [contract_portfolio_from_dict(doc, rp, source=path)]
+    one portfolio file (``pmjax.io.accounts.load_accounts`` with the contract readers)."""
+    return load_accounts(path, load_file=lambda f: load_contract_portfolio(f, rp),
+                         from_dict=lambda doc, source: contract_portfolio_from_dict(doc, rp, source=source))
 
 
 def supplied_stress(accounts: list[ContractPortfolio], rp: RiskParameters, *, dtype=jnp.float64,
