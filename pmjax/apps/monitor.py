@@ -1,10 +1,10 @@
 """Real-time margin monitor: many accounts, compiled once, re-margined on every market update.
 
-``Monitor(portfolios, market, config)`` resolves every account against the first market, pads and stacks
-the books once (``pmjax.batch.accounts.build_batch``) and keeps them on the host. ``update(market)`` refreshes
-only the market-dependent arrays (spot, forward, vol, expiry_years, underlying_spot; numpy, outside jit)
-and runs the same jitted batch functions again (SPAN, the Deribit grid, equity), so no update after the
-first compiles anything. Rules and VaR (``rules``, ``var``) are computed account by account through
+``Monitor(portfolios, market, config)`` resolves every account against the first market and keeps, on the
+host, one table of the contracts held (``pmjax.apps.monitor_kernel.ContractTable``) and each account's rows as
+(table row, quantity), padded to a bucket. ``update(market)`` refreshes the table's market fields (spot, forward,
+vol, expiry_years; numpy, outside jit), values each contract once and margins every account from its quantities
+(SPAN, the Deribit grid, equity) in the same compiled calls, so no update after the first compiles anything. Rules and VaR (``rules``, ``var``) are computed account by account through
 ``pmjax.apps.margin.compute_margins``. Formulas: docs/methodology.md section 9.
 
 Equity (margin currency) = collateral valued at the update's index prices + position values at the update
@@ -49,18 +49,19 @@ import dataclasses
 import datetime as dt
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pmjax.batch.accounts import AccountBatch, build_batch
-from pmjax.batch.sharding import map_accounts
-from pmjax.apps.stress import deribit_margin_sharded, span_batch
-from pmjax.core.book import FUTURE, PERPETUAL, Book, bucket_size, make_book, resolve
+from pmjax.apps.monitor_kernel import (
+    DERIBIT_FIGURES, EQUITY_FIGURES, ROW_FIELDS, SPAN_FIGURES, AccountRows, ContractTable, contract_terms,
+    figures_in_chunks,
+)
+from pmjax.core.book import Book, bucket_size, make_book, resolve
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
-from pmjax.core.kernel import futures_pnl_usd, no_shock, position_values
+from pmjax.core.kernel import no_shock, position_values
 from pmjax.core.market import Market
 from pmjax.apps.margin import METHODS, compute_margins
 from pmjax.core.portfolio import Portfolio, Position, make_portfolio
@@ -140,26 +141,6 @@ def monitor_settings(config: dict, *, methods=None, primary=None, liquidation_fr
     return MonitorSettings(methods, primary, frac, ratio, interval)
 
 
-# ---------------------------------------------------------------- jitted equity
-
-def _equity_core(book: Book, entry_forward, collateral):
-    """(collateral, position values, futures P&L since entry) of one account, margin currency."""
-    dtype = book.quantity.dtype
-    values = position_values(book, no_shock(book))  # options at mark, spot at index, futures 0
-    futures = (book.kind == FUTURE) | (book.kind == PERPETUAL)
-    pnl_usd = book.quantity * futures_pnl_usd(book.inverse, entry_forward, book.forward, book.spot)
-    has_coin = book.margin_coin >= 0
-    to_margin = jnp.where(has_coin, 1.0 / book.underlying_spot[jnp.maximum(book.margin_coin, 0)],
-                          jnp.ones((), dtype))
-    coll_usd = collateral[0] + jnp.sum(collateral[1:] * book.underlying_spot)
-    return jnp.stack([coll_usd * to_margin, jnp.sum(jnp.where(futures, 0.0, values)),
-                      jnp.sum(jnp.where(futures, pnl_usd, 0.0)) * to_margin])
-
-
-#: many accounts: (a, 3) = collateral, position values, futures P&L
-equity_batch = jax.jit(jax.vmap(_equity_core))
-
-
 # ---------------------------------------------------------------- the monitor
 
 class Monitor:
@@ -174,28 +155,38 @@ class Monitor:
         self.dtype = dtype
         self.batch: AccountBatch = build_batch(portfolios, market, dtype=dtype)
         self.portfolios = portfolios
-        self.fields = {f: np.array(getattr(self.batch.books, f)) for f in Book.__dataclass_fields__}
-        # every real position: (account, row) and its instrument, instruments deduplicated for lookups
+        # every contract once (the table), every real position: (account, row) and its contract's table row
+        unique = {}
+        for res in self.batch.resolved:
+            for p in res:
+                unique.setdefault(p.instrument, p)
+        self.table = ContractTable(list(unique.values()), market, dtype)
+        n_pad, size = self.batch.n_padded, self.batch.size
+        self.rows = np.full((n_pad, size), self.table.pad_row, np.int32)
+        self.quantity = np.zeros((n_pad, size), self.table.fields["spot"].dtype)
         self._acc, self._row, self._inst_of = [], [], []
-        self.instruments = []
-        index = {}
         for a, res in enumerate(self.batch.resolved):
             for r, p in enumerate(res):
-                if p.instrument not in index:
-                    index[p.instrument] = len(self.instruments)
-                    self.instruments.append(p.instrument)
+                self.rows[a, r] = self.table.index[p.instrument]
+                self.quantity[a, r] = p.quantity
                 self._acc.append(a)
                 self._row.append(r)
-                self._inst_of.append(index[p.instrument])
+                self._inst_of.append(self.table.index[p.instrument])
         self._acc, self._row, self._inst_of = (np.asarray(x, np.int64) for x in (self._acc, self._row, self._inst_of))
-        self.entry_forward = self.fields["forward"].copy()
-        coll = np.zeros((self.batch.n_padded, len(COLLATERAL_ORDER)))
+        self.instruments = self.table.instruments
+        self.entry_forward = self.table.fields["forward"][self.rows].copy()
+        coins = np.asarray(self.batch.books.margin_coin)
+        self.margin_coins = tuple(sorted({int(c) for c in coins}))  # the table's copies, one per margin currency
+        self.currency = np.asarray([self.margin_coins.index(int(c)) for c in coins], np.int32)
+        self.underlying_spot = np.asarray(self.batch.books.underlying_spot)[0].copy()
+        coll = np.zeros((n_pad, len(COLLATERAL_ORDER)))
         for a, p in enumerate(portfolios):
             for cur, amount in (p.collateral or {}).items():
                 coll[a, COLLATERAL_ORDER.index(cur)] += amount
         self.collateral = coll
         self.live = np.ones(len(self._acc), bool)  # per position (flat): not yet settled
         need = set(self.settings.methods) & set(BATCH_METHODS)
+        self._span = self._deribit = None
         if "span" in need:
             from pmjax.measures.span import span_params
 
@@ -206,17 +197,23 @@ class Monitor:
         # that later updates reuse the same shapes whatever the memory does: no recompilation
         from pmjax.batch.sharding import deribit_chunk, span_chunk
 
-        self._one = jax.local_devices()[:1]  # equity and the Deribit grid run on one device, as sized here
-
-        rows, fdtype = self.batch.size, self.batch.books.quantity.dtype
+        fdtype = self.quantity.dtype
         cap = max(bucket_size(self.batch.n_accounts), 1)
-        self._span_chunk = min(span_chunk(rows, fdtype), cap)
-        self._deribit_chunk = min(deribit_chunk(rows, fdtype, n_devices=1), cap)
+        self._chunk = min(span_chunk(size, fdtype, n_devices=1), deribit_chunk(size, fdtype, n_devices=1), cap)
         self.step = 0
         self.start = market.as_of
         self.settlements = settlements or {}  # underlying -> {expiry datetime: index}
         self.interpolate_expiry = interpolate_expiry
         self._prev: tuple[dt.datetime, dict[str, float]] | None = None  # the last update's (as_of, index prices)
+
+    @property
+    def fields(self) -> dict[str, np.ndarray]:
+        """The current stacked books' fields (host arrays, leading accounts axis; a copy)."""
+        out = {f: self.table.fields[f][self.rows] for f in ROW_FIELDS}
+        n = self.rows.shape[0]
+        return out | {"quantity": self.quantity.copy(),
+                      "underlying_spot": np.broadcast_to(self.underlying_spot, (n, len(UNDERLYINGS))).copy(),
+                      "margin_coin": np.asarray([self.margin_coins[c] for c in self.currency], np.int32)}
 
     @property
     def books(self) -> Book:
@@ -226,29 +223,12 @@ class Monitor:
     # ------------------------------------------------------------ market refresh
 
     def _refresh(self, market: Market) -> list[list[dict]]:
-        """Write ``market`` into the market-dependent arrays; settle positions that expired. Returns the
-        settlements per account."""
-        f = self.fields
-        n = len(self.instruments)
-        spot, fwd, vol, t = np.empty(n), np.empty(n), np.full(n, 0.5), np.empty(n)
-        expired = np.zeros(n, bool)
-        for i, inst in enumerate(self.instruments):
-            spot[i] = market.spot(inst.underlying)
-            if inst.expiry is not None and inst.expiry <= market.as_of:
-                expired[i], fwd[i], t[i] = True, spot[i], 0.0
-                continue
-            t[i] = market.years_to(inst.expiry) if inst.expiry is not None else 0.0
-            fwd[i] = market.forward(inst.underlying, inst.expiry)
-            if inst.is_option:
-                vol[i] = market.vol(inst.underlying, inst.expiry, inst.strike)
+        """Write ``market`` into the contract table; settle positions that expired. Returns the settlements per
+        account."""
+        expired = self.table.refresh(market)
+        self.underlying_spot = np.asarray([market.underlyings[u].spot if u in market.underlyings else 1.0
+                                           for u in UNDERLYINGS], self.quantity.dtype)
         a, r, k = self._acc, self._row, self._inst_of
-        dtype = f["spot"].dtype
-        f["spot"][a, r] = spot[k].astype(dtype)
-        f["forward"][a, r] = fwd[k].astype(dtype)
-        f["expiry_years"][a, r] = t[k].astype(dtype)
-        f["vol"][a, r] = np.where(self.live, vol[k], f["vol"][a, r]).astype(dtype)
-        f["underlying_spot"][:] = np.asarray([market.underlyings[u].spot if u in market.underlyings else 1.0
-                                              for u in UNDERLYINGS], dtype)
         settled = [[] for _ in self.portfolios]
         for j in np.flatnonzero(self.live & expired[k]):
             inst = self.instruments[k[j]]
@@ -272,7 +252,7 @@ class Monitor:
 
     def _settle(self, a: int, r: int, inst, index: float, source: str) -> dict:
         """Settle row r of account a at ``index``: proceeds to collateral, quantity to 0."""
-        q = float(self.fields["quantity"][a, r])
+        q = float(self.quantity[a, r])
         if inst.is_option:
             usd = q * max(index - inst.strike if inst.right == "call" else inst.strike - index, 0.0)
         else:  # a future's P&L against its entry
@@ -281,7 +261,7 @@ class Monitor:
         cur = inst.underlying if inst.settlement == "inverse" else "USD"
         amount = usd / index if cur != "USD" else usd
         self.collateral[a, COLLATERAL_ORDER.index(cur)] += amount
-        self.fields["quantity"][a, r] = 0.0
+        self.quantity[a, r] = 0.0
         return {"instrument": inst.name, "quantity": q, "index": index, "amount": amount + 0.0, "currency": cur,
                 "expiry": inst.expiry.isoformat(), "settlement_source": source}
 
@@ -297,9 +277,6 @@ class Monitor:
                               merge_notice=False, collateral=held)
 
     # ------------------------------------------------------------ trades
-
-    ROW_FIELDS = ("underlying", "kind", "inverse", "is_call", "strike", "quantity", "expiry_years", "spot", "forward",
-                  "vol")
 
     def apply_trade(self, account: str, inst, quantity: float, market: Market) -> dict:
         """Trade ``quantity`` coins of ``inst`` in ``account`` at ``market``'s prices (docs/methodology.md section
@@ -317,12 +294,12 @@ class Monitor:
             self.live[j] = True
         else:
             r = len(self.batch.resolved[a])
-            if r >= self.fields["quantity"].shape[1]:
+            if r >= self.quantity.shape[1]:
                 self._grow()
             self._add_row(a, r, resolved, market)
-        q_old = float(self.fields["quantity"][a, r])
+        q_old = float(self.quantity[a, r])
         cash = self._trade_cash(a, r, inst, q_old, quantity, resolved, market)
-        self.fields["quantity"][a, r] = q_old + quantity
+        self.quantity[a, r] = q_old + quantity
         self.portfolios[a] = self.portfolios[a].with_trades([Position(inst, quantity)])
         return {"type": "trade", "account": account, "instrument": inst.name, "quantity": quantity,
                 "position": q_old + quantity, "cash": cash}
@@ -344,33 +321,41 @@ class Monitor:
         return {cur: amount + 0.0}
 
     def _add_row(self, a: int, r: int, resolved, market: Market) -> None:
-        """Write a new position's static and market fields into row r of account a (quantity 0 until traded)."""
-        p = self.portfolios[a]
-        one = make_book([dataclasses.replace(resolved, quantity=0.0)], market, p.margin_currency,
-                        dtype=self.fields["quantity"].dtype, size=1)
-        for f in self.ROW_FIELDS:
-            self.fields[f][a, r] = np.asarray(getattr(one, f))[0]
+        """Point row r of account a at the new position's contract (quantity 0 until traded); a contract no
+        account held enters the table (which grows to the next bucket when full: the next update compiles once)."""
+        k, _ = self.table.add(resolved, market)
+        self.rows[a, r] = k
         self.entry_forward[a, r] = resolved.forward
         self.batch.resolved[a].append(resolved)
-        inst = resolved.instrument
-        if inst not in self.instruments:
-            self.instruments.append(inst)
         self._acc = np.append(self._acc, a)
         self._row = np.append(self._row, r)
-        self._inst_of = np.append(self._inst_of, self.instruments.index(inst))
+        self._inst_of = np.append(self._inst_of, k)
         self.live = np.append(self.live, True)
 
     def _grow(self) -> None:
-        """Every book to the next bucket (new rows copy the last row's market data, quantity 0)."""
-        size = self.fields["quantity"].shape[1]
-        new = bucket_size(size + 1)
-        for f in self.ROW_FIELDS:
-            self.fields[f] = np.pad(self.fields[f], ((0, 0), (0, new - size)), mode="edge")
-        self.fields["quantity"][:, size:] = 0.0
-        self.entry_forward = np.pad(self.entry_forward, ((0, 0), (0, new - size)), mode="edge")
-        self.batch = dataclasses.replace(self.batch, size=new)
+        """Every book to the next bucket (new rows empty: the table's padding row, quantity 0)."""
+        size = self.quantity.shape[1]
+        more = ((0, 0), (0, bucket_size(size + 1) - size))
+        self.rows = np.pad(self.rows, more, constant_values=self.table.pad_row)
+        self.quantity = np.pad(self.quantity, more)
+        self.entry_forward = np.pad(self.entry_forward, more, constant_values=1.0)
+        self.batch = dataclasses.replace(self.batch, size=self.quantity.shape[1])
 
     # ------------------------------------------------------------ one update
+
+    def _figure_names(self) -> tuple[str, ...]:
+        return EQUITY_FIGURES + tuple(f"span_{f}" for f in SPAN_FIGURES if self._span is not None) + \
+            tuple(f"deribit_{f}" for f in DERIBIT_FIGURES if self._deribit is not None)
+
+    def _batch_figures(self) -> np.ndarray:
+        """(accounts, figures) of ``_figure_names``: every contract valued once, then every account
+        (``pmjax.apps.monitor_kernel``), in two compiled calls (more when the accounts need several chunks)."""
+        dtype = self.quantity.dtype
+        tables = self.table.books(self.underlying_spot, self.margin_coins)
+        terms = contract_terms(tables, self._span, self._deribit)
+        accounts = AccountRows(self.currency, self.rows, self.quantity, self.entry_forward.astype(dtype),
+                               self.collateral.astype(dtype))
+        return figures_in_chunks(tables, terms, accounts, self._chunk, self._span, self._deribit)
 
     def update(self, market: Market) -> list[dict]:
         """Re-margin every account on ``market``; one record per account (see ``record`` keys in the
@@ -379,23 +364,18 @@ class Monitor:
             raise InputError(f"market as_of {market.as_of.isoformat()} is before the monitor's start "
                              f"{self.start.isoformat()}", source=market.source, field="as_of")
         settled = self._refresh(market)
-        batch = dataclasses.replace(self.batch, books=self.books)
-        n = batch.n_accounts
-        dtype = batch.books.quantity.dtype
-        per_account = (self.entry_forward.astype(dtype), self.collateral.astype(dtype))
-        eq = map_accounts(equity_batch, batch.books, (), per_account, chunk=self._span_chunk, devices=self._one)
-        eq = eq[:n].astype(np.float64)
+        n = self.batch.n_accounts
+        figs = self._batch_figures()
+        eq = figs[:n, :len(EQUITY_FIGURES)]
+        col = dict(zip(self._figure_names(), figs[:n].T))
         figures = {}  # method -> (initial, maintenance, initial requirement, maintenance requirement), (n,) each
         for m in self.settings.methods:
             if m == "span":
-                res = span_batch(batch, self._span, chunk=self._span_chunk)
-                total, nov = np.asarray(res.total, np.float64), np.asarray(res.nov, np.float64)
-                risk = np.asarray(res.risk, np.float64)
+                total, nov, risk = (col[f"span_{f}"] for f in SPAN_FIGURES)
                 maint = np.maximum(risk / self.settings.span_initial_ratio - nov, 0.0)  # <= total
                 figures[m] = (total, maint, total + nov, maint + nov, nov)  # on equity: max(risk / r, nov)
             elif m == "deribit":
-                res = deribit_margin_sharded(batch.books, self._deribit, chunk=self._deribit_chunk, devices=self._one)
-                init, maint = (np.asarray(getattr(res, f))[:n].astype(np.float64) for f in ("initial", "maintenance"))
+                init, maint = (col[f"deribit_{f}"] for f in DERIBIT_FIGURES)
                 figures[m] = (init, maint, init, maint)
             else:
                 figs = []
@@ -408,50 +388,62 @@ class Monitor:
                     figs.append(tuple(float(sec[k]) for k in MARGIN_FIGURE[m]))
                 init, maint = (np.asarray(x, np.float64).reshape(n) for x in zip(*figs))
                 figures[m] = (init, maint, init, maint)
-        records = [self._record(a, market, eq[a], {m: tuple(x[a] for x in f) for m, f in figures.items()},
-                                settled[a]) for a in range(n)]
+        records = self._records(market, eq, figures, settled)
         self.step += 1
         return records
 
-    def _record(self, a: int, market: Market, eq, figures: dict, settled: list) -> dict:
-        p = self.portfolios[a]
-        collateral, positions, futures = (float(x) for x in eq)
+    def _records(self, market: Market, eq: np.ndarray, figures: dict, settled: list) -> list[dict]:
+        """One record per account; the arithmetic on arrays over accounts (the same float operations, in the
+        same order, as one account at a time), the dicts from plain Python floats."""
+        collateral, positions, futures = eq[:, 0], eq[:, 1], eq[:, 2]
         equity = collateral + positions + futures
         frac = self.settings.liquidation_fraction
-        margins = {}
+        cols = {}  # method -> {key: list over accounts}
         for m, (init, maint, init_req, req, *nov) in figures.items():
-            init, maint, init_req, req = float(init), float(maint), float(init_req), float(req)
-            margins[m] = {"initial": init, "maintenance": maint, "requirement": req,
-                          "initial_requirement": init_req, "excess": equity - req,
-                          "usage": req / equity if equity > 0 else None,
-                          "status": _status(equity, req, init_req, frac)}
+            usage = np.divide(req, equity, out=np.zeros_like(req), where=equity > 0)
+            cols[m] = {"initial": init.tolist(), "maintenance": maint.tolist(), "requirement": req.tolist(),
+                       "initial_requirement": init_req.tolist(), "excess": (equity - req).tolist(),
+                       "usage": [u if e > 0 else None for u, e in zip(usage.tolist(), equity.tolist())],
+                       "status": _statuses(equity, req, init_req, frac)}
             if nov:  # span: requirement = maintenance + nov (module docstring)
-                margins[m]["nov"] = float(nov[0])
-        prim = self.settings.primary
-        req, init_req = margins[prim]["requirement"], margins[prim]["initial_requirement"]
-        status = margins[prim]["status"]
-        events = []
-        kinds = {"ok": [], "initial_breach": ["initial_breach"], "margin_call": ["margin_call"],
-                 "liquidation_warning": ["margin_call", "liquidation_warning"]}[status]
-        for kind in kinds:
-            threshold = {"initial_breach": init_req, "margin_call": req, "liquidation_warning": frac * req}[kind]
-            events.append({"type": kind, "method": prim, "equity": equity, "threshold": threshold,
-                           "shortfall": threshold - equity})
-        return {"step": self.step, "as_of": market.as_of.isoformat(), "market": market.source, "account": p.account,
-                "currency": p.margin_currency, "equity": equity, "collateral": collateral,
-                "positions_value": positions, "futures_pnl": futures, "margins": margins, "primary": prim,
-                "status": status, "events": events, "settled": settled}
+                cols[m]["nov"] = nov[0].tolist()
+        prim, as_of = self.settings.primary, market.as_of.isoformat()
+        lists = [x.tolist() for x in (equity, collateral, positions, futures)]
+        records = []
+        for a, (e, c, pv, fp) in enumerate(zip(*lists)):
+            p = self.portfolios[a]
+            margins = {m: {k: v[a] for k, v in col.items()} for m, col in cols.items()}
+            status = margins[prim]["status"]
+            records.append({"step": self.step, "as_of": as_of, "market": market.source, "account": p.account,
+                            "currency": p.margin_currency, "equity": e, "collateral": c, "positions_value": pv,
+                            "futures_pnl": fp, "margins": margins, "primary": prim, "status": status,
+                            "events": _events(status, prim, e, margins[prim], frac), "settled": settled[a]})
+        return records
 
 
-def _status(equity: float, requirement: float, initial_requirement: float, fraction: float) -> str:
-    """The status of ``equity`` against a method's maintenance and initial requirements (``STATUSES``)."""
-    if equity < fraction * requirement:
-        return "liquidation_warning"
-    if equity < requirement:
-        return "margin_call"
-    if equity < initial_requirement:
-        return "initial_breach"
-    return "ok"
+#: the events of each status, in order
+STATUS_EVENTS = {"ok": (), "initial_breach": ("initial_breach",), "margin_call": ("margin_call",),
+                 "liquidation_warning": ("margin_call", "liquidation_warning")}
+
+
+def _events(status: str, method: str, equity: float, figures: dict, fraction: float) -> list[dict]:
+    """The events of one account's status by ``method`` (its record's ``margins[method]``)."""
+    req, init_req = figures["requirement"], figures["initial_requirement"]
+    events = []
+    for kind in STATUS_EVENTS[status]:
+        threshold = {"initial_breach": init_req, "margin_call": req, "liquidation_warning": fraction * req}[kind]
+        events.append({"type": kind, "method": method, "equity": equity, "threshold": threshold,
+                       "shortfall": threshold - equity})
+    return events
+
+
+def _statuses(equity: np.ndarray, requirement: np.ndarray, initial_requirement: np.ndarray,
+              fraction: float) -> list[str]:
+    """The status of each account's equity against a method's maintenance and initial requirements
+    (``STATUSES``)."""
+    status = np.select([equity < fraction * requirement, equity < requirement, equity < initial_requirement],
+                       ["liquidation_warning", "margin_call", "initial_breach"], "ok")
+    return status.tolist()
 
 
 # ---------------------------------------------------------------- replay and outputs
@@ -516,6 +508,6 @@ def plot_equity(records: list[dict], path: str, methods) -> dict[str, list[str]]
 
 
 __all__ = ["CALL_STATUSES", "COLLATERAL_ORDER", "MARGIN_FIGURE", "Monitor", "MonitorSettings", "PRIMARY_PREFERENCE",
-           "REQUIREMENT_LABEL", "STATUSES", "STATUS_MARKERS", "equity_batch", "market_at", "monitor_settings",
+           "REQUIREMENT_LABEL", "STATUSES", "STATUS_MARKERS", "market_at", "monitor_settings",
            "plot_equity", "read_settlements", "read_spot_path", "replay", "replay_markets", "replay_settlement",
            "write_log"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import time
 
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ from pmjax.apps.follow import Follower
 from pmjax.apps.monitor import Monitor, market_at
 from pmjax.bench.whatif_latency import synthetic_account
 from pmjax.io.config import load_config
-from pmjax.io.documents import to_jsonable
+from pmjax.io.documents import json_line
 from pmjax.io.feed import FeedEvent
 from pmjax.io.market import load_market
 
@@ -45,7 +44,7 @@ def monitor_latency(n_accounts: int, n_positions: int, ticks: int, *, dtype=jnp.
 
     def write(records):
         for r in records:
-            out.write(json.dumps(to_jsonable(r)) + "\n")
+            out.write(json_line(r) + "\n")
 
     follower = Follower(accounts, market, config, interval_ms=1e-6, on_records=write, on_notice=lambda s: None,
                         monitor_kwargs=dict(methods=("span", "deribit"), dtype=dtype))

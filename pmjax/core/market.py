@@ -142,6 +142,33 @@ class Market:
         w0, w1 = smile_vol(ts[j - 1]) ** 2 * t0, smile_vol(ts[j]) ** 2 * t1
         return math.sqrt((w0 + (w1 - w0) * (t - t0) / (t1 - t0)) / t)
 
+    def vols(self, u: str, expiry: dt.datetime, strikes: np.ndarray) -> np.ndarray:
+        """``vol(u, expiry, k)`` for every k of ``strikes`` at once (the same arithmetic, element by element, so
+        the same bits; for refreshing many contracts of one expiry, as the monitor does on every tick)."""
+        m = self.underlying(u)
+        strikes = np.asarray(strikes, float)
+        if not m.smiles:
+            return np.array([self.vol(u, expiry, k) for k in strikes])
+        t = max(self.years_to(expiry), 0.0)
+        f = self.forward(u, expiry)
+        k = np.array([math.log(x / f) for x in strikes])
+        ts = sorted(m.smiles)
+
+        def smile_vol(e):
+            s = m.smiles[e]
+            return np.interp(k, np.log(s.strikes / self.forward(u, e)), s.vols)
+
+        if expiry <= ts[0]:
+            return smile_vol(ts[0]).astype(float)
+        if expiry >= ts[-1]:
+            return smile_vol(ts[-1]).astype(float)
+        j = bisect.bisect_left(ts, expiry)
+        t0, t1 = self.years_to(ts[j - 1]), self.years_to(ts[j])
+        # Python's x ** 2 (libm pow), as ``vol`` squares: numpy's square can differ in the last bit
+        square = lambda v: np.array([x ** 2 for x in v.tolist()])  # noqa: E731
+        w0, w1 = square(smile_vol(ts[j - 1])) * t0, square(smile_vol(ts[j])) * t1
+        return np.sqrt((w0 + (w1 - w0) * (t - t0) / (t1 - t0)) / t)
+
     def correlation_of(self, a: str, b: str) -> float | None:
         return 1.0 if a == b else self.correlation.get((a, b), self.correlation.get((b, a)))
 

@@ -67,3 +67,12 @@ def to_jsonable(x):
     if isinstance(x, np.bool_):
         return bool(x)
     return x
+
+
+def json_line(x) -> str:
+    """``json.dumps(to_jsonable(x))`` (one line; non-finite numbers as null), without walking ``x`` first when it
+    already holds only JSON types and finite numbers: the monitor writes thousands of records per tick."""
+    try:
+        return json.dumps(x, allow_nan=False)
+    except (ValueError, TypeError):
+        return json.dumps(to_jsonable(x))

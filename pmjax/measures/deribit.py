@@ -401,17 +401,37 @@ def _position_delta(book: Book, pools: _Pools):
     return jax.jvp(pool_values, (ones,), (ones,))[1]
 
 
+class DeribitTerms(eqx.Module):
+    """What the grid reads of each row that is proportional to its quantity, in its pool's currency: the P&L in
+    every scenario (standard table, then the weighted extended one) and the net delta. ``deribit_from_terms``
+    takes them from elsewhere: the monitor values each contract once and scales by every account's quantity."""
+
+    pnl: Float[Array, "se n"]
+    delta: Float[Array, " n"]
+
+
+def deribit_terms(book: Book, params: DeribitParams) -> DeribitTerms:
+    """Every row's ``DeribitTerms`` (quantity included)."""
+    pools = _pools(book, params)
+    return DeribitTerms(_position_pnl(book, params.grid, pools), _position_delta(book, pools))
+
+
 def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     """The grid for one account, add-ons 0 (see docs/methodology.md section 6). Pure: jit it, or vmap it over
     books stacked on a leading accounts axis with ``in_axes=(0, None)``."""
+    return deribit_from_terms(book, params, deribit_terms(book, params))
+
+
+def deribit_from_terms(book: Book, params: DeribitParams, terms: DeribitTerms) -> DeribitResult:
+    """The grid of ``book`` from its rows' ``terms`` (``deribit_terms(book, params)`` or the same figures computed
+    another way); of the rows' market data only ``expiry_years`` and ``underlying_spot`` are read."""
     pools = _pools(book, params)
     pool, u = pools.of_position, pools.underlying
     member = pool[:, None] == jnp.arange(u.shape[0], dtype=pool.dtype)[None, :]  # (n, p)
     grid = params.grid  # the scenarios as data: standard table, then the extended one
     n_std = grid.n_standard
 
-    pnl = _position_pnl(book, grid, pools)
-    standard, extended = pnl[:n_std], pnl[n_std:]
+    standard, extended = terms.pnl[:n_std], terms.pnl[n_std:]
     moves = grid.price_move[u, :n_std:len(VOL_STATES)]  # (p, 2B+1)
 
     # aggregation per pool: plain sum, then the dampener (extended) and pnl_offset (USD amounts in pool units)
@@ -433,8 +453,7 @@ def deribit_margin(book: Book, params: DeribitParams) -> DeribitResult:
     preferred = is_low & (~grid.is_extended & (grid.vol_state == VOL_SAME))[None, :]
     worst_index = jnp.where(preferred.any(axis=1), jnp.argmax(preferred, axis=1), jnp.argmax(is_low, axis=1))
 
-    delta = _position_delta(book, pools)
-    roll, net_delta, delta_shock = _roll_and_delta_shocks(book, params, pools, delta, member)
+    roll, net_delta, delta_shock = _roll_and_delta_shocks(book, params, pools, terms.delta, member)
     rmm = _round_half_up(worst, DECIMALS) + roll + delta_shock  # + correlation contingency (0: not set)
     maintenance = params.mm_factor[u] * rmm
     initial = _round_half_up(rmm, DECIMALS)

@@ -267,9 +267,31 @@ def _usd_to_margin(book: Book):
                      jnp.ones((), spot_u.dtype))
 
 
+class SpanTerms(eqx.Module):
+    """What SPAN reads of each row that is proportional to its quantity (margin currency): the scan's losses, the
+    composite delta (coins) and today's value. ``span_from_terms`` takes them from elsewhere: the monitor values
+    each contract once (quantity 1) and scales by every account's quantity."""
+
+    losses: Float[Array, "16 n"]  # weighted loss in each scenario of the row's own underlying
+    composite_delta: Float[Array, " n"]
+    value: Float[Array, " n"]
+
+
+def span_terms(book: Book, params: SpanParams) -> SpanTerms:
+    """Every row's ``SpanTerms`` (quantity included)."""
+    return SpanTerms(own_underlying_losses(book, params.grid), position_composite_deltas(book, params),
+                     position_values(book, no_shock(book)))
+
+
 def span_margin(book: Book, params: SpanParams) -> SpanResult:
     """SPAN for one account's book (SPEC section 5; formulas: docs/methodology.md section 5). Pure and
     branch-free: jit it, or ``jax.jit(jax.vmap(span_margin, in_axes=(0, None)))`` over accounts."""
+    return span_from_terms(book, params, span_terms(book, params))
+
+
+def span_from_terms(book: Book, params: SpanParams, terms: SpanTerms) -> SpanResult:
+    """SPAN of ``book`` from its rows' ``terms`` (``span_terms(book, params)``, or the same figures computed
+    another way); the rows' market data other than ``expiry_years`` and ``underlying_spot`` are not read."""
     dtype = book.quantity.dtype
     n_und = len(UNDERLYINGS)
     und_index = jnp.arange(n_und, dtype=book.underlying.dtype)
@@ -277,8 +299,7 @@ def span_margin(book: Book, params: SpanParams) -> SpanResult:
     spot_u = book.underlying_spot
     usd_to_mc = _usd_to_margin(book)
 
-    pos_losses = own_underlying_losses(book, params.grid)  # (16, n)
-    cd = position_composite_deltas(book, params)
+    pos_losses, cd = terms.losses, terms.composite_delta  # (16, n), (n,)
     days = _days(book)
     dated = (book.kind == OPTION) | (book.kind == FUTURE)  # spot and perpetuals go to the first tier
     tier = jnp.where(dated, jnp.sum(params.tiers_days[book.underlying] <= days[:, None], axis=1, dtype=jnp.int32), 0)
@@ -291,9 +312,8 @@ def span_margin(book: Book, params: SpanParams) -> SpanResult:
     charges = CommodityCharges(params.intra_spread_rate * per_coin, params.spot_rate * per_coin,
                                params.short_option_minimum * per_coin, params.som_gross > 0.5, params.inter_legs,
                                params.inter_ratios, params.inter_credit_rate)
-    values = position_values(book, no_shock(book))
     return span_rules(pos_losses, cd, tier, near, one_hot, params.tiers_days.shape[1] + 1, short_calls, short_puts,
-                      is_option, values, charges)
+                      is_option, terms.value, charges)
 
 
 class SpanLinearTerms(eqx.Module):
@@ -386,5 +406,5 @@ def _parameters_section(params: SpanParams, market, margin_currency: str) -> dic
             "underlyings": unds, "inter_spreads": inter}
 
 
-__all__ = ["SpanParams", "SpanResult", "position_composite_deltas", "span_margin", "span_params",
-           "span_section"]
+__all__ = ["SpanParams", "SpanResult", "SpanTerms", "position_composite_deltas", "span_from_terms", "span_margin",
+           "span_params", "span_section", "span_terms"]

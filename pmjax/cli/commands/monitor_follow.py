@@ -4,7 +4,6 @@ readable line on stderr, notices for skipped lines on stderr, a summary on stder
 
 from __future__ import annotations
 
-import json
 import sys
 
 from pmjax.apps.follow import Follower
@@ -13,7 +12,7 @@ from pmjax.cli.app import dtype_of, notice
 from pmjax.core.errors import InputError
 from pmjax.io.accounts import load_accounts
 from pmjax.io.config import load_config
-from pmjax.io.documents import to_jsonable
+from pmjax.io.documents import json_line
 from pmjax.io.feed import read_feed
 from pmjax.io.market import load_market
 
@@ -54,7 +53,7 @@ def follow_command(args):
 
     def on_records(records):
         for r in records:
-            sys.stdout.write(json.dumps(to_jsonable(r)) + "\n")
+            sys.stdout.write(json_line(r) + "\n")
             _alert(r)
         sys.stdout.flush()
         if store is not None:
