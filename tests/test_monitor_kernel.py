@@ -61,7 +61,7 @@ def test_trades_that_add_contracts_grow_the_table_and_the_books(market):
     assert mon.quantity.shape[1] > size and mon.table.size > table
     assert mon.table.pad_row == mon.table.size - 1 and len(mon.table.instruments) < mon.table.size
     assert np.all(mon.rows[mon.quantity == 0] >= 0)
-    empty = mon.rows[0, len(mon.batch.resolved[0]):]
+    empty = mon.rows[0, len(mon.resolved[0]):]
     assert np.all(empty == mon.table.pad_row)
     _check_against_margin(mon, mon.update(market), market, config)
 

@@ -52,12 +52,11 @@ import json
 import jax.numpy as jnp
 import numpy as np
 
-from pmjax.batch.accounts import AccountBatch, build_batch
 from pmjax.apps.monitor_kernel import (
     DERIBIT_FIGURES, EQUITY_FIGURES, ROW_FIELDS, SPAN_FIGURES, AccountRows, ContractTable, contract_terms,
     figures_in_chunks,
 )
-from pmjax.core.book import Book, bucket_size, make_book, resolve
+from pmjax.core.book import Book, bucket_size, make_book, margin_coin_check, resolve, resolve_portfolio
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
@@ -153,19 +152,22 @@ class Monitor:
         self.settings = monitor_settings(self.config, methods=methods, primary=primary,
                                          liquidation_fraction=liquidation_fraction)
         self.dtype = dtype
-        self.batch: AccountBatch = build_batch(portfolios, market, dtype=dtype)
+        if not portfolios:
+            raise InputError("no accounts")
         self.portfolios = portfolios
+        self.resolved = [resolve_portfolio(p, market) for p in portfolios]  # errors name the file and position
         # every contract once (the table), every real position: (account, row) and its contract's table row
         unique = {}
-        for res in self.batch.resolved:
+        for res in self.resolved:
             for p in res:
                 unique.setdefault(p.instrument, p)
         self.table = ContractTable(list(unique.values()), market, dtype)
-        n_pad, size = self.batch.n_padded, self.batch.size
+        n_pad = bucket_size(len(portfolios), minimum=1)
+        size = bucket_size(max(len(r) for r in self.resolved))
         self.rows = np.full((n_pad, size), self.table.pad_row, np.int32)
         self.quantity = np.zeros((n_pad, size), self.table.fields["spot"].dtype)
         self._acc, self._row, self._inst_of = [], [], []
-        for a, res in enumerate(self.batch.resolved):
+        for a, res in enumerate(self.resolved):
             for r, p in enumerate(res):
                 self.rows[a, r] = self.table.index[p.instrument]
                 self.quantity[a, r] = p.quantity
@@ -175,10 +177,12 @@ class Monitor:
         self._acc, self._row, self._inst_of = (np.asarray(x, np.int64) for x in (self._acc, self._row, self._inst_of))
         self.instruments = self.table.instruments
         self.entry_forward = self.table.fields["forward"][self.rows].copy()
-        coins = np.asarray(self.batch.books.margin_coin)
+        coins = [-1 if p.margin_currency == "USD" else UNDERLYINGS.index(margin_coin_check(p.margin_currency, market))
+                 for p in portfolios] + [-1] * (n_pad - len(portfolios))
         self.margin_coins = tuple(sorted({int(c) for c in coins}))  # the table's copies, one per margin currency
         self.currency = np.asarray([self.margin_coins.index(int(c)) for c in coins], np.int32)
-        self.underlying_spot = np.asarray(self.batch.books.underlying_spot)[0].copy()
+        self.underlying_spot = np.asarray([market.underlyings[u].spot if u in market.underlyings else 1.0
+                                           for u in UNDERLYINGS], self.quantity.dtype)
         coll = np.zeros((n_pad, len(COLLATERAL_ORDER)))
         for a, p in enumerate(portfolios):
             for cur, amount in (p.collateral or {}).items():
@@ -198,7 +202,7 @@ class Monitor:
         from pmjax.batch.sharding import deribit_chunk, span_chunk
 
         fdtype = self.quantity.dtype
-        cap = max(bucket_size(self.batch.n_accounts), 1)
+        cap = max(bucket_size(len(portfolios)), 1)
         self._chunk = min(span_chunk(size, fdtype, n_devices=1), deribit_chunk(size, fdtype, n_devices=1), cap)
         self.step = 0
         self.start = market.as_of
@@ -267,7 +271,7 @@ class Monitor:
 
     def _live_portfolio(self, a: int) -> Portfolio:
         p = self.portfolios[a]
-        alive = {self.batch.resolved[a][r].instrument for r in self._row[(self._acc == a) & self.live]}
+        alive = {self.resolved[a][r].instrument for r in self._row[(self._acc == a) & self.live]}
         if len(alive) == len(p.positions):
             return p
         # the collateral now held, settlement proceeds included: coins cover short calls under rules
@@ -287,13 +291,13 @@ class Monitor:
         collateral. Returns what changed."""
         a = [p.account for p in self.portfolios].index(account)
         resolved = resolve([inst], [quantity], market)[0]
-        rows = [r for r, p in enumerate(self.batch.resolved[a]) if p.instrument == inst]
+        rows = [r for r, p in enumerate(self.resolved[a]) if p.instrument == inst]
         if rows:
             r = rows[0]
             j = int(np.flatnonzero((self._acc == a) & (self._row == r))[0])
             self.live[j] = True
         else:
-            r = len(self.batch.resolved[a])
+            r = len(self.resolved[a])
             if r >= self.quantity.shape[1]:
                 self._grow()
             self._add_row(a, r, resolved, market)
@@ -326,7 +330,7 @@ class Monitor:
         k, _ = self.table.add(resolved, market)
         self.rows[a, r] = k
         self.entry_forward[a, r] = resolved.forward
-        self.batch.resolved[a].append(resolved)
+        self.resolved[a].append(resolved)
         self._acc = np.append(self._acc, a)
         self._row = np.append(self._row, r)
         self._inst_of = np.append(self._inst_of, k)
@@ -339,7 +343,6 @@ class Monitor:
         self.rows = np.pad(self.rows, more, constant_values=self.table.pad_row)
         self.quantity = np.pad(self.quantity, more)
         self.entry_forward = np.pad(self.entry_forward, more, constant_values=1.0)
-        self.batch = dataclasses.replace(self.batch, size=self.quantity.shape[1])
 
     # ------------------------------------------------------------ one update
 
@@ -364,7 +367,7 @@ class Monitor:
             raise InputError(f"market as_of {market.as_of.isoformat()} is before the monitor's start "
                              f"{self.start.isoformat()}", source=market.source, field="as_of")
         settled = self._refresh(market)
-        n = self.batch.n_accounts
+        n = len(self.portfolios)
         figs = self._batch_figures()
         eq = figs[:n, :len(EQUITY_FIGURES)]
         col = dict(zip(self._figure_names(), figs[:n].T))
