@@ -157,14 +157,18 @@ class Follower:
         return True
 
     def remargin(self, at: dt.datetime) -> list[dict]:
-        records = self._monitor(at).update(self.market.market(at))
+        """Re-margin every account at ``at``; ``on_records`` gets each chunk of accounts' records as soon as it is
+        computed (the next chunks compute meanwhile). Returns all the records."""
         moves = self.pending.pop("*", [])
-        for r in records:
-            r["changed"] = moves + self.pending.pop(r["account"], [])
+        records = []
+        for part in self._monitor(at).update_chunks(self.market.market(at)):
+            for r in part:
+                r["changed"] = moves + self.pending.pop(r["account"], [])
+            self.on_records(part)
+            records += part
         self.last_margin = at
         self.summary.remargins += 1
         self.summary.last = at.isoformat()
-        self.on_records(records)
         return records
 
     def finish(self) -> None:

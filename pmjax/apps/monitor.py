@@ -202,7 +202,10 @@ class Monitor:
         from pmjax.batch.sharding import deribit_chunk, span_chunk
 
         fdtype = self.quantity.dtype
-        cap = max(bucket_size(len(portfolios)), 1)
+        # at most a quarter of the accounts per call (at least 64), so that writing one chunk's lines overlaps
+        # the next chunks' computation
+        n_bucket = bucket_size(len(portfolios), minimum=1)
+        cap = max(n_bucket // 4, min(n_bucket, 64))
         self._chunk = min(span_chunk(size, fdtype, n_devices=1), deribit_chunk(size, fdtype, n_devices=1), cap)
         self.step = 0
         self.start = market.as_of
@@ -350,28 +353,41 @@ class Monitor:
         return EQUITY_FIGURES + tuple(f"span_{f}" for f in SPAN_FIGURES if self._span is not None) + \
             tuple(f"deribit_{f}" for f in DERIBIT_FIGURES if self._deribit is not None)
 
-    def _batch_figures(self) -> np.ndarray:
-        """(accounts, figures) of ``_figure_names``: every contract valued once, then every account
-        (``pmjax.apps.monitor_kernel``), in two compiled calls (more when the accounts need several chunks)."""
+    def _batch_figures(self):
+        """Per chunk of accounts, in order: (first account, (chunk, figures) host array of ``_figure_names``).
+        Every contract is valued once, then every chunk's call is dispatched before the first is read, so the
+        records of one chunk are built and written while the next chunks compute (``pmjax.apps.monitor_kernel``)."""
         dtype = self.quantity.dtype
         tables = self.table.books(self.underlying_spot, self.margin_coins)
         terms = contract_terms(tables, self._span, self._deribit)
         accounts = AccountRows(self.currency, self.rows, self.quantity, self.entry_forward.astype(dtype),
                                self.collateral.astype(dtype))
-        return figures_in_chunks(tables, terms, accounts, self._chunk, self._span, self._deribit)
+        n = len(self.portfolios)
+        calls = figures_in_chunks(tables, terms, accounts, self._chunk, self._span, self._deribit, limit=n)
+        for start, call in calls:
+            yield start, np.asarray(call, np.float64)[:n - start]
 
     def update(self, market: Market) -> list[dict]:
         """Re-margin every account on ``market``; one record per account (see ``record`` keys in the
         module docstring and ``pmjax.cli.commands.monitor``)."""
+        return [r for part in self.update_chunks(market) for r in part]
+
+    def update_chunks(self, market: Market):
+        """``update`` as a generator of record lists, one per chunk of accounts (in account order): a caller that
+        writes each list as it comes overlaps its writing with the next chunks' computation."""
         if market.as_of < self.start:
             raise InputError(f"market as_of {market.as_of.isoformat()} is before the monitor's start "
                              f"{self.start.isoformat()}", source=market.source, field="as_of")
         settled = self._refresh(market)
-        n = len(self.portfolios)
-        figs = self._batch_figures()
-        eq = figs[:n, :len(EQUITY_FIGURES)]
-        col = dict(zip(self._figure_names(), figs[:n].T))
-        figures = {}  # method -> (initial, maintenance, initial requirement, maintenance requirement), (n,) each
+        for start, figs in self._batch_figures():
+            yield self._records(market, start, figs, settled)
+        self.step += 1
+
+    def _figures(self, market: Market, start: int, figs: np.ndarray) -> dict:
+        """method -> (initial, maintenance, initial requirement, maintenance requirement[, nov]), arrays over the
+        accounts start, start + 1, ... of ``figs``."""
+        col = dict(zip(self._figure_names(), figs.T))
+        figures = {}
         for m in self.settings.methods:
             if m == "span":
                 total, nov, risk = (col[f"span_{f}"] for f in SPAN_FIGURES)
@@ -381,24 +397,24 @@ class Monitor:
                 init, maint = (col[f"deribit_{f}"] for f in DERIBIT_FIGURES)
                 figures[m] = (init, maint, init, maint)
             else:
-                figs = []
-                for a in range(n):
+                rows = []
+                for a in range(start, start + figs.shape[0]):
                     p = self._live_portfolio(a)
                     if not p.positions:
-                        figs.append((0.0, 0.0))
+                        rows.append((0.0, 0.0))
                         continue
                     sec = compute_margins(p, market, self.config, [m], dtype=self.dtype)[m]
-                    figs.append(tuple(float(sec[k]) for k in MARGIN_FIGURE[m]))
-                init, maint = (np.asarray(x, np.float64).reshape(n) for x in zip(*figs))
+                    rows.append(tuple(float(sec[k]) for k in MARGIN_FIGURE[m]))
+                init, maint = (np.asarray(x, np.float64).reshape(figs.shape[0]) for x in zip(*rows))
                 figures[m] = (init, maint, init, maint)
-        records = self._records(market, eq, figures, settled)
-        self.step += 1
-        return records
+        return figures
 
-    def _records(self, market: Market, eq: np.ndarray, figures: dict, settled: list) -> list[dict]:
-        """One record per account; the arithmetic on arrays over accounts (the same float operations, in the
-        same order, as one account at a time), the dicts from plain Python floats."""
-        collateral, positions, futures = eq[:, 0], eq[:, 1], eq[:, 2]
+    def _records(self, market: Market, start: int, figs: np.ndarray, settled: list) -> list[dict]:
+        """One record per account of ``figs`` (accounts start, start + 1, ...); the arithmetic on arrays over
+        accounts (the same float operations, in the same order, as one account at a time), the dicts from plain
+        Python floats."""
+        figures = self._figures(market, start, figs)
+        collateral, positions, futures = figs[:, 0], figs[:, 1], figs[:, 2]
         equity = collateral + positions + futures
         frac = self.settings.liquidation_fraction
         cols = {}  # method -> {key: list over accounts}
@@ -413,9 +429,10 @@ class Monitor:
         prim, as_of = self.settings.primary, market.as_of.isoformat()
         lists = [x.tolist() for x in (equity, collateral, positions, futures)]
         records = []
-        for a, (e, c, pv, fp) in enumerate(zip(*lists)):
+        for i, (e, c, pv, fp) in enumerate(zip(*lists)):
+            a = start + i
             p = self.portfolios[a]
-            margins = {m: {k: v[a] for k, v in col.items()} for m, col in cols.items()}
+            margins = {m: {k: v[i] for k, v in col.items()} for m, col in cols.items()}
             status = margins[prim]["status"]
             records.append({"step": self.step, "as_of": as_of, "market": market.source, "account": p.account,
                             "currency": p.margin_currency, "equity": e, "collateral": c, "positions_value": pv,

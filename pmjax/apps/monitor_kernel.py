@@ -194,17 +194,18 @@ def account_figures(tables: Book, terms: ContractTerms, accounts: AccountRows, s
 
 
 def figures_in_chunks(tables: Book, terms: ContractTerms, accounts: AccountRows, chunk: int, span_params,
-                      deribit_params) -> np.ndarray:
-    """``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk is padded), host array."""
-    n = accounts.row.shape[0]
-    out = []
+                      deribit_params, *, limit: int | None = None) -> list[tuple[int, Array]]:
+    """``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk is padded) for the first
+    ``limit`` accounts (default all): [(first account, figures)], every call dispatched before any is read."""
+    n = accounts.row.shape[0] if limit is None else limit
+    calls = []
     for start in range(0, n, chunk):
         part = jax.tree_util.tree_map(lambda x: x[start:start + chunk], accounts)
         short = chunk - part.row.shape[0]
         if short:  # repeat the first account: its figures are dropped
             part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], short, axis=0)]), part)
-        out.append(np.asarray(account_figures(tables, terms, part, span_params, deribit_params))[:chunk - short])
-    return np.concatenate(out).astype(np.float64)
+        calls.append((start, account_figures(tables, terms, part, span_params, deribit_params)))
+    return calls
 
 
 __all__ = ["AccountRows", "ContractTable", "ContractTerms", "DERIBIT_FIGURES", "EQUITY_FIGURES", "ROW_FIELDS",
