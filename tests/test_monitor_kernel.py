@@ -96,3 +96,25 @@ def test_table_refresh_writes_each_contracts_market(market):
     late = market_at(market, dt.datetime(2026, 3, 28, tzinfo=dt.timezone.utc), {})
     assert table.refresh(late).tolist() == [True, True, False, True]
     assert table.fields["expiry_years"][0] == 0.0 and table.fields["forward"][0] == late.spot("BTC")
+
+
+def test_a_trade_in_a_new_contract_that_fits_compiles_nothing(market, compile_log):
+    """A contract no account holds takes a spare table row and a spare row of the account's book: the update after
+    the trade runs the compiled calls it ran before."""
+    accounts = pmjax.load_accounts("examples/accounts.yaml")
+    mon = Monitor(accounts, market, pmjax.load_config(), methods=("span", "deribit"))
+    mon.update(market)
+    held = set(mon.table.instruments)
+    fresh = [n for n in ("BTC-27MAR26-110000-C", "BTC-27MAR26-70000-P", "BTC-27MAR26-120000-C")
+             if parse_instrument(n) not in held]
+    assert len(fresh) >= 2
+    mon.apply_trade(accounts[1].account, parse_instrument(fresh[0]), 0.5, market)  # warms the trade's own steps
+    mon.update(market)
+    size, table = mon.quantity.shape[1], mon.table.size
+    assert len(mon.resolved[1]) < size and len(mon.table.instruments) < table - 1
+    with compile_log() as log:
+        mon.apply_trade(accounts[1].account, parse_instrument(fresh[1]), -0.25, market)
+        records = mon.update(market)
+    assert log.compiles() == 0, log.messages
+    assert (mon.quantity.shape[1], mon.table.size) == (size, table)
+    _check_against_margin(mon, records, market, pmjax.load_config())
