@@ -12,7 +12,8 @@ docs/api.md shows each public name in use; docs/methodology.md states every form
 Importing pmjax changes no global JAX setting and imports nothing heavy until a name is used (the names
 below are loaded on first access). pmjax computes in float64 by default, which needs JAX's x64 mode:
 call ``jax.config.update("jax_enable_x64", True)`` first, or pass ``dtype=jnp.float32``; a float64 request
-without it raises a ValueError saying so. The ``pmjax`` command enables x64 itself.
+without it raises a ValueError saying so. The ``pmjax`` command enables x64 itself, and JAX's persistent
+compilation cache; a library user turns the cache on with ``pmjax.enable_compilation_cache(path=None)``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _EXPORTS = {
     "portfolio_greeks": "pmjax.core.greeks",
     "price_instruments": "pmjax.core.greeks",
     "unit_greeks_fast": "pmjax.core.fast_greeks",
+    "enable_compilation_cache": "pmjax.core.jax_cache",
     # io: loaders
     "load_market": "pmjax.io.market",
     "load_portfolio": "pmjax.io.portfolio",

@@ -11,13 +11,15 @@ import sys
 # JAX's persistent compilation cache, shared by this process and every test subprocess (they inherit the
 # environment): identical programs (the same HLO, flags and JAX version) compile once per run, and a rerun
 # compiles nothing. Compiled programs are the same executables, so no figure depends on it. PMJAX_TEST_JAX_CACHE
-# names another folder, or "off".
+# names another folder, or "off". The pmjax command (main() in process, or a subprocess) uses the same folder
+# through PMJAX_JAX_CACHE, never the user's cache folder.
 _CACHE = os.environ.get("PMJAX_TEST_JAX_CACHE",
                         str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"))
 if _CACHE != "off":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+os.environ["PMJAX_JAX_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"] if _CACHE != "off" else "off"
 
 import jax  # noqa: E402
 

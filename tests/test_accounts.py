@@ -112,7 +112,7 @@ def test_one_call_for_1000_accounts_equals_one_by_one(market):
 def test_deribit_batch_of_1000_accounts_equals_one_by_one(market):
     """The path ``pmjax stress --method deribit`` takes (one vmapped call over the padded batch) against
     ``deribit_margin`` account by account, every field of the result, for all 1000 accounts."""
-    from pmjax.cli.commands.stress import deribit_method
+    from pmjax.cli.commands.stress_methods import deribit_method
     from pmjax.apps.margin import deribit_report
     from pmjax.batch.sharding import vmapped
     from pmjax.measures.deribit import DeribitResult, deribit_margin, deribit_params

@@ -36,7 +36,10 @@ def test_import_changes_no_jax_setting_and_float64_without_x64_is_a_clear_error(
     r = _run("""
         import jax
         before = {k: getattr(jax.config, k) for k in ("jax_enable_x64", "jax_numpy_rank_promotion",
-                                                      "jax_numpy_dtype_promotion", "jax_default_matmul_precision")}
+                                                      "jax_numpy_dtype_promotion", "jax_default_matmul_precision",
+                                                      "jax_enable_compilation_cache", "jax_compilation_cache_dir",
+                                                      "jax_persistent_cache_min_compile_time_secs",
+                                                      "jax_persistent_cache_min_entry_size_bytes")}
         import pmjax
         for name in pmjax.__all__:
             getattr(pmjax, name)

@@ -257,7 +257,9 @@ def test_unwritable_out_fails_before_the_replay_in_one_line(tmp_path, accounts_f
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     called = []
-    monkeypatch.setattr(monitor_cmd, "replay_markets", lambda *a, **k: called.append(a))
+    import pmjax.apps.monitor
+
+    monkeypatch.setattr(pmjax.apps.monitor, "replay_markets", lambda *a, **k: called.append(a))  # run imports it
     with pytest.raises(InputError, match="cannot write"):
         run_command(accounts_file, blocker / "sub", SELL_OFF)
     assert called == []  # nothing replayed

@@ -207,12 +207,10 @@ def test_bad_out_is_input_error_before_computing(tmp_path, market, capsys, monke
     def must_not_compute(*a, **k):
         raise AssertionError("margins computed before --out was checked")
 
-    import pmjax.cli.commands.report
     import pmjax.apps.margin
 
     monkeypatch.setattr(pmjax.apps.margin, "compute_margins", must_not_compute)
     monkeypatch.setattr(pmjax.apps.margin, "margin_document", must_not_compute)
-    monkeypatch.setattr(pmjax.cli.commands.report, "margin_document", must_not_compute)
     assert main(argv) == 2
     # notices (the seed's scaled strikes are unlisted, given in the explicit form) may come first
     err = "".join(x for x in capsys.readouterr().err.splitlines(True) if not x.startswith("pmjax: notice:"))

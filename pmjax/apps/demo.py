@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
 
 import jax.numpy as jnp
 
 from pmjax.apps.margin import compute_margins, margin_document
+from pmjax.apps.names import DEMO_OUT as DEFAULT_OUT  # where pmjax demo writes unless --out says otherwise
 from pmjax.apps.report import (
     GREEK_UNITS,
     applicable_line,
@@ -125,8 +125,6 @@ def seed_strategies(market: Market, *, scale_to_market: bool = True) -> list[Por
 DEMO_METHODS = ("rules", "span", "deribit", "var")
 #: collateral of the demo's seed account: enough to pass the portfolio-margin minimum
 DEMO_COLLATERAL = {"USD": 50_000.0}
-#: where ``pmjax demo`` writes its report unless ``--out`` says otherwise
-DEFAULT_OUT = os.path.join("reports", "demo")
 #: rules strategy types whose requirement is the strike width, the most the position can lose before premium
 CAPPED_TYPES = ("iron_condor", "vertical_call_credit", "vertical_put_credit")
 

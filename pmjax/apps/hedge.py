@@ -39,6 +39,7 @@ import numpy as np
 from pmjax.apps.hedge_map import KINDS, extended_book, hedge_map, listed_contracts
 from pmjax.apps.hedge_program import HedgeUnavailable, Program, Term, scipy_modules, solve  # noqa: F401
 from pmjax.apps.margin import HEADLINE, compute_margins
+from pmjax.apps.names import DEFAULT_INSTRUMENTS, HEDGE_METHODS  # noqa: F401  (re-exported)
 from pmjax.core.book import bucket_size, resolve
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS, Instrument, parse_instrument
@@ -51,9 +52,6 @@ from pmjax.measures.var import auto_chunk, tail_size, var_params
 from pmjax.scenarios import montecarlo
 from pmjax.scenarios.mc_models import path_position_losses
 
-#: methods a hedge can minimise, and its default candidates
-HEDGE_METHODS = ("span", "deribit", "var")
-DEFAULT_INSTRUMENTS = ("futures", "perpetuals")
 #: each trade is bounded by this many times the book's gross notional (coins of the contract's underlying):
 #: keeps the program bounded (SPAN's floor at 0 lets long options absorb any risk) without binding a hedge
 BOUND_MULTIPLE = 10.0

@@ -34,12 +34,9 @@ from pmjax.io.config import load_config
 from pmjax.measures.deribit import deribit_margin, deribit_params
 from pmjax.measures.span import span_margin, span_params
 from pmjax.measures.var import var_margin, var_params
+from pmjax.apps.names import KINDS, MAP_METHODS  # noqa: F401  (re-exported: methods with a map, kinds listed)
 from pmjax.scenarios import montecarlo
 
-#: methods with a marginal margin map, and the headline each differentiates
-MAP_METHODS = ("span", "deribit", "var")
-#: instrument kinds a map can list
-KINDS = ("options", "futures", "perpetuals")
 
 
 def listed_contracts(market: Market, kinds=KINDS) -> list[Instrument]:

@@ -63,6 +63,7 @@ from pmjax.core.instruments import UNDERLYINGS
 from pmjax.core.kernel import no_shock, position_values
 from pmjax.core.market import Market
 from pmjax.apps.margin import METHODS, compute_margins
+from pmjax.apps.names import CALL_STATUSES  # noqa: F401  (re-exported: statuses that are a margin call)
 from pmjax.core.portfolio import Portfolio, Position, make_portfolio
 from pmjax.core.validate import finite_number
 from pmjax.measures.deribit import deribit_params
@@ -71,8 +72,6 @@ from pmjax.apps.monitor_sources import (  # noqa: F401  (re-exported: the replay
 )
 
 STATUSES = ("ok", "initial_breach", "margin_call", "liquidation_warning")  # in order of severity
-#: statuses that are a margin call (the liquidation warning comes on top of one)
-CALL_STATUSES = ("margin_call", "liquidation_warning")
 BATCH_METHODS = ("span", "deribit")
 #: the method's (initial, maintenance) figures, SPEC section 3 names (span: see the module docstring)
 MARGIN_FIGURE = {"span": ("total", "total"), "deribit": ("initial", "maintenance"),

@@ -15,6 +15,7 @@ import numpy as np
 
 from pmjax.bench.baselines import BOOK_FIELDS, black76_np, host_book, numpy_monte_carlo, numpy_span, \
     numpy_span_chunked, numpy_unit_greeks
+from pmjax.bench.names import ROW_NAMES  # noqa: F401  (re-exported: the rows, in order)
 from pmjax.bench.books import random_account_books, random_option_book, sharded_option_book
 from pmjax.core.book import Book, bucket_size
 from pmjax.core.units import DAY
@@ -94,9 +95,6 @@ TARGETS = (
      lambda r: r["p99"] < 0.005, None),
 )
 
-ROW_NAMES = ("black76_f32", "black76_autodiff_f32", "black76_price_f32", "black76_f64", "black76_autodiff_f64",
-             "black76_f64_quantlib", "span_accounts", "mc_revaluations", "mc_var_exact_tail", "var_accounts", "hedge_map", "what_if_latency",
-             "what_if_latency_span_deribit", "monitor_update", "monitor_update_one_account", "compile")
 
 
 def _row(name, size, unit, pmjax_value, baseline, baseline_value, higher_is_better: bool, **extra) -> dict:

@@ -2,6 +2,11 @@
 
 Each command lives in ``pmjax/cli/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> (document, text)``; ``--json`` prints the document, otherwise the text.
+
+Parsing imports no JAX (nor numpy): a command module imports only light names at its top (``pmjax.apps.names``,
+``pmjax.io.names``, ``pmjax.bench.names``, errors) and the heavy ones in ``run``, so ``pmjax --help`` and argument
+errors answer at once. Before a command runs, JAX's persistent compilation cache is turned on
+(``pmjax.core.jax_cache.cli_compilation_cache``: the user's cache folder, ``PMJAX_JAX_CACHE=off`` or a folder).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sys
 import traceback
 
 from pmjax.core.errors import InputError, MissingDependency
-from pmjax.io.documents import to_jsonable
+from pmjax.core.jax_cache import cli_compilation_cache
 
 #: command name -> one-line help; modules are imported only when their command runs
 COMMANDS = {
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)  # float64 unless --precision float32
+        cli_compilation_cache(notice)  # before anything compiles
+        from pmjax.io.documents import to_jsonable
 
         doc, text = importlib.import_module(f"pmjax.cli.commands.{args.command.replace('-', '_')}").run(args)
         if doc is None and text is None:  # a streaming command wrote its own output (monitor --follow)

@@ -22,12 +22,12 @@ from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS, expiry_datetime, parse_instrument
 from pmjax.core.market import Market, Smile, UnderlyingMarket
 from pmjax.core.validate import finite_number, positive_number
+from pmjax.io.names import DEFAULT_MARKET  # noqa: F401  (re-exported)
 
 BUNDLED_MARKETS = {
     "deribit-20260102": "deribit_chain_20260102T091809Z.csv",
     "deribit-20260206": "deribit_chain_20260206T043012Z.csv",
 }
-DEFAULT_MARKET = "deribit-20260102"
 
 
 def _as_of(value, source) -> dt.datetime:

@@ -15,7 +15,7 @@ from pmjax.core.errors import InputError
 
 
 def add_arguments(p):
-    from pmjax.bench.rows import ROW_NAMES
+    from pmjax.bench.names import ROW_NAMES
 
     p.add_argument("--quick", action="store_true",
                    help="small sizes (about 30 s on 2 CPU cores); same as --sizes quick")
@@ -34,7 +34,7 @@ def add_arguments(p):
 def run(args):
     from pmjax.bench.format import format_bench
     from pmjax.bench.harness import run_bench, use_all_cpu_cores
-    from pmjax.bench.rows import ROW_NAMES
+    from pmjax.bench.names import ROW_NAMES
 
     if args.quick and args.sizes not in (None, "quick"):
         raise InputError(f"--quick contradicts --sizes {args.sizes}", field="--sizes")

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import shlex
 
-from pmjax.apps.calibrate import CalibrationSettings, calibrate, calibration_config, load_history, write_config
 from pmjax.cli.app import notices
 from pmjax.core.errors import InputError
-from pmjax.apps.tables import table
 
 
 def add_arguments(p):
@@ -66,6 +64,9 @@ def _fmt_p(x: float) -> str:
 
 
 def run(args):
+    from pmjax.apps.calibrate import CalibrationSettings, calibrate, calibration_config, load_history, write_config
+    from pmjax.apps.tables import table
+
     if args.ewma_lambda is not None and not 0.0 < args.ewma_lambda < 1.0:
         raise InputError(f"must be in (0, 1), got {args.ewma_lambda!r}", source="--ewma-lambda")
     settings = CalibrationSettings(coverage=args.coverage, horizon_days=args.horizon,

@@ -3,9 +3,9 @@ written (default reports/demo)."""
 
 from __future__ import annotations
 
+from pmjax.apps.names import DEMO_OUT as DEFAULT_OUT
 from pmjax.cli.app import dtype_of
-from pmjax.apps.demo import DEFAULT_OUT, run_demo
-from pmjax.io.market import DEFAULT_MARKET
+from pmjax.io.names import DEFAULT_MARKET
 
 
 def add_arguments(p):
@@ -15,4 +15,6 @@ def add_arguments(p):
 
 
 def run(args):
+    from pmjax.apps.demo import run_demo
+
     return run_demo(args.out, market_name=args.market, dtype=dtype_of(args))

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from pmjax.apps.hedge import DEFAULT_INSTRUMENTS, HEDGE_METHODS, check_request, hedge, hedge_section
-from pmjax.apps.tables import table
+from pmjax.apps.names import DEFAULT_INSTRUMENTS, HEDGE_METHODS
 from pmjax.cli.app import notices
 from pmjax.cli.commands.margin import load_inputs
 from pmjax.core.errors import InputError
-from pmjax.io.market import DEFAULT_MARKET
-from pmjax.io.portfolio import write_portfolio
+from pmjax.io.names import DEFAULT_MARKET
 
 
 def add_arguments(p):
@@ -37,6 +35,9 @@ def add_arguments(p):
 
 
 def run(args):
+    from pmjax.apps.hedge import check_request, hedge, hedge_section
+    from pmjax.io.portfolio import write_portfolio
+
     method = args.method
     compare = [m.strip().lower() for m in args.compare.split(",") if m.strip()]
     bad = [m for m in compare if m not in ("rules", "span", "deribit", "var")]
@@ -57,6 +58,8 @@ def run(args):
 
 
 def render(doc: dict, account: str, args) -> str:
+    from pmjax.apps.tables import table
+
     cur = doc["currency"]
     lp = doc["lp"]
     head = (f"Hedge minimising {doc['method']} for account {account} over {doc['candidates']:,} candidate contracts "

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from pmjax.apps.hedge_map import KINDS, MAP_METHODS, hedge_map, hedge_map_section
-from pmjax.apps.tables import table
-from pmjax.apps.whatif import WhatIf
+from pmjax.apps.names import KINDS, MAP_METHODS
 from pmjax.cli.commands.margin import load_inputs
 from pmjax.core.errors import InputError
-from pmjax.io.market import DEFAULT_MARKET
+from pmjax.io.names import DEFAULT_MARKET
 
 
 def add_arguments(p):
@@ -37,6 +35,10 @@ def _names(text: str, known, source: str) -> list[str]:
 
 
 def run(args):
+    from pmjax.apps.hedge_map import hedge_map, hedge_map_section
+    from pmjax.apps.tables import table
+    from pmjax.apps.whatif import WhatIf
+
     methods = _names(args.method, MAP_METHODS + ("rules",), "--method")
     if "rules" in methods:
         raise InputError("rules margin pairs strategies and has no marginal map (maps: span, deribit, var)",

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from pmjax.apps.stress import account_scenario_pnl
-from pmjax.scenarios.named import load_scenarios
-from pmjax.core.book import resolve_portfolio, years_to_expiry
+from pmjax.apps.names import MARGIN_METHODS as METHODS
 from pmjax.cli.app import dtype_of, notices
-from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
-from pmjax.io.market import DEFAULT_MARKET, load_market
-from pmjax.apps.margin import HEADLINE, METHODS, compute_margins, margin_document
-from pmjax.io.portfolio import load_portfolio, parse_trades
-from pmjax.apps.tables import coin_span_note, fmt, table
+from pmjax.io.names import DEFAULT_MARKET
 
 
 def add_arguments(p):
@@ -66,6 +60,11 @@ def var_overrides(args, config: dict) -> dict:
 def load_inputs(args):
     """(portfolio, market, config, dtype) from the command line, checked against each other (an expired
     position is reported in the portfolio file); notices go to stderr, with or without --json."""
+    from pmjax.core.book import resolve_portfolio
+    from pmjax.io.config import load_config
+    from pmjax.io.market import load_market
+    from pmjax.io.portfolio import load_portfolio
+
     portfolio = load_portfolio(args.portfolio)
     market = load_market(args.market)
     config = var_overrides(args, load_config(args.config))
@@ -91,6 +90,8 @@ def supplied_inputs(args):
 
 
 def render_supplied(doc: dict) -> str:
+    from pmjax.apps.tables import fmt, table
+
     cur = doc["currency"]
     span = doc["span"]
     parts = [table([[p["contract"], p["quantity"], p["value"], p["delta"]] for p in doc["positions"]],
@@ -103,6 +104,8 @@ def render_supplied(doc: dict) -> str:
 
 def span_table(by: dict, label: str = "underlying") -> str:
     """SPAN by commodity, with the inter-credit inputs (time, volatility and price risk)."""
+    from pmjax.apps.tables import table
+
     return table([[u, v["scan_risk"], v["worst_scenario"], v["intra_spread"], v["spot_charge"], v["time_risk"],
                    v["volatility_risk"], v["price_risk"], v["inter_credit"], v["short_option_minimum"],
                    v["composite_delta"], v["risk"]] for u, v in by.items()],
@@ -111,6 +114,12 @@ def span_table(by: dict, label: str = "underlying") -> str:
 
 
 def run(args):
+    from pmjax.apps.margin import HEADLINE, compute_margins, margin_document
+    from pmjax.apps.stress import account_scenario_pnl
+    from pmjax.core.book import years_to_expiry
+    from pmjax.io.portfolio import parse_trades
+    from pmjax.scenarios.named import load_scenarios
+
     if getattr(args, "risk_parameters", None) is not None:
         from pmjax.apps.supplied import supplied_margin_document
 
@@ -137,6 +146,8 @@ def run(args):
 
 
 def render(doc: dict, methods: list[str]) -> str:
+    from pmjax.apps.tables import coin_span_note, fmt, table
+
     cur = doc["currency"]
     parts = [table([[p["instrument"], p["quantity"], p["value"], p["delta"]] for p in doc["positions"]],
                    ["instrument", "quantity", f"value ({cur})", "delta (coins)"],

@@ -17,14 +17,10 @@ import sys
 import tempfile
 import time
 
-from pmjax.io.accounts import load_accounts
+from pmjax.apps.names import CALL_STATUSES
 from pmjax.cli.app import dtype_of, notice
-from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
-from pmjax.io.market import DEFAULT_MARKET
-from pmjax.apps.monitor import (CALL_STATUSES, Monitor, monitor_settings, plot_equity, replay_markets,
-                                replay_settlement, write_log)
-from pmjax.apps.tables import table
+from pmjax.io.names import DEFAULT_MARKET
 
 LOG_NAME = "monitor_log.jsonl"
 PLOT_NAME = "monitor_equity.png"
@@ -96,6 +92,10 @@ def run_follow(args):
 
 
 def run_replay(args):
+    from pmjax.apps.monitor import Monitor, monitor_settings, plot_equity, replay_markets, replay_settlement, write_log
+    from pmjax.io.accounts import load_accounts
+    from pmjax.io.config import load_config
+
     config = load_config(args.config)
     settings = monitor_settings(config, methods=args.methods, primary=args.primary,
                                 liquidation_fraction=args.liquidation_fraction)
@@ -167,6 +167,8 @@ def _summary(records: list[dict], portfolios) -> list[dict]:
 
 
 def render(doc: dict, methods) -> str:
+    from pmjax.apps.tables import table
+
     rows = [[r["step"], r["as_of"][:19], r["account"], r["currency"], r["equity"]]
             + [r["margins"][m]["requirement"] for m in methods] + [r["status"]] for r in doc["records"]]
     head = ["step", "as_of", "account", "ccy", "equity"] + [f"{m} req." for m in methods] + ["status"]

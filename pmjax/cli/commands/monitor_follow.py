@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import sys
 
-from pmjax.apps.follow import Follower
-from pmjax.apps.monitor import CALL_STATUSES, monitor_settings
+from pmjax.apps.names import CALL_STATUSES
 from pmjax.cli.app import dtype_of, notice
 from pmjax.core.errors import InputError
-from pmjax.io.accounts import load_accounts
-from pmjax.io.config import load_config
-from pmjax.io.documents import json_line
-from pmjax.io.feed import read_feed
-from pmjax.io.market import load_market
 
 
 def _lines(path: str):
@@ -40,6 +34,14 @@ def _alert(r: dict) -> None:
 
 
 def follow_command(args):
+    from pmjax.apps.follow import Follower
+    from pmjax.apps.monitor import monitor_settings
+    from pmjax.io.accounts import load_accounts
+    from pmjax.io.config import load_config
+    from pmjax.io.documents import json_line
+    from pmjax.io.feed import read_feed
+    from pmjax.io.market import load_market
+
     config = load_config(args.config)
     settings = monitor_settings(config, methods=args.methods, primary=args.primary,
                                 liquidation_fraction=args.liquidation_fraction)

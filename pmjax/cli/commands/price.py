@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pmjax.core.book import years_to_expiry
 from pmjax.cli.app import dtype_of, notices
-from pmjax.core.greeks import price_instruments
-from pmjax.core.instruments import parse_instrument
-from pmjax.io.market import DEFAULT_MARKET, load_market
-from pmjax.apps.tables import table
+from pmjax.io.names import DEFAULT_MARKET
 
 
 def add_arguments(p):
@@ -17,6 +13,12 @@ def add_arguments(p):
 
 
 def run(args):
+    from pmjax.apps.tables import table
+    from pmjax.core.book import years_to_expiry
+    from pmjax.core.greeks import price_instruments
+    from pmjax.core.instruments import parse_instrument
+    from pmjax.io.market import load_market
+
     instruments = [parse_instrument(s, source="command line", field=f"INSTRUMENT {s}") for s in args.instruments]
     market = load_market(args.market)
     notices(market.notices)  # on stderr, with or without --json

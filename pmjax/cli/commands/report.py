@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from pmjax.apps.stress import account_scenario_pnl
-from pmjax.scenarios.named import load_scenarios
-from pmjax.core.greeks import portfolio_greeks
-from pmjax.core.instruments import UNDERLYINGS
-from pmjax.io.market import DEFAULT_MARKET
-from pmjax.apps.margin import METHODS, margin_document
-from pmjax.apps.report import (
-    applicable_line,
-    applicable_requirement,
-    check_out_dir,
-    comparison,
-    worst_scenario_rows,
-    worst_scenarios,
-    write_report,
-)
-from pmjax.apps.tables import table
-from pmjax.core.errors import InputError
 from pmjax.cli.commands.margin import load_inputs
+from pmjax.core.errors import InputError
+from pmjax.core.instruments import UNDERLYINGS
+from pmjax.io.names import DEFAULT_MARKET
 
 
 def add_arguments(p):
@@ -43,6 +29,8 @@ def add_arguments(p):
 
 def scenario_results(portfolio, market, scenarios, dtype) -> tuple[dict, list[dict]]:
     """({name: P&L}, as ``pmjax margin --scenarios`` reports it, and one record per scenario with its moves)."""
+    from pmjax.apps.stress import account_scenario_pnl
+
     pnl = account_scenario_pnl(portfolio, market, scenarios, dtype=dtype)
     used = [u for u in UNDERLYINGS if any(p.instrument.underlying == u for p in portfolio.positions)]
     records = []
@@ -88,6 +76,7 @@ def hedge_map_sections(portfolio, market, config, dtype, extra: dict) -> list[tu
 
 def run_supplied(args):
     """``--risk-parameters``: the SPAN report of one account on the file's arrays."""
+    from pmjax.apps.report import check_out_dir, write_report
     from pmjax.apps.supplied import supplied_margin_document
     from pmjax.cli.app import dtype_of
     from pmjax.cli.commands.margin import render_supplied, supplied_inputs
@@ -105,6 +94,13 @@ def run_supplied(args):
 
 
 def run(args):
+    from pmjax.apps.margin import METHODS, margin_document
+    from pmjax.apps.report import (applicable_line, applicable_requirement, check_out_dir, comparison,
+                                   worst_scenario_rows, worst_scenarios, write_report)
+    from pmjax.apps.tables import table
+    from pmjax.core.greeks import portfolio_greeks
+    from pmjax.scenarios.named import load_scenarios
+
     if args.risk_parameters is not None:
         return run_supplied(args)
     portfolio, market, config, dtype = load_inputs(args)
