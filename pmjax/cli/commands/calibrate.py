@@ -97,8 +97,7 @@ def _rows(doc: dict) -> list:
                     continue
                 b = e[k]
                 if b is None:
-                    rows.append([u, what, round(value, 6), period, e.get(f"{k}_na", "no test days"), 0, "", "", "", "", "",
-                                 ""])
+                    rows.append([u, what, round(value, 6), period, "no test day (below)", 0, "", "", "", "", "", ""])
                     continue
                 rows.append([u, what, round(value, 6), period, f"{b['start']}..{b['end']}", b["days"],
                              f"{b['exceedances']} ({b['up_exceedances']}+/{b['down_exceedances']}-)",
@@ -132,6 +131,7 @@ def run(args):
                         f"day(s) later; {settings.volatility_model} vol scaling, floor = "
                         f"{settings.floor_coverage:.0%} quantile of ten years of moves; kupiec p: exact one-sided "
                         "P(X >= x)")]
+    text += [f"{u}: {e[k]}" for u, e in doc["underlyings"].items() for k in e if k.endswith("_na")]
     for u, e in doc["underlyings"].items():
         for what, pc in e["procyclicality"].items():
             if pc and not what.endswith("before_apc"):
