@@ -69,9 +69,9 @@ print(table(rows, ["underlying", "range", "backtest", "period", "days", "exceed"
                    "one-sided)", "christoffersen p", "light"],
             title=f"99% one-day ranges set at each close, applied a day later; calibrated on data up to {SPLIT}"))
 for u, e in cal.doc["underlyings"].items():
-    print(f"{u}: shipped at {e['as_of']}: price scan range {e['price_scan_range']:.4f} (floor {e['long_run_floor']:.4f}, "
-          f"vol-scaled {e['scaled_range']:.4f}), vol scan range {e['vol_scan_range']:.4f} (floor "
-          f"{e['vol_long_run_floor']:.4f}); one-sided coverage limit over "
+    print(f"{u}: shipped at {e['as_of']}: price scan range {e['price_scan_range']:.4f} "
+          f"(floor {e['long_run_floor']:.4f}, vol-scaled {e['scaled_range']:.4f}), vol scan range "
+          f"{e['vol_scan_range']:.4f} (floor {e['vol_long_run_floor']:.4f}); one-sided coverage limit over "
           f"{e['backtest_oos']['days']} days: {C.coverage_limit(e['backtest_oos']['days'], 0.99)} exceedances")
 for s in cal.doc["inter_spreads"]:
     print(f"inter spread {s['legs']}: credit_rate {s['credit_rate']:.3f}, correlation {s['correlation']:.3f}, "
@@ -97,7 +97,8 @@ for ax, (u, pr) in zip(axes, cal.prices.items()):
     ax.set_ylabel(f"{u} one-day move")
     ax.set_ylim(0, min(0.45, float(np.nanmax(np.abs(pr.move[t]))) * 1.05))
     ax.legend(loc="upper right", fontsize=8)
-axes[0].set_title(f"99% one-day SPAN price scan range (EWMA-scaled, floored, lag 1) vs the realized move; split {SPLIT}")
+axes[0].set_title(f"99% one-day SPAN price scan range (EWMA-scaled, floored, lag 1) vs the realized move; "
+                  f"split {SPLIT}")
 fig.tight_layout()
 fig.savefig(OUT / "01_rolling_scan_ranges.png", dpi=80 if SMALL else 120)
 

@@ -137,7 +137,8 @@ def run(args):
             if pc and not what.endswith("before_apc"):
                 text.append(f"{u} {what} range {pc['start']}..{pc['end']}: peak {pc['peak']:.4f} ({pc['peak_date']}), "
                             f"trough {pc['trough']:.4f} ({pc['trough_date']}), peak/trough {pc['peak_to_trough']:.2f}, "
-                            f"largest 10-day increase x{pc['max_increase_10d']:.2f}, 30-day x{pc['max_increase_30d']:.2f}")
+                            f"largest 10-day increase x{pc['max_increase_10d']:.2f}, "
+                            f"30-day x{pc['max_increase_30d']:.2f}")
     for s in doc["inter_spreads"]:
         legs = ", ".join(f"{k} {v:g}" for k, v in s["legs"].items())
         text.append(f"inter-commodity spread {legs}: credit_rate {s['credit_rate']:.4f} (hedge effectiveness "
