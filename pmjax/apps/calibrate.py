@@ -28,6 +28,7 @@ import numpy as np
 
 from pmjax.apps import calibrate_ranges as ranges
 from pmjax.apps import calibrate_stats as stats
+from pmjax.apps import calibrate_ttc as ttc
 from pmjax.apps.calibrate_ranges import (CalibrationSettings, Ranges, daily_grid, price_scan_ranges,
                                          vol_scan_ranges)
 from pmjax.apps.calibrate_stats import chi2_1_sf, christoffersen_lr, kupiec_lr
@@ -181,13 +182,16 @@ def load_history(specs: list[str], *, underlying: str | None = None, dvol_files:
 
 @dataclasses.dataclass
 class Calibration:
-    """A calibration: the SPEC calibrate document and the rolling ranges behind it (for plots)."""
+    """A calibration: the SPEC calibrate document and the ranges behind it (for plots): the daily rule's
+    (``prices``, ``vols``) and the through-the-cycle ones that ship (``ttc_prices``, ``ttc_vols``)."""
 
     doc: dict
     prices: dict[str, Ranges]
     vols: dict[str, Ranges]
     settings: CalibrationSettings
     split: np.datetime64 | None = None
+    ttc_prices: dict[str, Ranges] = dataclasses.field(default_factory=dict)
+    ttc_vols: dict[str, Ranges] = dataclasses.field(default_factory=dict)
 
 
 def _series_info(s: history.Series, filled: int) -> dict:
@@ -205,8 +209,10 @@ def _as_of_index(r: Ranges, day, what: str) -> int:
     return t
 
 
-def _backtests(r: Ranges, t: int, coverage: float, split: bool, prefix: str) -> dict:
-    """In-sample backtest of the daily ranges up to close t and, with a split, the out-of-sample ones."""
+def _backtests(r: Ranges, t: int, coverage: float, split: bool, prefix: str, daily: Ranges | None = None) -> dict:
+    """In-sample backtest of the ranges as applied up to close t and, with a split, the out-of-sample ones
+    (re-set after t as before it) and the range at t frozen. With ``daily`` (r is the TTC rule): each
+    block adds ``daily_mean_range`` (the daily rule's mean range on the same days) and ``cost_vs_daily``."""
     ins = ranges.backtest_days(r, 0, t)
     out = {prefix: ranges.backtest(r, ins, coverage)}
     if not len(ins):
@@ -217,7 +223,28 @@ def _backtests(r: Ranges, t: int, coverage: float, split: bool, prefix: str) -> 
         ref = ranges.exceedance_sizes(r, ins) if len(ins) else np.zeros(0)
         out[f"{prefix}_oos"] = ranges.backtest(r, oos, coverage, reference=ref)
         out[f"{prefix}_frozen_oos"] = ranges.backtest(r, oos, coverage, frozen_at=t)
+    if daily is not None:
+        blocks = [(prefix, ins)] + ([(f"{prefix}_oos", oos), (f"{prefix}_frozen_oos", oos)] if split else [])
+        for k, days in blocks:
+            _add_cost(out[k], daily, days)
     return out
+
+
+def _add_cost(b: dict | None, daily: Ranges, days: np.ndarray) -> None:
+    """The over-coverage cost of a TTC backtest block: its mean range against the daily rule's, same days."""
+    if b is None:
+        return
+    d = ranges.applied_range(daily)[days]
+    d = d[np.isfinite(d)]
+    b["daily_mean_range"] = float(np.mean(d)) if len(d) else None
+    b["cost_vs_daily"] = b["mean_range"] / b["daily_mean_range"] if len(d) else None
+
+
+def _procyclicality(pr: Ranges, vr: Ranges, tp: Ranges, tv: Ranges) -> dict:
+    return {"price": ranges.procyclicality(tp), "vol": ranges.procyclicality(tv),
+            "daily_price": ranges.procyclicality(pr), "daily_vol": ranges.procyclicality(vr),
+            "daily_price_before_apc": ranges.procyclicality(pr, pr.calculated),
+            "daily_vol_before_apc": ranges.procyclicality(vr, vr.calculated)}
 
 
 def _underlying(u: str, data: "HistoryInput", s: CalibrationSettings, split, notices: list) -> tuple:
@@ -228,32 +255,43 @@ def _underlying(u: str, data: "HistoryInput", s: CalibrationSettings, split, not
         notices.append(f"{u}: DVOL after the last close ({as_of}) left out: the vol range uses data up to it")
     pr = price_scan_ranges(closes, s, cutoff=as_of)
     vr = vol_scan_ranges(dvol, s, cutoff=as_of)
+    tp, tv = ttc.ttc_ranges(pr, s), ttc.ttc_ranges(vr, s)
     t, v = _as_of_index(pr, as_of, "price"), _as_of_index(vr, as_of, "vol")
+    with_split = split is not None
     entry = {
-        "price_scan_range": float(pr.range[t]), "vol_scan_range": float(vr.range[v]),
+        "price_scan_range": float(tp.range[t]), "vol_scan_range": float(tv.range[v]),
+        "ttc": {"price": ttc.ttc_entry(tp, t, s), "vol": ttc.ttc_entry(tv, v, s),
+                "price_resets": ttc.ttc_resets(tp), "vol_resets": ttc.ttc_resets(tv)},
+        "daily_price_scan_range": float(pr.range[t]), "daily_vol_scan_range": float(vr.range[v]),
         "long_run_floor": float(pr.floor[t]), "scaled_range": float(pr.scaled[t]),
         "standardized_quantile": float(pr.quantile[t]), "daily_vol": float(pr.sigma[t]),
         "vol_long_run_floor": float(vr.floor[v]), "vol_scaled_range": float(vr.scaled[v]),
         "vol_standardized_quantile": float(vr.quantile[v]), "dvol": float(vr.level[v]),
         "dvol_daily_change_vol": float(vr.sigma[v]),
         "as_of": str(pr.dates[t]), "vol_as_of": str(vr.dates[v]), "lag_days": int(s.lag_days),
-        **_backtests(pr, t, s.coverage, split is not None, "backtest"),
-        **_backtests(vr, v, s.coverage, split is not None, "vol_backtest"),
-        "procyclicality": {"price": ranges.procyclicality(pr), "vol": ranges.procyclicality(vr),
-                           "price_before_apc": ranges.procyclicality(pr, pr.calculated),
-                           "vol_before_apc": ranges.procyclicality(vr, vr.calculated)},
+        **_backtests(tp, t, s.coverage, with_split, "backtest", daily=pr),
+        **_backtests(tv, v, s.coverage, with_split, "vol_backtest", daily=vr),
+        **_backtests(pr, t, s.coverage, with_split, "daily_backtest"),
+        **_backtests(vr, v, s.coverage, with_split, "daily_vol_backtest"),
+        "procyclicality": _procyclicality(pr, vr, tp, tv),
         "history": {"closes": _series_info(closes, pr.filled_days), "dvol": _series_info(dvol, vr.filled_days)},
     }
     g = pr.garch_at(t)
     if g is not None:
         entry["garch"] = {"omega": g.omega, "alpha": g.alpha, "beta": g.beta, "fitted_returns": g.n,
                           "refits": len(pr.garch)}
-    return entry, pr, vr
+    return entry, pr, vr, tp, tv
 
 
 def _method(s: CalibrationSettings) -> dict:
-    method = {"rule": "range_t = APC(max(q_a(|M_i| / (sigma_{i-L} sqrt(h))) * sigma_t * sqrt(h), floor_t)), "
-                      "applied to the move starting L = lag_days closes after t",
+    method = {"rule": "through the cycle (what ships; backtest, vol_backtest): re-set on the ttc_reset schedule at "
+                      "close T from data up to T, B_T = max(q_a(|M_i|, ten years), mean of the daily range over "
+                      "ttc_mean_days), P_T = max(B_T, min((1 + apc_buffer) B_T, (1 + apc_buffer) P_prev)), in force "
+                      "until the next re-set and applied L = lag_days closes later",
+              "daily_rule": "range_t = APC(max(q_a(|M_i| / (sigma_{i-L} sqrt(h))) * sigma_t * sqrt(h), floor_t)), "
+                            "applied to the move starting L = lag_days closes after t (daily_backtest, "
+                            "daily_vol_backtest)",
+              "ttc_reset": s.ttc_reset, "ttc_mean_days": s.ttc_mean_days,
               "volatility_model": s.volatility_model, "lag_days": int(s.lag_days), "burn_in_days": s.burn_in_days,
               "floor_coverage": s.floor_coverage, "floor_window_days": s.floor_window_days,
               "min_history_days": s.min_history_days, "vol_min_history_days": s.vol_min_history_days,
@@ -277,9 +315,9 @@ def calibrate(data: HistoryInput, settings: CalibrationSettings = CalibrationSet
     BTC and ETH, their inter-commodity spread on the closes up to it."""
     s = settings.check()
     split = None if split is None else np.datetime64(split, "D")
-    unds, prices, vols, notices = {}, {}, {}, list(data.notices)
+    unds, prices, vols, tps, tvs, notices = {}, {}, {}, {}, {}, list(data.notices)
     for u in [x for x in UNDERLYINGS if x in data.closes]:
-        unds[u], prices[u], vols[u] = _underlying(u, data, s, split, notices)
+        unds[u], prices[u], vols[u], tps[u], tvs[u] = _underlying(u, data, s, split, notices)
     spreads = []
     if {"BTC", "ETH"} <= set(unds):
         cut = [data.closes[u].between(None, split) for u in ("BTC", "ETH")]
@@ -287,7 +325,7 @@ def calibrate(data: HistoryInput, settings: CalibrationSettings = CalibrationSet
     doc = {"coverage": s.coverage, "horizon_days": int(s.horizon_days), "lag_days": int(s.lag_days),
            "split": None if split is None else str(split), "underlyings": unds, "inter_spreads": spreads,
            "method": _method(s), "notices": notices}
-    return Calibration(doc, prices, vols, s, split)
+    return Calibration(doc, prices, vols, s, split, tps, tvs)
 
 
 def calibration_config(cal: Calibration, base: dict | None = None) -> dict:

@@ -59,6 +59,8 @@ class CalibrationSettings:
     apc_buffer_rebuild: float = 0.01
     apc_stress_weight: float = 0.25
     credit_cap: float = 0.75
+    ttc_reset: str = "quarterly"  # monthly | quarterly | annual (calibrate_ttc)
+    ttc_mean_days: int = 365
 
     def check(self) -> "CalibrationSettings":
         def bad(field, text):
@@ -87,6 +89,10 @@ class CalibrationSettings:
             bad("apc_buffer_rebuild", "must be at least 0")
         if int(self.garch_refit_days) != self.garch_refit_days or self.garch_refit_days < 1:
             bad("garch_refit_days", f"must be a whole number of days >= 1, got {self.garch_refit_days!r}")
+        if self.ttc_reset not in ("monthly", "quarterly", "annual"):
+            bad("ttc_reset", f"must be monthly, quarterly or annual, got {self.ttc_reset!r}")
+        if int(self.ttc_mean_days) != self.ttc_mean_days or self.ttc_mean_days < 1:
+            bad("ttc_mean_days", f"must be a whole number of days >= 1, got {self.ttc_mean_days!r}")
         if not 0.0 <= self.credit_cap <= 1.0:
             raise InputError(f"credit_cap must be in [0, 1], got {self.credit_cap!r}", field="credit_cap")
         return self
@@ -131,6 +137,7 @@ class Ranges:
     filled_days: int
     garch: tuple = ()  # (first day in force, history.Garch) per refit
     first: int = 0
+    resets: tuple = ()  # the closes a through-the-cycle range is re-set at (calibrate_ttc; () for daily ranges)
 
     @property
     def last(self) -> int:
@@ -266,15 +273,16 @@ def backtest_days(r: Ranges, start: int, stop: int, *, forward: bool = False) ->
 
 def backtest(r: Ranges, days: np.ndarray, coverage: float, *, frozen_at: int | None = None,
              reference: np.ndarray | None = None) -> dict | None:
-    """``calibrate_stats.coverage_stats`` of the range as applied on ``days``, with their first and last day
-    and the lag; ``reference`` (exceedance sizes |move| / range of another period) adds ``excess_size_p``."""
+    """``calibrate_stats.coverage_stats`` of the range as applied on ``days``, with their first and last day,
+    the lag and the exceedance days (the close each exceeding move starts at); ``reference`` (exceedance sizes |move| / range of another period) adds ``excess_size_p``."""
     if len(days) == 0:
         return None
     applied = applied_range(r, frozen_at)[days]
     move = r.move[days]
     hits = np.abs(move) > applied
     out = {**stats.coverage_stats(hits, coverage, move=move, rng=applied), "lag_days": int(r.lag),
-           "start": str(r.dates[days[0]]), "end": str(r.dates[days[-1]])}
+           "start": str(r.dates[days[0]]), "end": str(r.dates[days[-1]]),
+           "exceedance_dates": [str(d) for d in r.dates[days][hits]]}
     if frozen_at is not None:
         out["frozen_range"] = float(r.range[frozen_at])
     if reference is not None:

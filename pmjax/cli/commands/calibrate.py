@@ -1,8 +1,11 @@
-"""``pmjax calibrate --history CSV [--coverage A] [--horizon H] [--lag L] [--split DATE] [--out CONFIG.yaml] [--json]``
+"""``pmjax calibrate --history CSV [--coverage A] [--horizon H] [--lag L] [--split DATE] [--ttc-reset SCHEDULE]
+[--out CONFIG.yaml] [--json]``
 
-SPAN scan ranges from price history and DVOL (vol-scaled quantiles with a ten-year floor and EMIR
-anti-procyclicality tools), the BTC/ETH inter-commodity credit, and each range's backtest as applied,
-after a publication lag, in and (with ``--split``) out of sample (``pmjax.apps.calibrate``).
+SPAN scan ranges from price history and DVOL: the through-the-cycle ranges that ship (re-set on a schedule
+from a ten-year lookback and the last year's daily ranges, with a 25% buffer) and the daily rule
+(vol-scaled quantiles with a ten-year floor and EMIR anti-procyclicality tools); the BTC/ETH
+inter-commodity credit; and each rule's backtest as applied, after a publication lag, in and (with
+``--split``) out of sample (``pmjax.apps.calibrate``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def add_arguments(p):
                         "(default floor)")
     p.add_argument("--vol-apc", default="floor", metavar="TOOLS",
                    help="anti-procyclicality of the vol range, as --price-apc (default floor)")
+    p.add_argument("--ttc-reset", choices=("monthly", "quarterly", "annual"), default="quarterly",
+                   help="how often the through-the-cycle ranges (what ships) are re-set: the first close of each "
+                        "period (default quarterly)")
     p.add_argument("--start", default=None, help="first day of history used (YYYY-MM-DD)")
     p.add_argument("--end", default=None, help="last day of history used (YYYY-MM-DD)")
     p.add_argument("--out", default=None, metavar="CONFIG.yaml",
@@ -67,6 +73,7 @@ def _command_line(args) -> str:
                                                                              0.95),
                                  ("--lag", args.lag, 1), ("--split", args.split, None),
                                  ("--price-apc", args.price_apc, "floor"), ("--vol-apc", args.vol_apc, "floor"),
+                                 ("--ttc-reset", args.ttc_reset, "quarterly"),
                                  ("--start", args.start, None), ("--end", args.end, None), ("--out", args.out, None)):
         if value != default:
             parts += [flag, str(value)]
@@ -86,24 +93,43 @@ def _tools(text: str, flag: str) -> tuple[str, ...]:
     return tools
 
 
+_RULES = (("ttc", "backtest", "price_scan_range"), ("ttc", "vol_backtest", "vol_scan_range"),
+          ("daily", "daily_backtest", "daily_price_scan_range"), ("daily", "daily_vol_backtest", "daily_vol_scan_range"))
+
+
 def _rows(doc: dict) -> list:
     rows = []
     for u, e in doc["underlyings"].items():
-        for what, key, value in (("price", "backtest", e["price_scan_range"]), ("vol", "vol_backtest",
-                                                                                 e["vol_scan_range"])):
+        for rule, key, value_key in _RULES:
+            what = "vol" if "vol" in key else "price"
             for period, k in (("in sample", key), ("out of sample", f"{key}_oos"),
                               ("frozen config", f"{key}_frozen_oos")):
                 if k not in e:
                     continue
-                b = e[k]
+                b, head = e[k], [u, what, rule, round(e[value_key], 6), period]
                 if b is None:
-                    rows.append([u, what, round(value, 6), period, "no test day (below)", 0, "", "", "", "", "", ""])
+                    rows.append(head + ["no test day (below)", 0, "", "", "", "", "", "", ""])
                     continue
-                rows.append([u, what, round(value, 6), period, f"{b['start']}..{b['end']}", b["days"],
-                             f"{b['exceedances']} ({b['up_exceedances']}+/{b['down_exceedances']}-)",
-                             f"{b['expected']:.2f}", _fmt_p(b["kupiec_p"]), _fmt_p(b["christoffersen_p"]),
-                             _fmt_p(b["conditional_coverage_p"]), b["traffic_light"]])
+                cost = b.get("cost_vs_daily")
+                rows.append(head + [f"{b['start']}..{b['end']}", b["days"],
+                                    f"{b['exceedances']} ({b['up_exceedances']}+/{b['down_exceedances']}-)",
+                                    f"{b['expected']:.2f}", _fmt_p(b["kupiec_p"]), _fmt_p(b["christoffersen_p"]),
+                                    _fmt_p(b["conditional_coverage_p"]), b["traffic_light"],
+                                    f"{b['mean_range']:.4f}" + (f" (x{cost:.2f})" if cost else "")])
     return rows
+
+
+def _procyclicality_lines(doc: dict) -> list[str]:
+    out = []
+    for u, e in doc["underlyings"].items():
+        for what, pc in e["procyclicality"].items():
+            if pc and not what.endswith("before_apc"):
+                rule = "daily" if what.startswith("daily") else "through-the-cycle"
+                out.append(f"{u} {rule} {what.split('_')[-1]} range {pc['start']}..{pc['end']}: peak {pc['peak']:.4f} "
+                           f"({pc['peak_date']}), trough {pc['trough']:.4f} ({pc['trough_date']}), peak/trough "
+                           f"{pc['peak_to_trough']:.2f}, largest 10-day increase x{pc['max_increase_10d']:.2f}, "
+                           f"30-day x{pc['max_increase_30d']:.2f}")
+    return out
 
 
 def run(args):
@@ -115,7 +141,7 @@ def run(args):
                                    volatility_model=args.volatility_model, ewma_lambda=args.ewma_lambda,
                                    floor_coverage=args.floor_coverage,
                                    price_apc=_tools(args.price_apc, "--price-apc"),
-                                   vol_apc=_tools(args.vol_apc, "--vol-apc")).check()
+                                   vol_apc=_tools(args.vol_apc, "--vol-apc"), ttc_reset=args.ttc_reset).check()
     data = load_history(args.history, underlying=args.underlying, dvol_files=args.dvol,
                         start=_day(args.start, "--start"), end=_day(args.end, "--end"))
     cal = calibrate(data, settings, split=_day(args.split, "--split"))
@@ -124,21 +150,17 @@ def run(args):
         write_config(calibration_config(cal), args.out, command=_command_line(args))
         doc = dict(doc, config=args.out)
     notices(doc["notices"])  # stderr, with or without --json
-    text = [table(_rows(doc), ["underlying", "range", "value", "backtest", "period", "days", "exceed (up/down)",
-                               "expected", "kupiec p", "christ. p", "cond. cov. p", "light"],
-                  title=f"SPAN scan ranges at {doc['coverage']:.2%} coverage over {doc['horizon_days']} day(s), set at "
-                        f"the close of {next(iter(doc['underlyings'].values()))['as_of']}, applied {settings.lag_days} "
-                        f"day(s) later; {settings.volatility_model} vol scaling, floor = "
-                        f"{settings.floor_coverage:.0%} quantile of ten years of moves; kupiec p: exact one-sided "
+    as_of = next(iter(doc["underlyings"].values()))["as_of"]
+    text = [table(_rows(doc), ["underlying", "range", "rule", "value", "backtest", "period", "days", "exceed (up/down)",
+                               "expected", "kupiec p", "christ. p", "cond. cov. p", "light", "mean range (x daily)"],
+                  title=f"SPAN scan ranges at {doc['coverage']:.2%} coverage over {doc['horizon_days']} day(s) at the "
+                        f"close of {as_of}, applied {settings.lag_days} day(s) later. ttc (ships): re-set "
+                        f"{settings.ttc_reset} from ten years of moves and the last year's daily ranges, 25% buffer; "
+                        f"daily: re-set every close, {settings.volatility_model} vol scaling, floor = "
+                        f"{settings.floor_coverage:.0%} quantile of ten years of moves. kupiec p: exact one-sided "
                         "P(X >= x)")]
     text += [f"{u}: {e[k]}" for u, e in doc["underlyings"].items() for k in e if k.endswith("_na")]
-    for u, e in doc["underlyings"].items():
-        for what, pc in e["procyclicality"].items():
-            if pc and not what.endswith("before_apc"):
-                text.append(f"{u} {what} range {pc['start']}..{pc['end']}: peak {pc['peak']:.4f} ({pc['peak_date']}), "
-                            f"trough {pc['trough']:.4f} ({pc['trough_date']}), peak/trough {pc['peak_to_trough']:.2f}, "
-                            f"largest 10-day increase x{pc['max_increase_10d']:.2f}, "
-                            f"30-day x{pc['max_increase_30d']:.2f}")
+    text += _procyclicality_lines(doc)
     for s in doc["inter_spreads"]:
         legs = ", ".join(f"{k} {v:g}" for k, v in s["legs"].items())
         text.append(f"inter-commodity spread {legs}: credit_rate {s['credit_rate']:.4f} (hedge effectiveness "
