@@ -274,7 +274,8 @@ def backtest_days(r: Ranges, start: int, stop: int, *, forward: bool = False) ->
 def backtest(r: Ranges, days: np.ndarray, coverage: float, *, frozen_at: int | None = None,
              reference: np.ndarray | None = None) -> dict | None:
     """``calibrate_stats.coverage_stats`` of the range as applied on ``days``, with their first and last day,
-    the lag and the exceedance days (the close each exceeding move starts at); ``reference`` (exceedance sizes |move| / range of another period) adds ``excess_size_p``."""
+    the lag and the exceedance days (the close each exceeding move starts at); ``reference`` (exceedance sizes
+    |move| / range of another period) adds ``excess_size_p``."""
     if len(days) == 0:
         return None
     applied = applied_range(r, frozen_at)[days]

@@ -94,7 +94,8 @@ def _tools(text: str, flag: str) -> tuple[str, ...]:
 
 
 _RULES = (("ttc", "backtest", "price_scan_range"), ("ttc", "vol_backtest", "vol_scan_range"),
-          ("daily", "daily_backtest", "daily_price_scan_range"), ("daily", "daily_vol_backtest", "daily_vol_scan_range"))
+          ("daily", "daily_backtest", "daily_price_scan_range"),
+          ("daily", "daily_vol_backtest", "daily_vol_scan_range"))
 
 
 def _rows(doc: dict) -> list:
