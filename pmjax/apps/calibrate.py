@@ -3,13 +3,15 @@
 ``pmjax calibrate`` (docs/methodology.md section 10). Every input of a range set at the close of day t
 comes from data up to t; the range is applied to the move that starts ``lag_days`` (1) later.
 
-- Price and vol scan ranges: ``pmjax.apps.calibrate_ranges`` (the rule: a vol-scaled quantile of
-  standardized moves, a ten-year floor and the anti-procyclicality tools of EMIR RTS 153/2013 Art. 28).
-- The config (what ships) holds the ranges set at the as-of close: the last close, or ``split``. Their
-  backtest: the ranges re-set every close and applied after the lag (``backtest``, ``vol_backtest``: days
-  up to the as-of close, in sample); with a split, the same after it with the model frozen at the split
-  (``backtest_oos``, ``vol_backtest_oos``), and the as-of config never updated
-  (``backtest_frozen_oos``, ``vol_backtest_frozen_oos``).
+- The daily rule: ``pmjax.apps.calibrate_ranges`` (a vol-scaled quantile of standardized moves, a ten-year
+  floor and the anti-procyclicality tools of EMIR RTS 153/2013 Art. 28), re-set every close.
+- The through-the-cycle rule, what the config ships: ``pmjax.apps.calibrate_ttc`` (re-set on a schedule from a
+  ten-year quantile and the daily rule's last year, with a 25% buffer).
+- The config holds the TTC ranges in force at the as-of close (the last close, or ``split``). ``backtest`` and
+  ``vol_backtest`` are the TTC ranges as applied up to the as-of close (in sample); with a split, after it, still
+  re-set on schedule from data up to each re-set (``backtest_oos``, ``vol_backtest_oos``), and the as-of range
+  never updated (``backtest_frozen_oos``, ``vol_backtest_frozen_oos``). ``daily_backtest``,
+  ``daily_vol_backtest`` (and ``_oos``, ``_frozen_oos``): the same for the daily rule.
 - Statistics: ``pmjax.apps.calibrate_stats`` (exact binomial Kupiec, Christoffersen with a Monte Carlo
   p-value for few exceedances and n/a below 2, conditional coverage, traffic light, exceedance sizes).
 - Inter-commodity spread (BTC/ETH), on the common closes up to the as-of close: h-day simple returns R_b,

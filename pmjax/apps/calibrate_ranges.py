@@ -1,4 +1,5 @@
-"""Rolling scan ranges (price and vol), anti-procyclicality, and their backtests as applied.
+"""Rolling scan ranges (price and vol) of the daily rule, anti-procyclicality, and backtests as applied (used for
+the through-the-cycle ranges that ship too, ``pmjax.apps.calibrate_ttc``).
 
 One rule for both ranges (docs/methodology.md section 10), on a calendar-day grid of levels X_t (closes or
 DVOL), set at the close of day t for the h-day move that starts L = ``lag_days`` days later:
