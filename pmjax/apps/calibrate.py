@@ -1,45 +1,22 @@
-"""SPAN scan ranges calibrated from price and implied-vol history, with coverage backtests.
+"""SPAN scan ranges calibrated from price and implied-vol history, validated as they are applied.
 
-The rule (``pmjax calibrate``; every step uses only data known at the close where the range is set):
+``pmjax calibrate`` (docs/methodology.md section 10). Every input of a range set at the close of day t
+comes from data up to t; the range is applied to the move that starts ``lag_days`` (1) later.
 
-Price scan range of underlying u for horizon h days at coverage a, set at the close of day t:
-
-    range_t = max(q_t * sigma_t * sqrt(h), floor_t)
-
-- R_i = P(i+h) / P(i) - 1: the h-day simple return starting at close i (what the SPAN scan applies:
-  spot x (1 + m P)); daily closes on consecutive calendar days (missing days carry the last close);
-- sigma_i: the one-day vol forecast at close i from the daily log-returns before it, EWMA
-  (RiskMetrics, lambda 0.94; ``history.ewma_variance``) or GARCH(1,1) (``history.fit_garch``: its
-  three parameters are fitted once on the whole sample, the filtered vol still uses past returns only);
-- z_i = |R_i| / (sigma_i sqrt(h)): standardized absolute moves, from ``burn_in_days`` (30) on, while
-  the filter forgets its start;
-- q_t = the a-quantile of the z_i whose windows closed by t (i + h <= t): vol scaling makes the
-  range follow the current regime, as clearing houses' filtered historical VaR does;
-- floor_t = the ``floor_coverage``-quantile (0.95) of |R_i| over the last ``floor_window_days`` (3650,
-  ten years) of windows closed by t: a long-run level the range never drops below in calm markets
-  (anti-procyclicality, in the spirit of EMIR RTS 153/2013 Art. 28's ten-year lookback). The floor
-  sits at a lower quantile than the target because at the target itself it binds on most days and
-  the range over-covers (on the bundled BTC history: 7 exceedances in 2,699 days for 27 expected,
-  which Kupiec's test rejects just as it rejects too many);
-- quantiles are numpy's default (linear interpolation between order statistics).
-
-The shipped range is range_N at the last close N. Backtest: for each close t from
-``burn_in_days + min_history_days`` on (so the quantile rests on at least a year of moves), stepping
-h days (non-overlapping windows, so exceedances can be independent), an exceedance is
-|R_t| > range_t; Kupiec's proportion-of-failures and Christoffersen's independence likelihood-ratio
-tests give chi-square(1) p-values (``chi2_1_sf``, from ``math.erfc``: no scipy at run time).
-
-Vol scan range: the a-quantile of |D(i+h) - D(i)|, the absolute h-day changes of the DVOL index
-(decimal vol points), over the whole DVOL history; its backtest uses the expanding quantile of the
-changes closed by t (at least ``vol_min_history_days`` of them) against the next change.
-
-Inter-commodity spread (BTC/ETH): on the common days, h-day simple returns R_b, R_e (overlapping);
-correlation rho; beta = cov(R_b, R_e) / var(R_e), the minimum-variance hedge of BTC by ETH in USD;
-hedge effectiveness E = 1 - q_a(|R_b - beta R_e|) / q_a(|R_b|) (how much of BTC's a-quantile move the
-hedged spread removes); credit_rate = min(max(E, 0), ``credit_cap``) (0.75). The spread's legs, in
-coins of delta: 1 BTC against beta S_b / S_e ETH at the last common close (USD ratio beta).
-
-Formulas: docs/methodology.md section 10.
+- The daily rule: ``pmjax.apps.calibrate_ranges`` (a vol-scaled quantile of standardized moves, a ten-year
+  floor and the anti-procyclicality tools of EMIR RTS 153/2013 Art. 28), re-set every close.
+- The through-the-cycle rule, what the config ships: ``pmjax.apps.calibrate_ttc`` (re-set on a schedule from a
+  ten-year quantile and the daily rule's last year, with a 25% buffer).
+- The config holds the TTC ranges in force at the as-of close (the last close, or ``split``). ``backtest`` and
+  ``vol_backtest`` are the TTC ranges as applied up to the as-of close (in sample); with a split, after it, still
+  re-set on schedule from data up to each re-set (``backtest_oos``, ``vol_backtest_oos``), and the as-of range
+  never updated (``backtest_frozen_oos``, ``vol_backtest_frozen_oos``). ``daily_backtest``,
+  ``daily_vol_backtest`` (and ``_oos``, ``_frozen_oos``): the same for the daily rule.
+- Statistics: ``pmjax.apps.calibrate_stats`` (exact binomial Kupiec, Christoffersen with a Monte Carlo
+  p-value for few exceedances and n/a below 2, conditional coverage, traffic light, exceedance sizes).
+- Inter-commodity spread (BTC/ETH), on the common closes up to the as-of close: h-day simple returns R_b,
+  R_e; beta = cov(R_b, R_e) / var(R_e); hedge effectiveness E = 1 - q_a(|R_b - beta R_e|) / q_a(|R_b|);
+  credit_rate = min(max(E, 0), ``credit_cap``); legs 1 BTC against beta S_b / S_e ETH at the as-of closes.
 """
 
 from __future__ import annotations
@@ -51,90 +28,27 @@ import re
 
 import numpy as np
 
+from pmjax.apps import calibrate_ranges as ranges
+from pmjax.apps import calibrate_stats as stats
+from pmjax.apps import calibrate_ttc as ttc
+from pmjax.apps.calibrate_ranges import (CalibrationSettings, Ranges, daily_grid, price_scan_ranges,
+                                         vol_scan_ranges)
+from pmjax.apps.calibrate_stats import chi2_1_sf, christoffersen_lr, kupiec_lr
 from pmjax.io import history
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 
 #: span keys the calibration sets (the others keep the defaults of configs/span.yaml)
 CALIBRATED_KEYS = ("price_scan_range", "vol_scan_range")
-
-
-@dataclasses.dataclass(frozen=True)
-class CalibrationSettings:
-    """Parameters of the rule (see the module docstring)."""
-
-    coverage: float = 0.99
-    horizon_days: int = 1
-    volatility_model: str = "ewma"  # ewma | garch
-    ewma_lambda: float = 0.94
-    burn_in_days: int = 30
-    floor_coverage: float = 0.95
-    floor_window_days: int = 3650
-    min_history_days: int = 365
-    vol_min_history_days: int = 250
-    credit_cap: float = 0.75
-
-    def check(self) -> "CalibrationSettings":
-        if not 0.5 <= self.coverage < 1.0:
-            raise InputError(f"the coverage must be in [0.5, 1), got {self.coverage!r}", field="coverage")
-        if not 0.0 < self.floor_coverage < 1.0:
-            raise InputError(f"floor_coverage must be in (0, 1), got {self.floor_coverage!r}",
-                             field="floor_coverage")
-        if int(self.horizon_days) != self.horizon_days or not 1 <= self.horizon_days <= 30:
-            raise InputError(f"the horizon must be a whole number of days from 1 to 30, got {self.horizon_days!r}",
-                             field="horizon_days")
-        if self.volatility_model not in history.VOLATILITY_MODELS:
-            raise InputError(f"volatility_model must be one of {', '.join(history.VOLATILITY_MODELS)}, got "
-                             f"{self.volatility_model!r}", field="volatility_model")
-        if not 0.0 <= self.credit_cap <= 1.0:
-            raise InputError(f"credit_cap must be in [0, 1], got {self.credit_cap!r}", field="credit_cap")
-        return self
-
-
-# ---------------------------------------------------------------- backtest statistics
-
-def chi2_1_sf(x: float) -> float:
-    """P(X > x) for X chi-square with 1 degree of freedom: erfc(sqrt(x / 2))."""
-    return math.erfc(math.sqrt(max(float(x), 0.0) / 2.0))
-
-
-def _xlogy(x: float, y: float) -> float:
-    """x log y with 0 log 0 = 0."""
-    return 0.0 if x == 0 else x * math.log(y)
-
-
-def _bernoulli_loglik(failures: float, trials: float, p: float) -> float:
-    return _xlogy(failures, p) + _xlogy(trials - failures, 1.0 - p)
-
-
-def kupiec_lr(hits, p: float) -> float:
-    """Kupiec's proportion-of-failures LR: -2 log [L(p) / L(x / n)] for x exceedances in n days."""
-    hits = np.asarray(hits, dtype=bool)
-    n, x = len(hits), int(hits.sum())
-    if n == 0:
-        return 0.0
-    return max(0.0, -2.0 * (_bernoulli_loglik(x, n, p) - _bernoulli_loglik(x, n, x / n)))
-
-
-def christoffersen_lr(hits) -> float:
-    """Christoffersen's independence LR: a first-order Markov chain of exceedances (pi01, pi11) against
-    a constant rate pi; 0 when there are no transitions to test."""
-    h = np.asarray(hits, dtype=bool)
-    if len(h) < 2:
-        return 0.0
-    a, b = h[:-1], h[1:]
-    n00, n01 = int(np.sum(~a & ~b)), int(np.sum(~a & b))
-    n10, n11 = int(np.sum(a & ~b)), int(np.sum(a & b))
-    pi = (n01 + n11) / (n00 + n01 + n10 + n11)
-    pi01 = n01 / (n00 + n01) if n00 + n01 else 0.0
-    pi11 = n11 / (n10 + n11) if n10 + n11 else 0.0
-    null = _bernoulli_loglik(n01 + n11, n00 + n01 + n10 + n11, pi)
-    alt = _bernoulli_loglik(n01, n00 + n01, pi01) + _bernoulli_loglik(n11, n10 + n11, pi11)
-    return max(0.0, -2.0 * (null - alt))
+#: the rolling ranges of earlier versions, by their old names
+PriceRanges = Ranges
+VolRanges = Ranges
 
 
 def backtest_stats(hits, coverage: float) -> dict:
-    """``{days, exceedances, expected, kupiec_p, christoffersen_p}`` of a daily exceedance sequence."""
+    """``{days, exceedances, expected, kupiec_p, christoffersen_p}`` with chi-square(1) p-values of both LRs
+    (the asymptotic form the margin backtest reports; ``calibrate_stats.coverage_stats`` has the exact
+    tests the calibration reports)."""
     hits = np.asarray(hits, dtype=bool)
     p = 1.0 - coverage
     return {"days": int(len(hits)), "exceedances": int(hits.sum()), "expected": float(p * len(hits)),
@@ -142,134 +56,23 @@ def backtest_stats(hits, coverage: float) -> dict:
 
 
 def kupiec_region(days: int, coverage: float, level: float = 0.95) -> tuple[int, int]:
-    """The exceedance counts x in 0..days whose Kupiec p-value is at least 1 - level (the acceptance region)."""
+    """The exceedance counts x in 0..days whose asymptotic two-sided Kupiec p-value is at least 1 - level."""
     p = 1.0 - coverage
-    ok = [x for x in range(days + 1) if chi2_1_sf(kupiec_lr(np.arange(days) < x, p)) >= 1.0 - level]
+    ok = [x for x in range(days + 1) if chi2_1_sf(float(stats.kupiec_lr_counts(x, days, p))) >= 1.0 - level]
     return (min(ok), max(ok)) if ok else (0, -1)
 
 
-# ---------------------------------------------------------------- series on a daily grid
-
-def daily_grid(series: history.Series) -> tuple[history.Series, int]:
-    """``series`` on every calendar day from its first to its last, missing days carrying the last value;
-    second value: how many days were filled."""
-    if len(series) < 2:
-        raise InputError(f"{series.name}: need at least 2 days of history, got {len(series)}", source=series.source)
-    days = np.arange(series.dates[0], series.dates[-1] + np.timedelta64(1, "D"), dtype="datetime64[D]")
-    j = np.searchsorted(series.dates, days, side="right") - 1
-    return dataclasses.replace(series, dates=days, values=series.values[j]), len(days) - len(series)
+def coverage_limit(days: int, coverage: float, level: float = 0.95) -> int:
+    """The largest exceedance count the one-sided exact test accepts: max x with P(X >= x) >= 1 - level."""
+    p = 1.0 - coverage
+    x = 0
+    while x < days and stats.binom_upper_tail(x + 1, days, p) >= 1.0 - level:
+        x += 1
+    return x
 
 
 def _quantile(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if len(x) else math.nan
-
-
-@dataclasses.dataclass(frozen=True)
-class PriceRanges:
-    """Rolling price scan ranges of one underlying, one row per close of the daily grid.
-
-    ``range[t]`` is set at the close of ``dates[t]`` for the move to the close h days later; NaN
-    before enough history; ``move[t]`` = R_t = P(t+h)/P(t) - 1 (NaN for the last h closes);
-    ``tested`` marks the backtest days (non-overlapping), ``hits`` the exceedances among them.
-    """
-
-    name: str
-    dates: np.ndarray
-    close: np.ndarray
-    sigma: np.ndarray  # daily vol forecast at each close
-    quantile: np.ndarray  # q_t
-    scaled: np.ndarray  # q_t sigma_t sqrt(h)
-    floor: np.ndarray  # floor_t
-    range: np.ndarray
-    move: np.ndarray
-    tested: np.ndarray
-    hits: np.ndarray
-    filled_days: int
-    garch: history.Garch | None = None
-
-    @property
-    def last(self) -> int:
-        return len(self.dates) - 1
-
-
-def price_scan_ranges(closes: history.Series, settings: CalibrationSettings = CalibrationSettings()) -> PriceRanges:
-    """The rolling price scan range at every close (no look-ahead) and its backtest (module docstring)."""
-    s = settings.check()
-    grid, filled = daily_grid(closes)
-    p = grid.values
-    n, h = len(p), int(s.horizon_days)
-    need = s.burn_in_days + s.min_history_days + h + 1
-    if n < need:
-        raise InputError(f"{closes.name}: {n} days of closes are too few to calibrate (need {need}: "
-                         f"{s.burn_in_days} burn-in + {s.min_history_days} history + the horizon)",
-                         source=closes.source)
-    r = np.diff(np.log(p))
-    garch = None
-    if s.volatility_model == "ewma":
-        s2 = history.ewma_variance(r, s.ewma_lambda, warmup=s.burn_in_days)
-    else:
-        garch = history.fit_garch(r, warmup=s.burn_in_days)
-        s2 = garch.variance(r)
-    sigma = np.sqrt(s2)  # sigma[i]: forecast for the return from close i to i + 1
-    move = np.full(n, np.nan)
-    move[: n - h] = p[h:] / p[: n - h] - 1.0
-    absmove = np.abs(move)
-    z = absmove / (sigma * math.sqrt(h))
-    q = np.full(n, np.nan)
-    floor = np.full(n, np.nan)
-    first = s.burn_in_days + s.min_history_days + h - 1  # first close with min_history_days of z closed
-    for t in range(first, n):
-        closed = t - h + 1  # windows i < closed have i + h <= t
-        q[t] = _quantile(z[s.burn_in_days:closed], s.coverage)
-        floor[t] = _quantile(absmove[max(0, closed - s.floor_window_days):closed], s.floor_coverage)
-    scaled = q * sigma * math.sqrt(h)
-    rng = np.fmax(scaled, floor)
-    rng[:first] = np.nan
-    tested = np.zeros(n, bool)
-    last_window = n - 1 - h  # the last close whose move is known
-    if last_window >= first:
-        tested[np.arange(last_window, first - 1, -h)] = True  # aligned on the last known window
-    hits = tested & (absmove > rng)
-    return PriceRanges(closes.name, grid.dates, p, sigma, q, scaled, floor, rng, move, tested, hits, filled, garch)
-
-
-@dataclasses.dataclass(frozen=True)
-class VolRanges:
-    """The vol scan range from DVOL changes and its expanding-window backtest."""
-
-    name: str
-    dates: np.ndarray
-    level: np.ndarray  # DVOL, decimal
-    change: np.ndarray  # D(t+h) - D(t), NaN for the last h days
-    range: np.ndarray  # expanding quantile set at each close (NaN before enough history)
-    tested: np.ndarray
-    hits: np.ndarray
-    vol_scan_range: float  # the quantile over the whole history
-    filled_days: int
-
-
-def vol_scan_ranges(dvol: history.Series, settings: CalibrationSettings = CalibrationSettings()) -> VolRanges:
-    """The vol scan range (absolute h-day DVOL changes at the coverage quantile) and its backtest."""
-    s = settings.check()
-    grid, filled = daily_grid(dvol)
-    d = grid.values
-    n, h = len(d), int(s.horizon_days)
-    if n <= h + 1:
-        raise InputError(f"{dvol.name}: {n} days of DVOL are too few", source=dvol.source)
-    change = np.full(n, np.nan)
-    change[: n - h] = d[h:] - d[: n - h]
-    absch = np.abs(change)
-    rng = np.full(n, np.nan)
-    first = s.vol_min_history_days + h - 1
-    for t in range(first, n):
-        rng[t] = _quantile(absch[: t - h + 1], s.coverage)
-    tested = np.zeros(n, bool)
-    last_window = n - 1 - h
-    if last_window >= first:
-        tested[np.arange(last_window, first - 1, -h)] = True
-    hits = tested & (absch > rng)
-    return VolRanges(dvol.name, grid.dates, d, change, rng, tested, hits,
-                     _quantile(absch[: n - h], s.coverage), filled)
 
 
 def inter_spread(btc: history.Series, eth: history.Series, settings: CalibrationSettings = CalibrationSettings(),
@@ -381,12 +184,16 @@ def load_history(specs: list[str], *, underlying: str | None = None, dvol_files:
 
 @dataclasses.dataclass
 class Calibration:
-    """A calibration: the SPEC calibrate document and the rolling series behind it (for plots)."""
+    """A calibration: the SPEC calibrate document and the ranges behind it (for plots): the daily rule's
+    (``prices``, ``vols``) and the through-the-cycle ones that ship (``ttc_prices``, ``ttc_vols``)."""
 
     doc: dict
-    prices: dict[str, PriceRanges]
-    vols: dict[str, VolRanges]
+    prices: dict[str, Ranges]
+    vols: dict[str, Ranges]
     settings: CalibrationSettings
+    split: np.datetime64 | None = None
+    ttc_prices: dict[str, Ranges] = dataclasses.field(default_factory=dict)
+    ttc_vols: dict[str, Ranges] = dataclasses.field(default_factory=dict)
 
 
 def _series_info(s: history.Series, filled: int) -> dict:
@@ -394,45 +201,133 @@ def _series_info(s: history.Series, filled: int) -> dict:
             "end": str(s.dates[-1]), "days": int(len(s)), "filled_days": int(filled)}
 
 
-def calibrate(data: HistoryInput, settings: CalibrationSettings = CalibrationSettings()) -> Calibration:
-    """Calibrate every underlying of ``data`` and, with BTC and ETH, their inter-commodity spread."""
-    s = settings.check()
-    unds, prices, vols = {}, {}, {}
-    for u in [x for x in UNDERLYINGS if x in data.closes]:
-        pr = price_scan_ranges(data.closes[u], s)
-        vr = vol_scan_ranges(data.dvols[u], s)
-        prices[u], vols[u] = pr, vr
-        t = pr.last
-        entry = {
-            "price_scan_range": float(pr.range[t]),
-            "vol_scan_range": float(vr.vol_scan_range),
-            "long_run_floor": float(pr.floor[t]),
-            "scaled_range": float(pr.scaled[t]),
-            "standardized_quantile": float(pr.quantile[t]),
-            "daily_vol": float(pr.sigma[t]),
-            "as_of": str(pr.dates[t]),
-            "backtest": {**backtest_stats(pr.hits[pr.tested], s.coverage),
-                         "start": str(pr.dates[pr.tested][0]), "end": str(pr.dates[pr.tested][-1])},
-            "vol_backtest": ({**backtest_stats(vr.hits[vr.tested], s.coverage),
-                              "start": str(vr.dates[vr.tested][0]), "end": str(vr.dates[vr.tested][-1])}
-                             if vr.tested.any() else None),
-            "history": {"closes": _series_info(data.closes[u], pr.filled_days),
-                        "dvol": _series_info(data.dvols[u], vr.filled_days)},
-        }
-        if pr.garch is not None:
-            entry["garch"] = {"omega": pr.garch.omega, "alpha": pr.garch.alpha, "beta": pr.garch.beta}
-        unds[u] = entry
-    spreads = [inter_spread(data.closes["BTC"], data.closes["ETH"], s)] if {"BTC", "ETH"} <= set(unds) else []
-    method = {"rule": "range_t = max(q_a(|R| / (sigma sqrt(h))) * sigma_t * sqrt(h), floor_t)",
-              "volatility_model": s.volatility_model, "burn_in_days": s.burn_in_days,
+def _as_of_index(r: Ranges, day, what: str) -> int:
+    """The grid index of the as-of close; an error when no range is set by then."""
+    t = r.index(day)
+    if t < 0 or not np.isfinite(r.range[t]):
+        first = r.dates[r.first] if r.first < len(r.dates) else "never"
+        raise InputError(f"{r.name}: no {what} scan range by {day} (the first is set at the close of {first})",
+                         field="split")
+    return t
+
+
+def _backtests(r: Ranges, t: int, coverage: float, split: bool, prefix: str, daily: Ranges | None = None) -> dict:
+    """In-sample backtest of the ranges as applied up to close t and, with a split, the out-of-sample ones
+    (re-set after t as before it) and the range at t frozen. With ``daily`` (r is the TTC rule): each
+    block adds ``daily_mean_range`` (the daily rule's mean range on the same days) and ``cost_vs_daily``."""
+    ins = ranges.backtest_days(r, 0, t)
+    out = {prefix: ranges.backtest(r, ins, coverage)}
+    if not len(ins):
+        out[f"{prefix}_na"] = (f"no test day by {r.dates[t]}: the first {r.kind} range is set at the close of "
+                               f"{r.dates[r.first]} and applies {r.lag} day(s) later")
+    if split:
+        oos = ranges.backtest_days(r, t, r.last, forward=True)
+        ref = ranges.exceedance_sizes(r, ins) if len(ins) else np.zeros(0)
+        out[f"{prefix}_oos"] = ranges.backtest(r, oos, coverage, reference=ref)
+        out[f"{prefix}_frozen_oos"] = ranges.backtest(r, oos, coverage, frozen_at=t)
+    if daily is not None:
+        blocks = [(prefix, ins)] + ([(f"{prefix}_oos", oos), (f"{prefix}_frozen_oos", oos)] if split else [])
+        for k, days in blocks:
+            _add_cost(out[k], daily, days)
+    return out
+
+
+def _add_cost(b: dict | None, daily: Ranges, days: np.ndarray) -> None:
+    """The over-coverage cost of a TTC backtest block: its mean range against the daily rule's, same days."""
+    if b is None:
+        return
+    d = ranges.applied_range(daily)[days]
+    d = d[np.isfinite(d)]
+    b["daily_mean_range"] = float(np.mean(d)) if len(d) else None
+    b["cost_vs_daily"] = b["mean_range"] / b["daily_mean_range"] if len(d) else None
+
+
+def _procyclicality(pr: Ranges, vr: Ranges, tp: Ranges, tv: Ranges) -> dict:
+    return {"price": ranges.procyclicality(tp), "vol": ranges.procyclicality(tv),
+            "daily_price": ranges.procyclicality(pr), "daily_vol": ranges.procyclicality(vr),
+            "daily_price_before_apc": ranges.procyclicality(pr, pr.calculated),
+            "daily_vol_before_apc": ranges.procyclicality(vr, vr.calculated)}
+
+
+def _underlying(u: str, data: "HistoryInput", s: CalibrationSettings, split, notices: list) -> tuple:
+    closes, dvol = data.closes[u], data.dvols[u]
+    as_of = np.datetime64(split, "D") if split is not None else closes.dates[-1]
+    if split is None and dvol.dates[-1] > as_of:
+        dvol = dvol.between(None, as_of)
+        notices.append(f"{u}: DVOL after the last close ({as_of}) left out: the vol range uses data up to it")
+    pr = price_scan_ranges(closes, s, cutoff=as_of)
+    vr = vol_scan_ranges(dvol, s, cutoff=as_of)
+    tp, tv = ttc.ttc_ranges(pr, s), ttc.ttc_ranges(vr, s)
+    t, v = _as_of_index(pr, as_of, "price"), _as_of_index(vr, as_of, "vol")
+    with_split = split is not None
+    entry = {
+        "price_scan_range": float(tp.range[t]), "vol_scan_range": float(tv.range[v]),
+        "ttc": {"price": ttc.ttc_entry(tp, t, s), "vol": ttc.ttc_entry(tv, v, s),
+                "price_resets": ttc.ttc_resets(tp), "vol_resets": ttc.ttc_resets(tv)},
+        "daily_price_scan_range": float(pr.range[t]), "daily_vol_scan_range": float(vr.range[v]),
+        "long_run_floor": float(pr.floor[t]), "scaled_range": float(pr.scaled[t]),
+        "standardized_quantile": float(pr.quantile[t]), "daily_vol": float(pr.sigma[t]),
+        "vol_long_run_floor": float(vr.floor[v]), "vol_scaled_range": float(vr.scaled[v]),
+        "vol_standardized_quantile": float(vr.quantile[v]), "dvol": float(vr.level[v]),
+        "dvol_daily_change_vol": float(vr.sigma[v]),
+        "as_of": str(pr.dates[t]), "vol_as_of": str(vr.dates[v]), "lag_days": int(s.lag_days),
+        **_backtests(tp, t, s.coverage, with_split, "backtest", daily=pr),
+        **_backtests(tv, v, s.coverage, with_split, "vol_backtest", daily=vr),
+        **_backtests(pr, t, s.coverage, with_split, "daily_backtest"),
+        **_backtests(vr, v, s.coverage, with_split, "daily_vol_backtest"),
+        "procyclicality": _procyclicality(pr, vr, tp, tv),
+        "history": {"closes": _series_info(closes, pr.filled_days), "dvol": _series_info(dvol, vr.filled_days)},
+    }
+    g = pr.garch_at(t)
+    if g is not None:
+        entry["garch"] = {"omega": g.omega, "alpha": g.alpha, "beta": g.beta, "fitted_returns": g.n,
+                          "refits": len(pr.garch)}
+    return entry, pr, vr, tp, tv
+
+
+def _method(s: CalibrationSettings) -> dict:
+    method = {"rule": "through the cycle (what ships; backtest, vol_backtest): re-set on the ttc_reset schedule at "
+                      "close T from data up to T, B_T = max(q_a(|M_i|, ten years), mean of the daily range over "
+                      "ttc_mean_days), P_T = max(B_T, min((1 + apc_buffer) B_T, (1 + apc_buffer) P_prev)), in force "
+                      "until the next re-set and applied L = lag_days closes later",
+              "daily_rule": "range_t = APC(max(q_a(|M_i| / (sigma_{i-L} sqrt(h))) * sigma_t * sqrt(h), floor_t)), "
+                            "applied to the move starting L = lag_days closes after t (daily_backtest, "
+                            "daily_vol_backtest)",
+              "ttc_reset": s.ttc_reset, "ttc_mean_days": s.ttc_mean_days,
+              "volatility_model": s.volatility_model, "lag_days": int(s.lag_days), "burn_in_days": s.burn_in_days,
               "floor_coverage": s.floor_coverage, "floor_window_days": s.floor_window_days,
               "min_history_days": s.min_history_days, "vol_min_history_days": s.vol_min_history_days,
-              "credit_cap": s.credit_cap}
+              "vol_ewma_lambda": s.vol_ewma_lambda, "vol_floor_coverage": s.vol_floor_coverage,
+              "price_apc": list(s.price_apc), "vol_apc": list(s.vol_apc), "apc_buffer": s.apc_buffer,
+              "apc_buffer_rebuild": s.apc_buffer_rebuild, "apc_stress_weight": s.apc_stress_weight,
+              "credit_cap": s.credit_cap,
+              "kupiec_p": "exact one-sided binomial P(X >= x) (over-coverage: over_coverage_p = P(X <= x))",
+              "christoffersen_p": f"null below 2 exceedances; Monte Carlo ({stats.MC_SIMULATIONS} placements, seed "
+                                  f"{stats.MC_SEED}) up to {stats.MC_MAX_EXCEEDANCES}; chi-square(1) above"}
     if s.volatility_model == "ewma":
         method["ewma_lambda"] = s.ewma_lambda
-    doc = {"coverage": s.coverage, "horizon_days": int(s.horizon_days), "underlyings": unds,
-           "inter_spreads": spreads, "method": method, "notices": list(data.notices)}
-    return Calibration(doc, prices, vols, s)
+    else:
+        method["garch_refit_days"] = s.garch_refit_days
+    return method
+
+
+def calibrate(data: HistoryInput, settings: CalibrationSettings = CalibrationSettings(), *,
+              split=None) -> Calibration:
+    """Calibrate every underlying of ``data`` at the as-of close (``split``, default the last close) and, with
+    BTC and ETH, their inter-commodity spread on the closes up to it."""
+    s = settings.check()
+    split = None if split is None else np.datetime64(split, "D")
+    unds, prices, vols, tps, tvs, notices = {}, {}, {}, {}, {}, list(data.notices)
+    for u in [x for x in UNDERLYINGS if x in data.closes]:
+        unds[u], prices[u], vols[u], tps[u], tvs[u] = _underlying(u, data, s, split, notices)
+    spreads = []
+    if {"BTC", "ETH"} <= set(unds):
+        cut = [data.closes[u].between(None, split) for u in ("BTC", "ETH")]
+        spreads = [inter_spread(cut[0], cut[1], s)]
+    doc = {"coverage": s.coverage, "horizon_days": int(s.horizon_days), "lag_days": int(s.lag_days),
+           "split": None if split is None else str(split), "underlyings": unds, "inter_spreads": spreads,
+           "method": _method(s), "notices": notices}
+    return Calibration(doc, prices, vols, s, split, tps, tvs)
 
 
 def calibration_config(cal: Calibration, base: dict | None = None) -> dict:
@@ -479,6 +374,6 @@ def write_config(config: dict, path: str, *, command: str | None = None) -> None
 
 
 __all__ = ["BUNDLED", "CALIBRATED_KEYS", "Calibration", "CalibrationSettings", "HistoryInput", "PriceRanges",
-           "VolRanges", "backtest_stats", "calibrate", "calibration_config", "chi2_1_sf", "christoffersen_lr",
-           "daily_grid", "inter_spread", "kupiec_lr", "kupiec_region", "load_history", "price_scan_ranges",
-           "underlying_from_filename", "vol_scan_ranges", "write_config"]
+           "Ranges", "VolRanges", "backtest_stats", "calibrate", "calibration_config", "chi2_1_sf",
+           "christoffersen_lr", "coverage_limit", "daily_grid", "inter_spread", "kupiec_lr", "kupiec_region",
+           "load_history", "price_scan_ranges", "underlying_from_filename", "vol_scan_ranges", "write_config"]

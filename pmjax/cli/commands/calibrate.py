@@ -1,13 +1,18 @@
-"""``pmjax calibrate --history CSV [--coverage A] [--horizon H] [--out CONFIG.yaml] [--json]``
+"""``pmjax calibrate --history CSV [--coverage A] [--horizon H] [--lag L] [--split DATE] [--ttc-reset SCHEDULE]
+[--out CONFIG.yaml] [--json]``
 
-SPAN scan ranges from price history (vol-scaled quantiles with a long-run floor), vol scan ranges
-from DVOL, the BTC/ETH inter-commodity credit, and each range's backtest (``pmjax.apps.calibrate``).
+SPAN scan ranges from price history and DVOL: the through-the-cycle ranges that ship (re-set on a schedule
+from a ten-year lookback and the last year's daily ranges, with a 25% buffer) and the daily rule
+(vol-scaled quantiles with a ten-year floor and EMIR anti-procyclicality tools); the BTC/ETH
+inter-commodity credit; and each rule's backtest as applied, after a publication lag, in and (with
+``--split``) out of sample (``pmjax.apps.calibrate``).
 """
 
 from __future__ import annotations
 
 import shlex
 
+from pmjax.apps.names import APC_TOOLS
 from pmjax.cli.app import notices
 from pmjax.core.errors import InputError
 
@@ -27,6 +32,18 @@ def add_arguments(p):
     p.add_argument("--ewma-lambda", type=float, default=0.94, help="EWMA decay (default 0.94)")
     p.add_argument("--floor-coverage", type=float, default=0.95,
                    help="quantile of |h-day returns| over ten years that floors the range (default 0.95)")
+    p.add_argument("--lag", type=int, default=1, metavar="L",
+                   help="days between the close a range is set at and the move it covers (default 1)")
+    p.add_argument("--split", default=None, metavar="DATE",
+                   help="calibrate on data up to DATE and backtest in and out of sample (YYYY-MM-DD)")
+    p.add_argument("--price-apc", default="floor", metavar="TOOLS",
+                   help=f"anti-procyclicality of the price range: comma-separated {', '.join(APC_TOOLS)} or none "
+                        "(default floor)")
+    p.add_argument("--vol-apc", default="floor", metavar="TOOLS",
+                   help="anti-procyclicality of the vol range, as --price-apc (default floor)")
+    p.add_argument("--ttc-reset", choices=("monthly", "quarterly", "annual"), default="quarterly",
+                   help="how often the through-the-cycle ranges (what ships) are re-set: the first close of each "
+                        "period (default quarterly)")
     p.add_argument("--start", default=None, help="first day of history used (YYYY-MM-DD)")
     p.add_argument("--end", default=None, help="last day of history used (YYYY-MM-DD)")
     p.add_argument("--out", default=None, metavar="CONFIG.yaml",
@@ -52,6 +69,9 @@ def _command_line(args) -> str:
                                  ("--horizon", args.horizon, 1), ("--volatility-model", args.volatility_model, "ewma"),
                                  ("--ewma-lambda", args.ewma_lambda, 0.94), ("--floor-coverage", args.floor_coverage,
                                                                              0.95),
+                                 ("--lag", args.lag, 1), ("--split", args.split, None),
+                                 ("--price-apc", args.price_apc, "floor"), ("--vol-apc", args.vol_apc, "floor"),
+                                 ("--ttc-reset", args.ttc_reset, "quarterly"),
                                  ("--start", args.start, None), ("--end", args.end, None), ("--out", args.out, None)):
         if value != default:
             parts += [flag, str(value)]
@@ -59,8 +79,56 @@ def _command_line(args) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _fmt_p(x: float) -> str:
-    return f"{x:.3f}"
+def _fmt_p(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
+def _tools(text: str, flag: str) -> tuple[str, ...]:
+    tools = tuple(x.strip().lower() for x in text.split(",") if x.strip() and x.strip().lower() != "none")
+    bad = [x for x in tools if x not in APC_TOOLS]
+    if bad:
+        raise InputError(f"unknown tool(s) {', '.join(bad)} (known: {', '.join(APC_TOOLS)}, none)", source=flag)
+    return tools
+
+
+_RULES = (("ttc", "backtest", "price_scan_range"), ("ttc", "vol_backtest", "vol_scan_range"),
+          ("daily", "daily_backtest", "daily_price_scan_range"),
+          ("daily", "daily_vol_backtest", "daily_vol_scan_range"))
+
+
+def _rows(doc: dict) -> list:
+    rows = []
+    for u, e in doc["underlyings"].items():
+        for rule, key, value_key in _RULES:
+            what = "vol" if "vol" in key else "price"
+            for period, k in (("in sample", key), ("out of sample", f"{key}_oos"),
+                              ("frozen config", f"{key}_frozen_oos")):
+                if k not in e:
+                    continue
+                b, head = e[k], [u, what, rule, round(e[value_key], 6), period]
+                if b is None:
+                    rows.append(head + ["no test day (below)", 0, "", "", "", "", "", "", ""])
+                    continue
+                cost = b.get("cost_vs_daily")
+                rows.append(head + [f"{b['start']}..{b['end']}", b["days"],
+                                    f"{b['exceedances']} ({b['up_exceedances']}+/{b['down_exceedances']}-)",
+                                    f"{b['expected']:.2f}", _fmt_p(b["kupiec_p"]), _fmt_p(b["christoffersen_p"]),
+                                    _fmt_p(b["conditional_coverage_p"]), b["traffic_light"],
+                                    f"{b['mean_range']:.4f}" + (f" (x{cost:.2f})" if cost else "")])
+    return rows
+
+
+def _procyclicality_lines(doc: dict) -> list[str]:
+    out = []
+    for u, e in doc["underlyings"].items():
+        for what, pc in e["procyclicality"].items():
+            if pc and not what.endswith("before_apc"):
+                rule = "daily" if what.startswith("daily") else "through-the-cycle"
+                out.append(f"{u} {rule} {what.split('_')[-1]} range {pc['start']}..{pc['end']}: peak {pc['peak']:.4f} "
+                           f"({pc['peak_date']}), trough {pc['trough']:.4f} ({pc['trough_date']}), peak/trough "
+                           f"{pc['peak_to_trough']:.2f}, largest 10-day increase x{pc['max_increase_10d']:.2f}, "
+                           f"30-day x{pc['max_increase_30d']:.2f}")
+    return out
 
 
 def run(args):
@@ -69,28 +137,32 @@ def run(args):
 
     if args.ewma_lambda is not None and not 0.0 < args.ewma_lambda < 1.0:
         raise InputError(f"must be in (0, 1), got {args.ewma_lambda!r}", source="--ewma-lambda")
-    settings = CalibrationSettings(coverage=args.coverage, horizon_days=args.horizon,
+    if not 0 <= args.lag <= 30:
+        raise InputError(f"must be a whole number of days from 0 to 30, got {args.lag!r}", source="--lag")
+    settings = CalibrationSettings(coverage=args.coverage, horizon_days=args.horizon, lag_days=args.lag,
                                    volatility_model=args.volatility_model, ewma_lambda=args.ewma_lambda,
-                                   floor_coverage=args.floor_coverage).check()
+                                   floor_coverage=args.floor_coverage,
+                                   price_apc=_tools(args.price_apc, "--price-apc"),
+                                   vol_apc=_tools(args.vol_apc, "--vol-apc"), ttc_reset=args.ttc_reset).check()
     data = load_history(args.history, underlying=args.underlying, dvol_files=args.dvol,
                         start=_day(args.start, "--start"), end=_day(args.end, "--end"))
-    cal = calibrate(data, settings)
+    cal = calibrate(data, settings, split=_day(args.split, "--split"))
     doc = cal.doc
     if args.out:
         write_config(calibration_config(cal), args.out, command=_command_line(args))
         doc = dict(doc, config=args.out)
-    notices(data.notices)  # stderr, with or without --json
-    rows = []
-    for u, e in doc["underlyings"].items():
-        b = e["backtest"]
-        rows.append([u, e["price_scan_range"], e["long_run_floor"], e["scaled_range"], e["vol_scan_range"],
-                     f"{b['start']}..{b['end']}", b["days"], b["exceedances"], round(b["expected"], 2),
-                     _fmt_p(b["kupiec_p"]), _fmt_p(b["christoffersen_p"])])
-    text = [table(rows, ["underlying", "price range", "floor", "vol-scaled", "vol range", "backtest", "days",
-                         "exceed", "expected", "kupiec p", "christ. p"],
-                  title=f"SPAN scan ranges at {doc['coverage']:.2%} coverage over {doc['horizon_days']} day(s), "
-                        f"{settings.volatility_model} vol scaling, floor = {settings.floor_coverage:.0%} quantile "
-                        f"of ten years of moves")]
+    notices(doc["notices"])  # stderr, with or without --json
+    as_of = next(iter(doc["underlyings"].values()))["as_of"]
+    text = [table(_rows(doc), ["underlying", "range", "rule", "value", "backtest", "period", "days", "exceed (up/down)",
+                               "expected", "kupiec p", "christ. p", "cond. cov. p", "light", "mean range (x daily)"],
+                  title=f"SPAN scan ranges at {doc['coverage']:.2%} coverage over {doc['horizon_days']} day(s) at the "
+                        f"close of {as_of}, applied {settings.lag_days} day(s) later. ttc (ships): re-set "
+                        f"{settings.ttc_reset} from ten years of moves and the last year's daily ranges, 25% buffer; "
+                        f"daily: re-set every close, {settings.volatility_model} vol scaling, floor = "
+                        f"{settings.floor_coverage:.0%} quantile of ten years of moves. kupiec p: exact one-sided "
+                        "P(X >= x)")]
+    text += [f"{u}: {e[k]}" for u, e in doc["underlyings"].items() for k in e if k.endswith("_na")]
+    text += _procyclicality_lines(doc)
     for s in doc["inter_spreads"]:
         legs = ", ".join(f"{k} {v:g}" for k, v in s["legs"].items())
         text.append(f"inter-commodity spread {legs}: credit_rate {s['credit_rate']:.4f} (hedge effectiveness "
