@@ -16,7 +16,7 @@
 # - **daily**: range_t = max(q_t sigma_t, floor_t), re-set every close; q_t the 99% quantile of absolute moves
 #   standardized by the EWMA forecast of the day before they started, floor_t the 95% quantile of ten years of
 #   absolute moves (EMIR's ten-year lookback);
-# - **through the cycle (TTC, what ships)**: re-set quarterly, 1.25 x max(99% quantile of ten years of absolute
+# - **through the cycle (TTC, what `pmjax calibrate --out` writes)**: re-set quarterly, 1.25 x max(99% quantile of ten years of absolute
 #   moves, the daily rule's mean range over the last year), the 25% buffer used up when that rises above the
 #   range in force (EMIR Art. 28(1)(a) and (c)).
 #
@@ -105,7 +105,7 @@ for ax, (u, pr) in zip(axes, cal.prices.items()):
     ax.plot(dates, np.abs(pr.move[t]), lw=0.5, color="0.6", label="|next-day move|")
     ax.plot(dates, applied[t], lw=1.0, color="C0", label="daily scan range (set two closes before the move ends)")
     ax.plot(dates, pr.floor[t - 1], lw=0.8, ls="--", color="C2", label="ten-year floor")
-    ax.plot(dates, ttc, lw=1.6, color="C4", label="through-the-cycle range (ships; re-set quarterly)")
+    ax.plot(dates, ttc, lw=1.6, color="C4", label="through-the-cycle range (re-set quarterly)")
     hit = np.abs(pr.move[t]) > applied[t]
     ax.scatter(np.asarray(dates)[hit], np.abs(pr.move[t])[hit], s=14, color="C3", zorder=3,
                label=f"daily-rule exceedances ({int(hit.sum())})")
@@ -159,7 +159,7 @@ for ax, (u, vr) in zip(axes, cal.vols.items()):
     ax.plot(dates, np.abs(vr.move[t]), lw=0.5, color="0.6", label="|next-day DVOL change|")
     ax.plot(dates, applied[t], lw=1.0, color="C1", label="daily vol scan range (lag 1)")
     ttc = R.applied_range(cal.ttc_vols[u])[t]
-    ax.plot(dates, ttc, lw=1.6, color="C4", label="through-the-cycle vol range (ships)")
+    ax.plot(dates, ttc, lw=1.6, color="C4", label="through-the-cycle vol range")
     hit = np.abs(vr.move[t]) > applied[t]
     ax.scatter(np.asarray(dates)[hit], np.abs(vr.move[t])[hit], s=14, color="C3", zorder=3,
                label=f"daily-rule exceedances ({int(hit.sum())})")
@@ -176,8 +176,8 @@ fig.savefig(OUT / "01_dvol_changes.png", dpi=80 if SMALL else 120)
 # ## Anti-procyclicality (EMIR RTS 153/2013 Art. 28): the vol range under each tool
 #
 # `floor` (ten-year lookback, the default), `stress` (25% weight on the largest range of the lookback) and
-# `buffer` (25% on top, used up when the range rises) on the daily rule, and the through-the-cycle range that
-# ships. Peak-to-trough ratio and the largest 10-day increase of each; the out-of-sample backtest of each.
+# `buffer` (25% on top, used up when the range rises) on the daily rule, and the through-the-cycle range.
+# Peak-to-trough ratio and the largest 10-day increase of each; the out-of-sample backtest of each.
 
 # %%
 variants = [("none", ()), ("floor (default)", ("floor",)), ("floor + buffer", ("floor", "buffer")),
@@ -197,7 +197,7 @@ for ax, u in zip(axes, cal.vols):
     tv = cal.ttc_vols[u]
     pc = R.procyclicality(tv)
     b = cal.doc["underlyings"][u]["vol_backtest_oos"]
-    pc_rows.append([u, "through the cycle (ships)", f"{pc['peak_to_trough']:.1f}", f"{pc['max_increase_10d']:.2f}",
+    pc_rows.append([u, "through the cycle", f"{pc['peak_to_trough']:.1f}", f"{pc['max_increase_10d']:.2f}",
                     f"{pc['max_increase_30d']:.2f}", b["exceedances"], fmt(b["kupiec_p"]), fmt(b["christoffersen_p"])])
     ax.plot(tv.dates.astype(object), tv.range, lw=2.0, color="k",
             label=f"through the cycle: peak/trough {pc['peak_to_trough']:.1f}, 10-day x{pc['max_increase_10d']:.1f}")

@@ -554,7 +554,7 @@ def test_bundled_acceptance_checks_that_pass(split, u, key):
 @pytest.mark.xfail(strict=True, reason="issue 19 acceptance not met: with a one-day publication lag, exceedances "
                                        "come in consecutive-day pairs (ETH 2020-03-12/13 in sample; DVOL spikes and "
                                        "their reversals out of sample) that Christoffersen's test rejects, for the "
-                                       "through-the-cycle rule that ships (README, reports/calibration)")
+                                       "through-the-cycle rule (README, reports/calibration)")
 @pytest.mark.parametrize("u,key", [("ETH", "backtest"), ("BTC", "vol_backtest_oos"), ("ETH", "vol_backtest_oos")])
 def test_bundled_ttc_independence(split, u, key):
     assert S.passes(split.doc["underlyings"][u][key])
@@ -579,7 +579,7 @@ def test_bundled_document_has_the_spec_keys(bundled):
             assert set(b) >= {"days", "exceedances", "expected", "kupiec_p", "christoffersen_p", "lag_days",
                               "conditional_coverage_p", "traffic_light", "up_exceedances", "down_exceedances",
                               "mean_excess", "mean_range"}
-        # what ships: the TTC range of the 2026-01-01 re-set, in force at the last close
+        # what --out writes: the TTC range of the 2026-01-01 re-set, in force at the last close
         for what, key in (("price", "price_scan_range"), ("vol", "vol_scan_range")):
             t = e["ttc"][what]
             assert e[key] == t["range"]

@@ -5,7 +5,7 @@ comes from data up to t; the range is applied to the move that starts ``lag_days
 
 - The daily rule: ``pmjax.apps.calibrate_ranges`` (a vol-scaled quantile of standardized moves, a ten-year
   floor and the anti-procyclicality tools of EMIR RTS 153/2013 Art. 28), re-set every close.
-- The through-the-cycle rule, what the config ships: ``pmjax.apps.calibrate_ttc`` (re-set on a schedule from a
+- The through-the-cycle rule, what ``--out`` writes: ``pmjax.apps.calibrate_ttc`` (re-set on a schedule from a
   ten-year quantile and the daily rule's last year, with a 25% buffer).
 - The config holds the TTC ranges in force at the as-of close (the last close, or ``split``). ``backtest`` and
   ``vol_backtest`` are the TTC ranges as applied up to the as-of close (in sample); with a split, after it, still
@@ -286,7 +286,7 @@ def _underlying(u: str, data: "HistoryInput", s: CalibrationSettings, split, not
 
 
 def _method(s: CalibrationSettings) -> dict:
-    method = {"rule": "through the cycle (what ships; backtest, vol_backtest): re-set on the ttc_reset schedule at "
+    method = {"rule": "through the cycle (what --out writes; backtest, vol_backtest): re-set on the ttc_reset schedule at "
                       "close T from data up to T, B_T = max(q_a(|M_i|, ten years), mean of the daily range over "
                       "ttc_mean_days), P_T = max(B_T, min((1 + apc_buffer) B_T, (1 + apc_buffer) P_prev)), in force "
                       "until the next re-set and applied L = lag_days closes later",

@@ -1,4 +1,4 @@
-"""Through-the-cycle (TTC) scan ranges: the ranges the shipped config holds (docs/methodology.md section 10.2a).
+"""Through-the-cycle (TTC) scan ranges: the ranges ``pmjax calibrate --out`` writes (docs/methodology.md section 10.2a).
 
 A CCP's margin parameters are stable through the cycle (EMIR RTS 153/2013 Art. 28): re-set on a fixed
 schedule, not every close, from a long stressed lookback, so that they do not fall in calm periods nor jump

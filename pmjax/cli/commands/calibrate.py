@@ -42,7 +42,7 @@ def add_arguments(p):
     p.add_argument("--vol-apc", default="floor", metavar="TOOLS",
                    help="anti-procyclicality of the vol range, as --price-apc (default floor)")
     p.add_argument("--ttc-reset", choices=("monthly", "quarterly", "annual"), default="quarterly",
-                   help="how often the through-the-cycle ranges (what ships) are re-set: the first close of each "
+                   help="how often the through-the-cycle ranges (what --out writes) are re-set: the first close of each "
                         "period (default quarterly)")
     p.add_argument("--start", default=None, help="first day of history used (YYYY-MM-DD)")
     p.add_argument("--end", default=None, help="last day of history used (YYYY-MM-DD)")
@@ -156,7 +156,7 @@ def run(args):
     text = [table(_rows(doc), ["underlying", "range", "rule", "value", "backtest", "period", "days", "exceed (up/down)",
                                "expected", "kupiec p", "christ. p", "cond. cov. p", "light", "mean range (x daily)"],
                   title=f"SPAN scan ranges at {doc['coverage']:.2%} coverage over {doc['horizon_days']} day(s) at the "
-                        f"close of {as_of}, applied {settings.lag_days} day(s) later. ttc (ships): re-set "
+                        f"close of {as_of}, applied {settings.lag_days} day(s) later. ttc (--out): re-set "
                         f"{settings.ttc_reset} from ten years of moves and the last year's daily ranges, 25% buffer; "
                         f"daily: re-set every close, {settings.volatility_model} vol scaling, floor = "
                         f"{settings.floor_coverage:.0%} quantile of ten years of moves. kupiec p: exact one-sided "
