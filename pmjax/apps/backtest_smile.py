@@ -68,6 +68,13 @@ class SmileRule:
 FITTED = SmileRule(alpha=0.9699564205571185, beta0=0.030666078789682458, beta1=0.3731728140503631,
                    skew_a=-0.05036732343195352, skew_b=0.09214643890168776, curvature=0.04931807527748949)
 
+#: the fit error stated in the docs (vol points, rounded up to 0.1): per (chain, underlying), anchored on the
+#: chain's own 30-day ATM (the shape: ``rmse(..., anchor="chain")``) and on DVOL (as in the backtest; the
+#: 2026-02-06 DVOL is the close before the snapshot, hours before the chain's 04:30 prices)
+STATED_RMSE = {("2026-01-02", "BTC"): {"chain": 3.5, "dvol": 3.5}, ("2026-01-02", "ETH"): {"chain": 4.3, "dvol": 4.2},
+               ("2026-02-06", "BTC"): {"chain": 8.5, "dvol": 15.4}, ("2026-02-06", "ETH"): {"chain": 7.6, "dvol": 9.9},
+               ("2020-05-21", "BTC"): {"chain": 9.1}}
+
 #: per chain and underlying: DVOL at the snapshot (the last daily close before it: bundled DVOL) and the
 #: trailing 7-day return ln(S / S_7), S = the chain's index (median ``index_price``), S_7 = the last price at or
 #: before the snapshot time less 7 days: the Binance close (bundled history) for 2020-05-21 and 2026-01-02, the
