@@ -1,34 +1,42 @@
-"""Backtest every margin measure on the real BTC/ETH history: each day's margin against the next day's P&L.
+"""Backtest every margin measure on the real BTC/ETH history: each day's margin against the loss over the
+margin period of risk (``mpor_days``: 1, the default, or 2 days).
 
 Construction (documented choices):
 
-- Days: every UTC day d with Binance closes and Deribit DVOL of both BTC and ETH on d and d + 1, from
-  ``min_window_days`` (30) after DVOL's start (2021-03-24) on, so the Monte Carlo model has a month of
-  DVOL changes behind it. (The scan-range calibration itself backtests 2018-2026 on closes alone:
-  ``pmjax.apps.calibrate``.)
-- Market of day d, synthetic: spot = the close of d, every forward = spot (no carry), every implied vol
-  = that underlying's DVOL on d (a flat smile: DVOL is the 30-day ATM-like implied vol).
-- Books are re-struck every day at fixed moneyness and fixed days to expiry, so the book is the same
-  risk every day (a stationary book): each leg's strike = moneyness x spot, time to expiry = its days
-  / 365. ``BOOKS``: outright long 1 BTC (spot), covered call (long 1 BTC, short 1 call 110% 30 days),
-  short straddle (short 1 call and 1 put at the money, 30 days), short put spread (short 95% put, long
-  90% put, 30 days), and the seed BTC/ETH portfolio of ``demo.seed_portfolio`` (its strikes over the
-  seed's prices as moneyness, 30 and 60 days). Options are inverse (Deribit's); 1 coin per leg.
-- Realized P&L of day d: the book of d revalued in full (``kernel.position_pnl``) at the close of
-  d + 1: spot and forwards scale by close(d+1)/close(d), every vol moves by DVOL(d+1) - DVOL(d)
-  (floored at 1%), time advances one day. Loss = -P&L (USD).
-- Margin of day d, each a cover of the next day's loss (USD):
+- Days: every UTC day d with Binance closes and Deribit DVOL of both BTC and ETH on d and d + h (h =
+  ``mpor_days``), from ``min_window_days`` (30) after DVOL's start (2021-03-24) on, so the Monte Carlo model
+  has a month of DVOL changes behind it. (The scan-range calibration itself backtests 2018-2026 on closes
+  alone: ``pmjax.apps.calibrate``.)
+- Market of day d, synthetic: spot = the close of d, every forward = spot (no carry). Vols (``smile``):
+  ``skewed`` (default): the smile of ``pmjax.apps.backtest_smile`` (its ``FITTED`` rule) from that
+  underlying's DVOL on d and its trailing 7-day log return ln(close(d) / close(d-7)): at-the-money term
+  structure, skew and curvature fitted on the Deribit chains; ``flat``: every implied vol = DVOL on d (the
+  first backtest; DVOL is the 30-day ATM-like implied vol).
+- Books (``pmjax.apps.backtest_books``) are re-struck every day at fixed moneyness and fixed days to
+  expiry, so the book is the same risk every day (a stationary book): each leg's strike = moneyness x
+  spot, time to expiry = its days / 365; ten books, five long delta or short vol (four BTC only) and five
+  short delta, long vol, 4 days to expiry, deep out of the money, ETH only. 1 coin per leg.
+- Realized P&L of day d: the book of d revalued in full (``kernel.position_pnl``) at the close of d + h:
+  spot and forwards scale by close(d+h)/close(d), time advances h days, and each option's vol becomes
+  (flat) its vol + DVOL(d+h) - DVOL(d), or (skewed) the smile of day d + h (its DVOL and trailing return)
+  at the option's new ln(K / F) and time to expiry; floored at 1%. Loss = -P&L (USD). The P&L is so no
+  longer the flat model's own: skew and term structure move with the market.
+- Margin of day d, each a cover of the loss over d .. d + h (USD), every measure on the market of day d
+  with its smile (the legs' vols):
   ``span``: SPAN ``risk`` (scan + charges - credits; ``total`` = risk - NOV is set against cash with the
   options' value in equity, so ``risk`` is what covers a loss) with each day's price scan range from
-  ``calibrate.price_scan_ranges`` set at the close of d (no look-ahead), the vol scan range and the
-  other keys from the config (the calibrated ``configs/span.yaml``: its vol range is in-sample); the
-  extreme multiple X is cut to 0.95 / P on the days when X P would exceed 95% (ETH's range reached 0.36
-  the day after 2021-05-19, and 3 x 0.36 would take spot below zero);
-  ``deribit``: the Deribit portfolio-margin grid's initial margin (``configs/deribit.yaml``);
-  ``var``/``es``: Monte Carlo Student-t (nu 4) VaR and ES at the coverage, ``paths`` paths per day
-  (default 2,000, seeded per date), the SPEC section 4 model with each underlying's vol = its DVOL on
-  d, vol of vol and the correlations of (returns, DVOL log changes) over the trailing
-  ``window_days`` (365, at least 30) up to d;
+  ``calibrate.price_scan_ranges`` (horizon h days) set at the close of d (no look-ahead), the vol scan
+  range and the other keys from the config (the calibrated ``configs/span.yaml``: its vol range is
+  in-sample; x sqrt(h) and scenario time h days for h > 1); the extreme multiple X is cut to 0.95 / P on
+  the days when X P would exceed 95% (ETH's range reached 0.36 the day after 2021-05-19, and 3 x 0.36
+  would take spot below zero);
+  ``deribit``: the Deribit portfolio-margin grid's initial margin (``configs/deribit.yaml``; its fixed
+  grid whatever h);
+  ``var``/``es``: Monte Carlo Student-t (nu 4) VaR and ES at the coverage over h days, ``paths`` paths per
+  day (default 2,000, seeded per date), the SPEC section 4 model with each underlying's vol = its DVOL on
+  d, vol of vol and the correlations of (returns, DVOL log changes) over the trailing ``window_days``
+  (365, at least 30) up to d, its horizon h / 365 years (one draw scaled by sqrt(h), not h daily steps);
+  the model moves each option's vol by its underlying's vol change (a parallel shift of the smile);
   ``rules``: rules-based initial margin (``configs/rules.yaml``) plus the net option value NOV (long
   positive, short negative). Like SPAN's total = risk - NOV, the rules requirement is set against cash
   with the options' value outside it: a short option's requirement includes its premium, which buys it
@@ -36,11 +44,12 @@ Construction (documented choices):
   premium the rules charge counts twice, so the rules cover is overstated by the long options' value.)
   Coins held are collateral under the rules (equity, no requirement), so the rules are n/a for a book
   that holds coins: their requirement does not stand against the coins' own loss.
-- Exceedance: loss(d -> d+1) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.apps.calibrate``.
+- Exceedance: loss(d -> d+h) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.apps.calibrate``
+  (for h = 2 consecutive days' losses overlap, so exceedances cluster by construction).
 
 Days are a leading batch axis: the stacked books go through vmapped, jitted SPAN, Deribit, P&L and
 Monte Carlo kernels (Monte Carlo in chunks of ``chunk_days`` days); only rules runs day by day.
-Formulas: docs/methodology.md section 10.5.
+Formulas: docs/methodology.md sections 10.5 and 10.6.
 """
 
 from __future__ import annotations
@@ -57,7 +66,7 @@ import numpy as np
 
 from pmjax.apps import calibrate
 from pmjax.apps.backtest_books import FIRST_BOOKS, MORE_BOOKS, Leg, day_portfolio, representative_books, seed_legs
-from pmjax.apps.backtest_report import write_report
+from pmjax.apps.backtest_report import write_report, write_summary
 from pmjax.apps.backtest_smile import FITTED, SmileRule
 from pmjax.apps.stress import deribit_margin_sharded
 from pmjax.io import history
@@ -458,26 +467,35 @@ def build_parser():
     p.add_argument("--smile", choices=SMILES, default="skewed",
                    help="skewed: the smile of pmjax.apps.backtest_smile (default); flat: every vol = DVOL")
     p.add_argument("--mpor-days", type=int, choices=MPOR_DAYS, default=1, help="margin period of risk in days")
+    p.add_argument("--grid", action="store_true",
+                   help="run every smile x MPOR into OUT/<smile>-<h>d/ and write OUT/SUMMARY.md (one column each)")
     p.add_argument("--books", choices=("all", "first"), default="all",
                    help="all ten books, or the first five (FIRST_BOOKS)")
     return p
 
 
 def main(argv=None) -> int:
+    import os
     import sys
 
     jax.config.update("jax_enable_x64", True)  # the backtest runs in float64
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    settings = BacktestSettings(start=args.start, end=args.end, paths=args.paths, span_ranges=args.span_ranges,
-                                smile=args.smile, mpor_days=args.mpor_days)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     books = representative_books()
     if args.books == "first":
         books = {b: books[b] for b in FIRST_BOOKS}
-    result = run_backtest(books, settings=settings)
-    command = "python -m pmjax.apps.backtest " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_report(result, args.out, command=command.strip())
-    print(open(f"{args.out}/README.md", encoding="utf-8").read())
+    runs = [(args.smile, args.mpor_days)] if not args.grid else [(sm, h) for sm in SMILES for h in MPOR_DAYS]
+    docs = {}
+    for smile, h in runs:
+        settings = BacktestSettings(start=args.start, end=args.end, paths=args.paths, span_ranges=args.span_ranges,
+                                    smile=smile, mpor_days=h)
+        out = args.out if not args.grid else os.path.join(args.out, f"{smile}-{h}d")
+        command = " ".join(["python -m pmjax.apps.backtest"] + list(argv))
+        docs[f"{smile} {h}d"] = write_report(run_backtest(books, settings=settings), out, command=command)
+        print(open(os.path.join(out, "README.md"), encoding="utf-8").read())
+    if args.grid:
+        print(write_summary(docs, os.path.join(args.out, "SUMMARY.md")))
     return 0
 
 
