@@ -446,7 +446,7 @@ def run_backtest(books: dict[str, list[Leg]] | None = None, settings: BacktestSe
 __all__ = ["BacktestResult", "BacktestSettings", "Days", "FIRST_BOOKS", "Leg", "MEASURES", "MORE_BOOKS", "MPOR_DAYS",
            "SMILES", "backtest_days", "day_market", "day_portfolio", "deribit_cover", "leg_vols", "realized_shocks",
            "representative_books", "rules_cover", "run_backtest", "seed_legs", "span_cover", "stacked_books",
-           "var_es_cover", "write_report"]
+           "var_es_cover", "write_report", "write_summary"]
 
 
 #: where ``python -m pmjax.apps.backtest`` writes by default: not the committed ``reports/backtest``
