@@ -357,7 +357,8 @@ def day_market(days: Days, t: int, legs: list[Leg] | None = None):
             for j, u in enumerate(UNDERLYINGS)}
     if days.smile is not None:
         nodes = [g for g in legs if g.kind == "option"] if legs is not None else [
-            Leg(u, "option", 0.0, "call", m, n) for u in UNDERLYINGS for n in SMILE_NODE_DAYS for m in SMILE_NODE_MONEYNESS]
+            Leg(u, "option", 0.0, "call", m, n)
+            for u in UNDERLYINGS for n in SMILE_NODE_DAYS for m in SMILE_NODE_MONEYNESS]
         for u in UNDERLYINGS:
             by_expiry: dict = {}
             mine = [g for g in nodes if g.underlying == u]

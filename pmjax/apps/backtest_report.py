@@ -21,7 +21,8 @@ def write_report(result, out_dir: str, *, command: str = "python -m pmjax.apps.b
     s = result.settings
     d = result.days
     doc = {"command": command, "coverage": s.coverage, "paths": s.paths, "seed": s.seed, "nu": s.nu,
-           "window_days": s.window_days, "span_ranges": s.span_ranges, "smile": s.smile, "mpor_days": s.mpor_days,
+           "window_days": s.window_days, "span_ranges": s.span_ranges,
+           "smile": "flat" if d.smile is None else "skewed", "mpor_days": d.horizon_days,
            "smile_rule": dataclasses.asdict(d.smile) if d.smile is not None else None,
            "start": str(d.dates[0]), "end": str(d.dates[-1]), "days": len(d),
            "books": {b: [dataclasses.asdict(g) for g in legs] for b, legs in result.books.items()},
@@ -58,9 +59,9 @@ Coverage target {s.coverage:.0%}: Kupiec's 95% acceptance region for {len(d)} da
 Measures: span = SPAN risk with the price scan range calibrated day by day (`pmjax.apps.calibrate`, no look-ahead)
 and the shipped vol scan range (x sqrt(h) for an h-day period, with the calibration's h-day price range);
 deribit = Deribit portfolio-margin initial margin (coin-margined: a spot
-holding is the collateral itself and carries no margin there: n/a); var / es = Monte Carlo Student-t (nu {s.nu:g}) at
-{s.coverage:.0%} over {h} day(s), {s.paths:,} paths per day, vol levels = DVOL, vol of vol and correlations over the trailing
-{s.window_days} days; rules = rules-based initial margin + net option value (coins held are collateral under the
+holding is the collateral itself and carries no margin there: n/a); var / es = Monte Carlo Student-t
+(nu {s.nu:g}) at {s.coverage:.0%} over {h} day(s), {s.paths:,} paths per day, vol levels = DVOL, vol of vol and
+correlations over the trailing {s.window_days} days; rules = rules-based initial margin + net option value (coins held are collateral under the
 rules, not a margined position: n/a for the books that hold coins).
 
 ```
@@ -91,10 +92,11 @@ def write_summary(docs: dict[str, dict], path: str) -> str:
             cells.append("n/a" if r is None or not r["applicable"] else
                          f"{r['exceedances']} ({r['kupiec_p']:.2f}) {r['mean_margin']:,.0f}")
         rows.append([k[0], k[1]] + cells)
-    lines = [f"- {n}: {docs[n]['days']} days {docs[n]['start']} .. {docs[n]['end']}, expected "
-             f"{(1 - docs[n]['coverage']) * docs[n]['days']:.1f}, Kupiec region "
-             f"{'{} .. {}'.format(*calibrate.kupiec_region(docs[n]['days'], docs[n]['coverage']))}; `{docs[n]['command']}`"
-             for n in names]
+    lines = []
+    for n, doc in docs.items():
+        lo, hi = calibrate.kupiec_region(doc["days"], doc["coverage"])
+        lines.append(f"- {n}: {doc['days']} days {doc['start']} .. {doc['end']}, expected "
+                     f"{(1 - doc['coverage']) * doc['days']:.1f}, Kupiec region {lo} .. {hi}; `{doc['command']}`")
     text = ("# Margin backtest: exceedances per setting\n\nEach cell: exceedances (Kupiec p) mean margin USD.\n\n"
             + "\n".join(lines) + "\n\n```\n" + table(rows, ["book", "measure"] + names) + "\n```\n")
     with open(path, "w", encoding="utf-8") as fh:
