@@ -15,9 +15,11 @@ in price, in proportion to the trailing return. Every coefficient but alpha ente
 known, so the fit is one numpy least squares over the smile points of the chains with A30 = the chain's own
 30-day at-the-money vol (``fit_rule``); alpha = mean of that 30-day vol over DVOL where DVOL was read on the
 chain's day in a calm market (the 2026-01-02 chains: DVOL moved 42.2 .. 43.7 that day; on 2026-02-06 it
-moved 54 .. 89 and the snapshot's 04:30 level is not known). ``FITTED`` holds the constants, ``FIT_INPUTS``
-the chains' DVOL and trailing returns with their sources; ``python -m pmjax.apps.backtest_smile`` refits
-and prints both, and the RMSE per chain (tests check the stored constants are the refit's).
+moved 54 .. 89 and the snapshot's 04:30 level is not known). ``FITTED`` holds the constants (provenance:
+the fit of ``chain_points()`` on the bundled chains; ``PERP_7D`` the two prices 7 days before 2026-02-06 that the
+bundled history lacks, with their source); ``python -m pmjax.apps.backtest_smile`` refits and prints the
+constants, each chain's DVOL, trailing return and RMSE (``STATED_RMSE``: the figures the docs state; tests
+check the stored constants are the refit's and the errors within those figures).
 """
 
 from __future__ import annotations
