@@ -52,12 +52,13 @@ def test_days_are_consecutive_closes_and_dvol(days):
     assert days.price_scan_range[t, 0] == pr.range[np.searchsorted(pr.dates, days.dates[t])]
 
 
-@pytest.mark.parametrize("name", ["covered call", "seed BTC/ETH", "short put spread"])
+@pytest.mark.parametrize("name", ["covered call", "seed BTC/ETH", "short put spread", "short delta",
+                                  "short 4-day straddle", "ETH short strangle"])
 def test_stacked_books_are_the_portfolios_struck_on_each_day(days, name):
     legs = B.representative_books()[name]
     stacked = B.stacked_books(legs, days)
     for t in (0, 3):
-        m = B.day_market(days, t)
+        m = B.day_market(days, t, legs)
         book, _ = book_from_portfolio(B.day_portfolio(legs, m), m, size=stacked.size)
         assert tree_allclose(_day(stacked, t), book, rtol=1e-12)
 
@@ -85,7 +86,8 @@ def _b76(F, K, T, v, call):
     return F * N(d1) - K * N(d2) if call else K * N(-d2) - F * N(-d1)
 
 
-def test_realized_pnl_is_a_hand_revaluation(days):
+def test_realized_pnl_is_a_hand_revaluation():
+    days = B.backtest_days(dataclasses.replace(WINDOW, smile="flat"))
     books = B.representative_books()
     for t in range(len(days)):
         S0, S1 = days.spot[t, 0], days.next_spot[t, 0]
@@ -107,7 +109,7 @@ def test_span_deribit_rules_covers_equal_the_single_account_methods(days, config
     der = B.deribit_cover(st, config)
     rules = B.rules_cover(legs, st, days, config)
     for t in (0, 4):
-        m = B.day_market(days, t)
+        m = B.day_market(days, t, legs)
         pf = B.day_portfolio(legs, m)
         cfg = deep_merge(config, {"span": {"underlyings": {
             u: {"price_scan_range": float(days.price_scan_range[t, j]),

@@ -12,7 +12,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = {
     "01_scan_range_calibration.py": ["01_rolling_scan_ranges.png", "01_cumulative_exceedances.png",
                                      "01_dvol_changes.png", "01_procyclicality.png"],
-    "02_margin_backtest.py": ["02_margin_vs_loss.png", "02_exceedances.png", "02_loss_over_margin_seed.png"],
+    "02_margin_backtest.py": ["02_margin_vs_loss.png", "02_exceedances.png", "02_loss_over_margin_seed.png",
+                              "02_smile_fit.png", "02_smile_mpor_exceedances.png"],
     "03_gpu_batch_stress.py": ["03_batch_stress.png", "03_span_throughput.png"],
     "04_margin_optimal_hedge.py": ["04_notional_frontier.png", "04_cost_sensitivity.png"],
 }

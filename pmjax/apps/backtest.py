@@ -1,34 +1,42 @@
-"""Backtest every margin measure on the real BTC/ETH history: each day's margin against the next day's P&L.
+"""Backtest every margin measure on the real BTC/ETH history: each day's margin against the loss over the
+margin period of risk (``mpor_days``: 1, the default, or 2 days).
 
 Construction (documented choices):
 
-- Days: every UTC day d with Binance closes and Deribit DVOL of both BTC and ETH on d and d + 1, from
-  ``min_window_days`` (30) after DVOL's start (2021-03-24) on, so the Monte Carlo model has a month of
-  DVOL changes behind it. (The scan-range calibration itself backtests 2018-2026 on closes alone:
-  ``pmjax.apps.calibrate``.)
-- Market of day d, synthetic: spot = the close of d, every forward = spot (no carry), every implied vol
-  = that underlying's DVOL on d (a flat smile: DVOL is the 30-day ATM-like implied vol).
-- Books are re-struck every day at fixed moneyness and fixed days to expiry, so the book is the same
-  risk every day (a stationary book): each leg's strike = moneyness x spot, time to expiry = its days
-  / 365. ``BOOKS``: outright long 1 BTC (spot), covered call (long 1 BTC, short 1 call 110% 30 days),
-  short straddle (short 1 call and 1 put at the money, 30 days), short put spread (short 95% put, long
-  90% put, 30 days), and the seed BTC/ETH portfolio of ``demo.seed_portfolio`` (its strikes over the
-  seed's prices as moneyness, 30 and 60 days). Options are inverse (Deribit's); 1 coin per leg.
-- Realized P&L of day d: the book of d revalued in full (``kernel.position_pnl``) at the close of
-  d + 1: spot and forwards scale by close(d+1)/close(d), every vol moves by DVOL(d+1) - DVOL(d)
-  (floored at 1%), time advances one day. Loss = -P&L (USD).
-- Margin of day d, each a cover of the next day's loss (USD):
+- Days: every UTC day d with Binance closes and Deribit DVOL of both BTC and ETH on d and d + h (h =
+  ``mpor_days``), from ``min_window_days`` (30) after DVOL's start (2021-03-24) on, so the Monte Carlo model
+  has a month of DVOL changes behind it. (The scan-range calibration itself backtests 2018-2026 on closes
+  alone: ``pmjax.apps.calibrate``.)
+- Market of day d, synthetic: spot = the close of d, every forward = spot (no carry). Vols (``smile``):
+  ``skewed`` (default): the smile of ``pmjax.apps.backtest_smile`` (its ``FITTED`` rule) from that
+  underlying's DVOL on d and its trailing 7-day log return ln(close(d) / close(d-7)): at-the-money term
+  structure, skew and curvature fitted on the Deribit chains; ``flat``: every implied vol = DVOL on d (the
+  first backtest; DVOL is the 30-day ATM-like implied vol).
+- Books (``pmjax.apps.backtest_books``) are re-struck every day at fixed moneyness and fixed days to
+  expiry, so the book is the same risk every day (a stationary book): each leg's strike = moneyness x
+  spot, time to expiry = its days / 365; ten books, five long delta or short vol (four BTC only) and five
+  short delta, long vol, 4 days to expiry, deep out of the money, ETH only. 1 coin per leg.
+- Realized P&L of day d: the book of d revalued in full (``kernel.position_pnl``) at the close of d + h:
+  spot and forwards scale by close(d+h)/close(d), time advances h days, and each option's vol becomes
+  (flat) its vol + DVOL(d+h) - DVOL(d), or (skewed) the smile of day d + h (its DVOL and trailing return)
+  at the option's new ln(K / F) and time to expiry; floored at 1%. Loss = -P&L (USD). The P&L is so no
+  longer the flat model's own: skew and term structure move with the market.
+- Margin of day d, each a cover of the loss over d .. d + h (USD), every measure on the market of day d
+  with its smile (the legs' vols):
   ``span``: SPAN ``risk`` (scan + charges - credits; ``total`` = risk - NOV is set against cash with the
   options' value in equity, so ``risk`` is what covers a loss) with each day's price scan range from
-  ``calibrate.price_scan_ranges`` set at the close of d (no look-ahead), the vol scan range and the
-  other keys from the config (the calibrated ``configs/span.yaml``: its vol range is in-sample); the
-  extreme multiple X is cut to 0.95 / P on the days when X P would exceed 95% (ETH's range reached 0.36
-  the day after 2021-05-19, and 3 x 0.36 would take spot below zero);
-  ``deribit``: the Deribit portfolio-margin grid's initial margin (``configs/deribit.yaml``);
-  ``var``/``es``: Monte Carlo Student-t (nu 4) VaR and ES at the coverage, ``paths`` paths per day
-  (default 2,000, seeded per date), the SPEC section 4 model with each underlying's vol = its DVOL on
-  d, vol of vol and the correlations of (returns, DVOL log changes) over the trailing
-  ``window_days`` (365, at least 30) up to d;
+  ``calibrate.price_scan_ranges`` (horizon h days) set at the close of d (no look-ahead), the vol scan
+  range and the other keys from the config (the calibrated ``configs/span.yaml``: its vol range is
+  in-sample; x sqrt(h) and scenario time h days for h > 1); the extreme multiple X is cut to 0.95 / P on
+  the days when X P would exceed 95% (ETH's range reached 0.36 the day after 2021-05-19, and 3 x 0.36
+  would take spot below zero);
+  ``deribit``: the Deribit portfolio-margin grid's initial margin (``configs/deribit.yaml``; its fixed
+  grid whatever h);
+  ``var``/``es``: Monte Carlo Student-t (nu 4) VaR and ES at the coverage over h days, ``paths`` paths per
+  day (default 2,000, seeded per date), the SPEC section 4 model with each underlying's vol = its DVOL on
+  d, vol of vol and the correlations of (returns, DVOL log changes) over the trailing ``window_days``
+  (365, at least 30) up to d, its horizon h / 365 years (one draw scaled by sqrt(h), not h daily steps);
+  the model moves each option's vol by its underlying's vol change (a parallel shift of the smile);
   ``rules``: rules-based initial margin (``configs/rules.yaml``) plus the net option value NOV (long
   positive, short negative). Like SPAN's total = risk - NOV, the rules requirement is set against cash
   with the options' value outside it: a short option's requirement includes its premium, which buys it
@@ -36,11 +44,12 @@ Construction (documented choices):
   premium the rules charge counts twice, so the rules cover is overstated by the long options' value.)
   Coins held are collateral under the rules (equity, no requirement), so the rules are n/a for a book
   that holds coins: their requirement does not stand against the coins' own loss.
-- Exceedance: loss(d -> d+1) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.apps.calibrate``.
+- Exceedance: loss(d -> d+h) > margin(d); Kupiec and Christoffersen tests as in ``pmjax.apps.calibrate``
+  (for h = 2 consecutive days' losses overlap, so exceedances cluster by construction).
 
 Days are a leading batch axis: the stacked books go through vmapped, jitted SPAN, Deribit, P&L and
 Monte Carlo kernels (Monte Carlo in chunks of ``chunk_days`` days); only rules runs day by day.
-Formulas: docs/methodology.md section 10.5.
+Formulas: docs/methodology.md sections 10.5 and 10.6.
 """
 
 from __future__ import annotations
@@ -56,63 +65,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from pmjax.apps import calibrate
+from pmjax.apps.backtest_books import FIRST_BOOKS, MORE_BOOKS, Leg, day_portfolio, representative_books, seed_legs
+from pmjax.apps.backtest_report import write_report, write_summary
+from pmjax.apps.backtest_smile import FITTED, SmileRule
 from pmjax.apps.stress import deribit_margin_sharded
 from pmjax.io import history
 from pmjax.scenarios import montecarlo
 from pmjax.scenarios.mc_models import ScenarioParams, StudentTModel, path_shock
 from pmjax.core.book import OPTION, Book, bucket_size, pad_book
 from pmjax.core.errors import InputError
-from pmjax.core.instruments import KINDS, UNDERLYINGS, Instrument
+from pmjax.core.instruments import KINDS, UNDERLYINGS
 from pmjax.core.kernel import Shock, no_shock, position_pnl, position_values, scenario_pnl
-from pmjax.core.units import DAY, DAYS_PER_YEAR, SECONDS_PER_DAY
+from pmjax.core.units import DAY, DAYS_PER_YEAR
 from pmjax.measures.deribit import deribit_params
 from pmjax.scenarios.grids import VOL_FLOOR
 
 MEASURES = ("span", "deribit", "var", "es", "rules")
 #: the largest SPAN extreme move (a fraction of spot) a rolling range may give
 MAX_EXTREME_MOVE = 0.95
-
-
-@dataclasses.dataclass(frozen=True)
-class Leg:
-    """One leg of a stationary book: strike = moneyness x spot, expiry ``days`` ahead, ``quantity`` coins."""
-
-    underlying: str
-    kind: str  # option | future | perpetual | spot
-    quantity: float
-    right: str | None = None
-    moneyness: float = 1.0
-    days: float = 0.0
-    settlement: str = "inverse"
-
-
-def seed_legs() -> list[Leg]:
-    """``demo.seed_portfolio`` as stationary legs: its strikes over the seed's prices, its 30/60 days."""
-    from pmjax.apps.demo import SEED_SPOT, seed_portfolio
-    from pmjax.core.market import Market, UnderlyingMarket
-
-    as_of = dt.datetime(2026, 1, 1, 8, tzinfo=dt.timezone.utc)
-    mkt = Market(as_of, {u: UnderlyingMarket(s, rate=0.0, atm=0.5) for u, s in SEED_SPOT.items()})
-    out = []
-    for p in seed_portfolio(mkt, scale_to_market=False).positions:
-        i = p.instrument
-        days = (i.expiry - as_of).total_seconds() / SECONDS_PER_DAY if i.expiry else 0.0
-        out.append(Leg(i.underlying, i.kind, p.quantity, i.right, (i.strike or SEED_SPOT[i.underlying])
-                       / SEED_SPOT[i.underlying], days, i.settlement))
-    return out
-
-
-def representative_books() -> dict[str, list[Leg]]:
-    """The backtested books (module docstring)."""
-    call = functools.partial(Leg, "BTC", "option", right="call", days=30.0)
-    put = functools.partial(Leg, "BTC", "option", right="put", days=30.0)
-    return {
-        "long BTC": [Leg("BTC", "spot", 1.0, settlement="linear")],
-        "covered call": [Leg("BTC", "spot", 1.0, settlement="linear"), call(-1.0, moneyness=1.10)],
-        "short straddle": [call(-1.0, moneyness=1.0), put(-1.0, moneyness=1.0)],
-        "short put spread": [put(-1.0, moneyness=0.95), put(1.0, moneyness=0.90)],
-        "seed BTC/ETH": seed_legs(),
-    }
+SMILES = ("skewed", "flat")
+MPOR_DAYS = (1, 2)
 
 
 # ---------------------------------------------------------------- the days
@@ -125,12 +97,16 @@ class Days:
     dates: np.ndarray
     spot: np.ndarray
     dvol: np.ndarray
-    next_spot: np.ndarray
+    next_spot: np.ndarray  # (d, u): at the end of the margin period of risk, ``horizon_days`` later
     next_dvol: np.ndarray
-    price_scan_range: np.ndarray  # (d, u): the calibrated range set at the close of each day
+    price_scan_range: np.ndarray  # (d, u): the calibrated range (of the horizon) set at the close of each day
     vol: np.ndarray  # (d, u) Monte Carlo: annual return vol (= dvol)
     vol_of_vol: np.ndarray  # (d, u)
     correlation: np.ndarray  # (d, 2u, 2u) of (returns, DVOL log changes)
+    ret: np.ndarray | None = None  # (d, u): the trailing return the skew rule reads, ln(S_t / S_{t-n})
+    next_ret: np.ndarray | None = None  # (d, u): the same at the end of the horizon
+    horizon_days: int = 1  # the margin period of risk
+    smile: SmileRule | None = None  # None: flat at DVOL
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -151,12 +127,23 @@ class BacktestSettings:
     span_ranges: str = "rolling"  # rolling (calibrated day by day) | config
     measures: tuple[str, ...] = MEASURES
     chunk_days: int = 64
+    smile: str = "skewed"  # skewed (``backtest_smile.FITTED``) | flat (every vol = DVOL, the first backtest)
+    mpor_days: int = 1  # margin period of risk: the loss from the close of d to the close of d + mpor_days
+
+    def rule(self) -> SmileRule | None:
+        """The smile rule of ``smile`` (None: flat), checking ``smile`` and ``mpor_days``."""
+        if self.smile not in SMILES:
+            raise InputError(f"smile must be one of {', '.join(SMILES)}, got {self.smile!r}", field="smile")
+        if self.mpor_days not in MPOR_DAYS:
+            raise InputError(f"mpor_days must be 1 or 2, got {self.mpor_days!r}", field="mpor_days")
+        return FITTED if self.smile == "skewed" else None
 
 
 def backtest_days(settings: BacktestSettings = BacktestSettings(),
                   calibration: calibrate.CalibrationSettings | None = None) -> Days:
     """The backtest days with everything the measures need, from the bundled history."""
-    cal_settings = calibration or calibrate.CalibrationSettings(coverage=settings.coverage)
+    rule, h = settings.rule(), settings.mpor_days
+    cal_settings = calibration or calibrate.CalibrationSettings(coverage=settings.coverage, horizon_days=h)
     closes = {u: calibrate.daily_grid(history.bundled_close(u))[0] for u in UNDERLYINGS}
     dvols = {u: calibrate.daily_grid(history.bundled_dvol(u))[0] for u in UNDERLYINGS}
     ranges = {u: calibrate.price_scan_ranges(history.bundled_close(u), cal_settings) for u in UNDERLYINGS}
@@ -166,13 +153,13 @@ def backtest_days(settings: BacktestSettings = BacktestSettings(),
     # returns and DVOL log changes dated by their end day (row t: from t-1 to t); the grid is daily
     moves = np.vstack([np.full((1, 2 * nu_), np.nan), np.log(lv[1:] / lv[:-1])])
     first = settings.min_window_days
-    idx = np.arange(first, len(lv) - 1)  # a day with min_window_days moves behind it and a next day
+    idx = np.arange(first, len(lv) - h)  # a day with min_window_days moves behind it and h days after it
     dates = joint.dates[idx]
     keep = history.date_mask(dates, settings.start, settings.end)
     idx = idx[keep]
     if len(idx) == 0:
         raise InputError(f"no backtest days between {settings.start} and {settings.end} (history "
-                         f"{joint.dates[first]} .. {joint.dates[-2]})", field="start")
+                         f"{joint.dates[first]} .. {joint.dates[-1 - h]})", field="start")
     rng = np.stack([ranges[u].range[np.searchsorted(ranges[u].dates, joint.dates[idx])] for u in UNDERLYINGS], 1)
     vov = np.empty((len(idx), nu_))
     corr = np.empty((len(idx), 2 * nu_, 2 * nu_))
@@ -180,8 +167,11 @@ def backtest_days(settings: BacktestSettings = BacktestSettings(),
         w = moves[max(1, t - settings.window_days + 1): t + 1]
         vov[k] = w[:, nu_:].std(axis=0, ddof=1) * math.sqrt(DAYS_PER_YEAR)
         corr[k] = montecarlo.nearest_correlation(np.corrcoef(w.T))[0]
-    return Days(joint.dates[idx], lv[idx, :nu_], lv[idx, nu_:], lv[idx + 1, :nu_], lv[idx + 1, nu_:], rng,
-                lv[idx, nu_:], vov, corr)
+    n = (rule or SmileRule()).lookback_days
+    ret = np.full((len(lv), nu_), np.nan)
+    ret[n:] = np.log(lv[n:, :nu_] / lv[:-n, :nu_])  # ret[t]: ln(S_t / S_{t-n}); first >= 30 > n days in
+    return Days(joint.dates[idx], lv[idx, :nu_], lv[idx, nu_:], lv[idx + h, :nu_], lv[idx + h, nu_:], rng,
+                lv[idx, nu_:], vov, corr, ret[idx], ret[idx + h], h, rule)
 
 
 def stacked_books(legs: list[Leg], days: Days, *, dtype=jnp.float64) -> Book:
@@ -205,20 +195,44 @@ def stacked_books(legs: list[Leg], days: Days, *, dtype=jnp.float64) -> Book:
         quantity=f(rep(col(lambda g: g.quantity))),
         expiry_years=f(rep(col(lambda g: g.days / DAYS_PER_YEAR))),
         spot=f(spot), forward=f(spot),
-        vol=f(np.where(is_option, days.dvol[:, u], 0.5)),
+        vol=f(np.where(is_option, leg_vols(legs, days), 0.5)),
         underlying_spot=f(days.spot),
         margin_coin=jnp.full((d,), -1, jnp.int32),
     )
     return pad_book(book, bucket_size(n))
 
 
+def leg_vols(legs: list[Leg], days: Days) -> np.ndarray:
+    """(d, n) each leg's implied vol on each day: DVOL (flat) or the smile's at ln(K/F) = ln(moneyness) (F = spot)
+    and the leg's days to expiry (non-options: DVOL, unused)."""
+    u = np.array([UNDERLYINGS.index(g.underlying) for g in legs], np.int32)
+    flat = days.dvol[:, u]
+    if days.smile is None:
+        return flat
+    opt = np.array([g.kind == "option" for g in legs])
+    lk = np.log(np.array([g.moneyness if g.kind == "option" else 1.0 for g in legs]))
+    years = np.array([g.days / DAYS_PER_YEAR if g.kind == "option" else 1.0 for g in legs])
+    return np.where(opt, days.smile.vol(flat, days.ret[:, u], lk, years), flat)
+
+
 def realized_shocks(book: Book, days: Days) -> Shock:
-    """Each day's realized move to the next close: spot ratio, DVOL change, one day."""
+    """Each day's realized move to the close ``horizon_days`` later: spot ratio, the vol change (flat: the DVOL
+    change; skewed: the smile of the later day at the option's new moneyness and time to expiry, less its vol
+    today), the horizon's time."""
     dtype = book.quantity.dtype
-    d = len(days)
-    shift = (days.next_dvol - days.dvol)[np.arange(d)[:, None], np.asarray(book.underlying)]
+    d, h = len(days), days.horizon_days
+    rows, u = np.arange(d)[:, None], np.asarray(book.underlying)
+    shift = (days.next_dvol - days.dvol)[rows, u]
+    if days.smile is not None:
+        later = np.asarray(book.expiry_years) - h * DAY
+        live = (np.asarray(book.kind) == OPTION) & (later > 0)
+        safe = np.where(live, later, 1.0)
+        spot_later = np.asarray(book.forward) * (days.next_spot / days.spot)[rows, u]
+        lk = np.where(live, np.log(np.asarray(book.strike) / np.where(live, spot_later, 1.0)), 0.0)
+        vol_later = days.smile.vol(days.next_dvol[rows, u], days.next_ret[rows, u], lk, safe)
+        shift = np.where(live, vol_later - np.asarray(book.vol), shift)
     return Shock(jnp.asarray(days.next_spot / days.spot, dtype), jnp.asarray(shift, dtype),
-                 jnp.full((d,), DAY, dtype), jnp.full((d,), VOL_FLOOR, dtype))
+                 jnp.full((d,), h * DAY, dtype), jnp.full((d,), VOL_FLOOR, dtype))
 
 
 @jax.jit
@@ -243,12 +257,18 @@ def _span_params_by_day(config: dict, days: Days, settings: BacktestSettings, dt
     base = span_params(config, dtype=dtype)
     d = len(days)
     params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (d,) + x.shape), base)
-    if settings.span_ranges == "rolling":
-        rng = jnp.asarray(days.price_scan_range, dtype)
+    h = days.horizon_days
+    if h != 1:  # an h-day period of risk: the config's 1-day ranges x sqrt(h), time decay over h days
+        root = math.sqrt(h)
+        params = eqx.tree_at(lambda p: (p.price_scan_range, p.vol_scan_range, p.horizon_days), params,
+                             (params.price_scan_range * root, params.vol_scan_range * root, params.horizon_days * h))
+    if settings.span_ranges == "rolling":  # the calibrated h-day range (``Days.price_scan_range``)
+        params = eqx.tree_at(lambda p: p.price_scan_range, params, jnp.asarray(days.price_scan_range, dtype))
+    if settings.span_ranges == "rolling" or h != 1:
         # SPAN's extreme scenarios move spot by -X P: keep X P <= MAX_EXTREME_MOVE on the wildest days
         # (ETH's range reached 0.36 after 2021-05-19) rather than letting spot go negative
-        multiple = jnp.minimum(params.extreme_move_multiple, MAX_EXTREME_MOVE / rng)
-        params = eqx.tree_at(lambda p: (p.price_scan_range, p.extreme_move_multiple), params, (rng, multiple))
+        multiple = jnp.minimum(params.extreme_move_multiple, MAX_EXTREME_MOVE / params.price_scan_range)
+        params = eqx.tree_at(lambda p: p.extreme_move_multiple, params, multiple)
     return params
 
 
@@ -282,7 +302,7 @@ def _scenario_params(days: Days, settings: BacktestSettings, dtype) -> ScenarioP
         vol=f(days.vol), atm_vol=f(days.dvol), vol_of_vol=f(days.vol_of_vol), chol=f(chol),
         vol_given_return=f(np.zeros((d, nu_, nu_))), vol_residual_chol=f(np.zeros((d, nu_, nu_))),
         residuals=f(np.zeros((d, 1, nu_))), vol_floor=f(np.full(d, VOL_FLOOR)),
-        horizon_years=f(np.full(d, DAY)), nu=f(np.full(d, settings.nu)))
+        horizon_years=f(np.full(d, days.horizon_days * DAY)), nu=f(np.full(d, settings.nu)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -319,27 +339,35 @@ def var_es_cover(books: Book, days: Days, settings: BacktestSettings) -> tuple[n
     return var, es
 
 
-def day_market(days: Days, t: int):
-    """The synthetic market of day ``t`` (spot, no carry, flat vol = DVOL), as of its close."""
-    from pmjax.core.market import Market, UnderlyingMarket
+#: the smile nodes of ``day_market`` without legs: days to expiry and moneyness K / F
+SMILE_NODE_DAYS = (1.0, 2.0, 4.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0)
+SMILE_NODE_MONEYNESS = tuple(np.round(np.arange(0.5, 1.5001, 0.05), 2))
+
+
+def day_market(days: Days, t: int, legs: list[Leg] | None = None):
+    """The synthetic market of day ``t`` (spot, no carry), as of its close. Flat: every vol = DVOL (``atm``).
+    Skewed: a smile per expiry, its points the smile rule's vols: at the legs' expiries and strikes when
+    ``legs`` are given (the exact vols of ``stacked_books``), else on the ``SMILE_NODE_*`` grid (the market
+    interpolates between nodes: section 2)."""
+    from pmjax.core.market import Market, Smile, UnderlyingMarket
 
     day = days.dates[t].astype("datetime64[D]").item()
     as_of = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
-    return Market(as_of, {u: UnderlyingMarket(float(days.spot[t, j]), rate=0.0, atm=float(days.dvol[t, j]))
-                          for j, u in enumerate(UNDERLYINGS)}, source=f"synthetic {day}")
-
-
-def day_portfolio(legs: list[Leg], market):
-    """The legs struck on ``market`` as a portfolio (for the rules method)."""
-    from pmjax.core.portfolio import Position, make_portfolio
-
-    positions = []
-    for g in legs:
-        expiry = market.as_of + dt.timedelta(days=g.days) if g.kind in ("option", "future") else None
-        strike = g.moneyness * market.spot(g.underlying) if g.kind == "option" else None
-        positions.append(Position(Instrument(g.underlying, g.kind, g.settlement, expiry, strike, g.right),
-                                  g.quantity))
-    return make_portfolio(positions, account="backtest", source="backtest", merge_notice=False)
+    unds = {u: UnderlyingMarket(float(days.spot[t, j]), rate=0.0, atm=float(days.dvol[t, j]))
+            for j, u in enumerate(UNDERLYINGS)}
+    if days.smile is not None:
+        nodes = [g for g in legs if g.kind == "option"] if legs is not None else [
+            Leg(u, "option", 0.0, "call", m, n)
+            for u in UNDERLYINGS for n in SMILE_NODE_DAYS for m in SMILE_NODE_MONEYNESS]
+        for u in UNDERLYINGS:
+            by_expiry: dict = {}
+            mine = [g for g in nodes if g.underlying == u]
+            vols = leg_vols(mine, days)[t] if mine else []
+            for g, v in zip(mine, vols):
+                by_expiry.setdefault(as_of + dt.timedelta(days=g.days), {})[g.moneyness * unds[u].spot] = float(v)
+            unds[u].smiles = {e: Smile(np.array(sorted(kv)), np.array([kv[k] for k in sorted(kv)]))
+                              for e, kv in by_expiry.items()}
+    return Market(as_of, unds, source=f"synthetic {day}")
 
 
 def rules_cover(legs: list[Leg], books: Book, days: Days, config: dict) -> np.ndarray:
@@ -347,7 +375,7 @@ def rules_cover(legs: list[Leg], books: Book, days: Days, config: dict) -> np.nd
     from pmjax.measures.rules import rules_margin, rules_params
 
     params = rules_params(config)
-    initial = np.array([rules_margin(day_portfolio(legs, m := day_market(days, t)), m, params).initial
+    initial = np.array([rules_margin(day_portfolio(legs, m := day_market(days, t, legs)), m, params).initial
                         for t in range(len(days))])
     return initial + np.asarray(_net_option_value(books), np.float64)
 
@@ -416,68 +444,10 @@ def run_backtest(books: dict[str, list[Leg]] | None = None, settings: BacktestSe
     return BacktestResult(days, books, pnl, cover, settings)
 
 
-__all__ = ["BacktestResult", "BacktestSettings", "Days", "Leg", "MEASURES", "backtest_days", "day_market",
-           "day_portfolio", "deribit_cover", "realized_shocks", "representative_books", "rules_cover",
-           "run_backtest", "seed_legs", "span_cover", "stacked_books", "var_es_cover", "write_report"]
-
-
-# ---------------------------------------------------------------- report
-
-
-def write_report(result: BacktestResult, out_dir: str, *, command: str = "python -m pmjax.apps.backtest") -> dict:
-    """Write ``backtest.json`` (settings, days, table, daily series) and ``README.md`` (the table) to ``out_dir``."""
-    import json
-    import os
-
-    from pmjax.apps.tables import table
-
-    os.makedirs(out_dir, exist_ok=True)
-    rows = result.table()
-    s = result.settings
-    d = result.days
-    doc = {"command": command, "coverage": s.coverage, "paths": s.paths, "seed": s.seed, "nu": s.nu,
-           "window_days": s.window_days, "span_ranges": s.span_ranges,
-           "start": str(d.dates[0]), "end": str(d.dates[-1]), "days": len(d),
-           "books": {b: [dataclasses.asdict(g) for g in legs] for b, legs in result.books.items()},
-           "table": rows,
-           "series": {"dates": [str(x) for x in d.dates],
-                      "pnl": {b: np.round(v, 2).tolist() for b, v in result.pnl.items()},  # USD to the cent
-                      "cover": {b: {m: np.round(v, 2).tolist() for m, v in by.items()}
-                                for b, by in result.cover.items()}}}
-    with open(os.path.join(out_dir, "backtest.json"), "w", encoding="utf-8") as fh:
-        json.dump(doc, fh)
-    lo, hi = calibrate.kupiec_region(len(d), s.coverage)
-    text = table([[r["book"], r["measure"], r["days"], r["exceedances"] if r["applicable"] else "n/a",
-                   round(r["expected"], 2), f"{r['kupiec_p']:.3f}" if r["applicable"] else "n/a",
-                   f"{r['christoffersen_p']:.3f}" if r["applicable"] else "n/a", round(r["mean_margin"], 2),
-                   round(r["mean_loss"], 2)] for r in rows],
-                 ["book", "measure", "days", "exceed", "expected", "kupiec p", "christ. p", "mean margin USD",
-                  "mean loss USD"])
-    readme = f"""# Margin backtest on BTC/ETH history
-
-Produced by `{command}` (module `pmjax.apps.backtest`; the construction is in its docstring).
-
-Days {d.dates[0]} .. {d.dates[-1]} ({len(d)} days: every day with Binance closes and Deribit DVOL of BTC and ETH
-on it and the next day, from {s.min_window_days} days after DVOL's start). Each day's margin of a stationary book
-(re-struck every day at fixed moneyness and days to expiry on a synthetic market: spot = that day's close,
-forwards = spot, flat vol = that day's DVOL) against the loss of the next day (full revaluation at the next
-close and DVOL, one day later). An exceedance is loss > margin. Coverage target {s.coverage:.0%}: Kupiec's 95%
-acceptance region for {len(d)} days is {lo} .. {hi} exceedances.
-
-Measures: span = SPAN risk with the price scan range calibrated day by day (`pmjax.apps.calibrate`, no look-ahead)
-and the shipped vol scan range; deribit = Deribit portfolio-margin initial margin (coin-margined: a spot
-holding is the collateral itself and carries no margin there: n/a); var / es = Monte Carlo Student-t (nu {s.nu:g}) at
-{s.coverage:.0%}, {s.paths:,} paths per day, vols = DVOL, vol of vol and correlations over the trailing
-{s.window_days} days; rules = rules-based initial margin + net option value (coins held are collateral under the
-rules, not a margined position: n/a for the books that hold coins).
-
-```
-{text}
-```
-"""
-    with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8") as fh:
-        fh.write(readme)
-    return doc
+__all__ = ["BacktestResult", "BacktestSettings", "Days", "FIRST_BOOKS", "Leg", "MEASURES", "MORE_BOOKS", "MPOR_DAYS",
+           "SMILES", "backtest_days", "day_market", "day_portfolio", "deribit_cover", "leg_vols", "realized_shocks",
+           "representative_books", "rules_cover", "run_backtest", "seed_legs", "span_cover", "stacked_books",
+           "var_es_cover", "write_report", "write_summary"]
 
 
 #: where ``python -m pmjax.apps.backtest`` writes by default: not the committed ``reports/backtest``
@@ -495,20 +465,38 @@ def build_parser():
     p.add_argument("--end", default=None)
     p.add_argument("--paths", type=int, default=2000)
     p.add_argument("--span-ranges", choices=("rolling", "config"), default="rolling")
+    p.add_argument("--smile", choices=SMILES, default="skewed",
+                   help="skewed: the smile of pmjax.apps.backtest_smile (default); flat: every vol = DVOL")
+    p.add_argument("--mpor-days", type=int, choices=MPOR_DAYS, default=1, help="margin period of risk in days")
+    p.add_argument("--grid", action="store_true",
+                   help="run every smile x MPOR into OUT/<smile>-<h>d/ and write OUT/SUMMARY.md (one column each)")
+    p.add_argument("--books", choices=("all", "first"), default="all",
+                   help="all ten books, or the first five (FIRST_BOOKS)")
     return p
 
 
 def main(argv=None) -> int:
+    import os
     import sys
 
     jax.config.update("jax_enable_x64", True)  # the backtest runs in float64
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    settings = BacktestSettings(start=args.start, end=args.end, paths=args.paths, span_ranges=args.span_ranges)
-    result = run_backtest(settings=settings)
-    command = "python -m pmjax.apps.backtest " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_report(result, args.out, command=command.strip())
-    print(open(f"{args.out}/README.md", encoding="utf-8").read())
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    books = representative_books()
+    if args.books == "first":
+        books = {b: books[b] for b in FIRST_BOOKS}
+    runs = [(args.smile, args.mpor_days)] if not args.grid else [(sm, h) for sm in SMILES for h in MPOR_DAYS]
+    docs = {}
+    for smile, h in runs:
+        settings = BacktestSettings(start=args.start, end=args.end, paths=args.paths, span_ranges=args.span_ranges,
+                                    smile=smile, mpor_days=h)
+        out = args.out if not args.grid else os.path.join(args.out, f"{smile}-{h}d")
+        command = " ".join(["python -m pmjax.apps.backtest"] + list(argv))
+        docs[f"{smile} {h}d"] = write_report(run_backtest(books, settings=settings), out, command=command)
+        print(open(os.path.join(out, "README.md"), encoding="utf-8").read())
+    if args.grid:
+        print(write_summary(docs, os.path.join(args.out, "SUMMARY.md")))
     return 0
 
 
