@@ -270,7 +270,7 @@ def recognise(legs: list[Leg], params: RulesParams) -> tuple[list, dict[int, flo
         return found, left, report
     opt_im = standalone - _saving(opt, legs)
     report.update(solver)
-    if opt_im > greedy_im:  # solver round-off only: greedy's pairing is one the program may choose
+    if opt_im > greedy_im + 1e-9 * max(1.0, greedy_im):  # never: greedy's pairing is one the program may choose
         return found, left, report | {"method": "greedy", "note": "optimal no better than greedy"}
     return opt, opt_left, report | {"method": "optimal", "saving_vs_greedy": greedy_im - opt_im}
 
