@@ -51,21 +51,22 @@ SIZES = {
              "paths": 256, "numpy_paths": 256, "mc_options": 64, "whatif_repeats": 10, "repeats": 2,
              "numpy_repeats": 1, "quantlib_options": 200, "var_paths": 2048, "var_options": 20,
              "var_accounts": 4, "var_account_paths": 2048, "hedge_map_kinds": ("futures", "perpetuals"),
-             "monitor_accounts": 8, "monitor_ticks": 5},
+             "monitor_accounts": 8, "monitor_ticks": 5, "big_book": 200},
     "quick": {"options": 1 << 18, "numpy_options": 1 << 18, "accounts": 2048, "numpy_accounts": 1024,
               "positions": 20, "paths": 8192, "numpy_paths": 2048, "mc_options": 256, "whatif_repeats": 100,
               "repeats": 3, "numpy_repeats": 2, "quantlib_options": 2000, "var_paths": 65536, "var_options": 256,
-              "var_accounts": 32, "var_account_paths": 16384, "monitor_accounts": 100, "monitor_ticks": 20},
+              "var_accounts": 32, "var_account_paths": 16384, "monitor_accounts": 100, "monitor_ticks": 20,
+              "big_book": 2000},
     "medium": {"options": 1 << 22, "numpy_options": 1 << 21, "accounts": 16384, "numpy_accounts": 4096,
                "positions": 20, "paths": 65536, "numpy_paths": 8192, "mc_options": 1000, "whatif_repeats": 200,
                "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 1_000_000,
                "var_options": 1000, "var_accounts": 1000, "var_account_paths": 100_000, "monitor_accounts": 1000,
-               "monitor_ticks": 50},
+               "monitor_ticks": 50, "big_book": 10_000},
     "full": {"options": 1 << 25, "numpy_options": 1 << 22, "accounts": 100_000, "numpy_accounts": 8192,
              "positions": 20, "paths": 1_000_000, "numpy_paths": 16384, "mc_options": 1000, "whatif_repeats": 200,
              "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 10_000_000,
              "var_options": 10_000, "var_accounts": 1000, "var_account_paths": 100_000, "monitor_accounts": 1000,
-             "monitor_ticks": 100},
+             "monitor_ticks": 100, "big_book": 10_000},
 }
 
 #: targets per platform: (row name, platform, text, check(row) -> True / False / None when not measurable,
@@ -92,11 +93,18 @@ TARGETS = (
      lambda r: r["p99"] < 0.05 if r["accounts"] >= 1000 else None, None),
     ("monitor_update_one_account", "cpu", "p99 < 5 ms, one account of 100 positions (SPAN + Deribit)",
      lambda r: r["p99"] < 0.005, None),
+    ("margin_10k_positions_rules", "cpu", "< 1 s warm, one account of 10,000 positions (optimal pairing)",
+     lambda r: r["seconds"] < 1.0 if r["positions"] >= 10_000 else None, None),
+    ("margin_10k_positions_span", "cpu", "< 2 s warm, one account of 10,000 positions",
+     lambda r: r["seconds"] < 2.0 if r["positions"] >= 10_000 else None, None),
+    ("margin_10k_positions_deribit", "cpu", "< 2 s warm, one account of 10,000 positions",
+     lambda r: r["seconds"] < 2.0 if r["positions"] >= 10_000 else None, None),
 )
 
 ROW_NAMES = ("black76_f32", "black76_autodiff_f32", "black76_price_f32", "black76_f64", "black76_autodiff_f64",
              "black76_f64_quantlib", "span_accounts", "mc_revaluations", "mc_var_exact_tail", "var_accounts", "hedge_map", "what_if_latency",
-             "what_if_latency_span_deribit", "monitor_update", "monitor_update_one_account", "compile")
+             "what_if_latency_span_deribit", "monitor_update", "monitor_update_one_account", "margin_10k_positions_rules",
+             "margin_10k_positions_span", "margin_10k_positions_deribit", "compile")
 
 
 def _row(name, size, unit, pmjax_value, baseline, baseline_value, higher_is_better: bool, **extra) -> dict:

@@ -11,9 +11,11 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
   U is the option's underlying price (its expiry's forward, or the index with ``option_underlying: index``);
   P values one coin of requirement: the index for inverse (coin-settled) contracts, U (or the future's
   forward) for linear ones.
-- ``strategy``: offsetting legs are recognised greedily, in ``strategy_priority`` order, each coin of a
-  leg used once; within a type the candidate saving the most initial margin per coin goes first, and a
-  strategy is formed only if it saves margin. What is left is margined as in ``deribit_standard``.
+- ``strategy``: offsetting legs are paired into strategies, each coin of a leg used once, by ``pairing``:
+  ``optimal`` (default) the least total initial margin, one linear program per underlying
+  (``pmjax.measures.rules_optimal``); ``greedy`` in ``strategy_priority`` order, within a type the candidate
+  saving the most initial margin per coin first (``pmjax.measures.rules_candidates``). A strategy is formed
+  only if it saves margin. What is left is margined as in ``deribit_standard``.
   Strategy requirements per coin (USD): iron condor (short inner put and call, long wings, one expiry):
   the wider wing's width; credit vertical: the strike width; debit vertical: the net debit (0 with
   ``long_option_charge: none``); covered call/put (a short call against coins held, as long spot or as

@@ -58,15 +58,17 @@ class LegIndex:
                     self.groups[(series_key(inst), inst.right, 1 if g.quantity > 0 else -1)].append(g)
             elif g.quantity != 0:
                 self.delta_one[inst.underlying].append(g)
-        self.strikes = {}
+        self.strikes, self._shorts = {}, {}
         for key, group in self.groups.items():
             group.sort(key=lambda g: (g.instrument.strike, g.index))
             self.strikes[key] = [g.instrument.strike for g in group]
 
     def shorts(self, right: str) -> list:
         """Short legs of ``right`` in position order."""
-        return sorted((g for (s, r, side), grp in self.groups.items() if r == right and side < 0 for g in grp),
-                      key=lambda g: g.index)
+        if right not in self._shorts:
+            self._shorts[right] = sorted((g for (s, r, side), grp in self.groups.items() if r == right and side < 0
+                                          for g in grp), key=lambda g: g.index)
+        return self._shorts[right]
 
     def near(self, series, right: str, side: int, strike: float, k: int, where: str) -> list:
         """The ``k`` legs of (series, right, side) nearest ``strike`` strictly ``above``, strictly ``below``,
