@@ -308,16 +308,17 @@ def _strategy_rows(found, by_index, to_cur, n_positions) -> tuple[list[dict], li
     """(strategies rows, by_position slices (index, strategy id, row)) of the recognised strategies; a leg
     from ``collateral:`` (index >= ``n_positions``) is marked ``"collateral": True`` and has no slice."""
     strategies, slices = [], []
+    names = {i: g.instrument.name for i, g in by_index.items()}  # a name is formatted on every call
     for sid, (c, q) in enumerate(found):
         im, mm = c.initial * q * to_cur, c.maintenance * q * to_cur
         strategies.append({"id": sid, "type": c.type, "quantity": q, "initial": im, "maintenance": mm,
-                           "legs": [{"instrument": by_index[i].instrument.name, "quantity": sign * q}
+                           "legs": [{"instrument": names[i], "quantity": sign * q}
                                     | ({"collateral": True} if i >= n_positions else {}) for i, sign in c.legs]})
         ims = _share(im, [by_index[i].initial for i, _ in c.legs])
         mms = _share(mm, [by_index[i].maintenance for i, _ in c.legs])
         for (i, sign), a, b in zip(c.legs, ims, mms):
             if i < n_positions:
-                slices.append((i, sid, {"instrument": by_index[i].instrument.name, "quantity": sign * q,
+                slices.append((i, sid, {"instrument": names[i], "quantity": sign * q,
                                         "initial": a, "maintenance": b, "strategy": c.type, "strategy_id": sid}))
     return strategies, slices
 

@@ -184,7 +184,9 @@ def candidates(kind: str, ix: LegIndex, params) -> list[tuple]:
                     req = abs(ks_ - kl) if credit else charge * max(g.mark - s.mark, 0.0)
                     out.append(((r, s.index, g.index), type_, ((s.index, -1), (g.index, 1)), req, req))
             elif kind == "covered":
-                out.extend(((r, s.index, c.index), *_raw(covered(s, c, right, by))) for c in covers(ix, s, right))
+                sign = 1 if right == "call" else -1
+                out.extend(((r, s.index, c.index), f"covered_{right}", ((s.index, -1), (c.index, sign)), c.initial,
+                            c.maintenance) for c in covers(ix, s, right))
             elif kind == "straddle" and right == "call":
                 for p in ix.near(ser, "put", -1, ks, k, "below") + ix.near(ser, "put", -1, ks, k, "at_or_above"):
                     out.append(((s.index, p.index), *_raw(straddle(s, p, by))))
