@@ -5,6 +5,7 @@ summaries. The exhaustive search is tests/reference/rules_exhaustive.py."""
 import json
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -132,3 +133,20 @@ def test_big_book_text_output_fits_the_terminal(market, tmp_path, capsys):
     detail = capsys.readouterr().out
     assert all(f"{n['instrument']} " in detail for n in doc["naked"])
     assert max(len(line) for line in detail.splitlines()) <= 200
+
+
+def test_big_book_html_report_summarises_rules(market, cfg, tmp_path):
+    """Over 100 strategies and naked legs the HTML report counts strategies by type and lists the 10 largest
+    naked legs, pointing to the JSON beside it (which keeps every row); the split by position likewise."""
+    from pmjax.apps.margin import margin_document
+    from pmjax.apps.report import REPORT_ROWS, write_report
+
+    doc = margin_document(random_rules_portfolio(300, market, seed=6), market, cfg, ["rules"], dtype=jnp.float64)
+    r = doc["rules"]
+    assert len(r["strategies"]) + len(r["naked"]) > REPORT_ROWS
+    paths = write_report(doc, str(tmp_path))
+    page = open(next(v for v in paths.values() if str(v).endswith(".html"))).read()
+    assert "largest of" in page and "rules.strategies, rules.naked" in page and "rules.by_position" in page
+    rules_part = page.split("Rules: recognised strategies", 1)[1].split("<h2", 1)[0]
+    assert rules_part.count("<tr") < 30
+    assert all(f"{n['instrument']} {n['quantity']:+g}" not in page for n in r["naked"][10:])

@@ -270,6 +270,9 @@ def recognise(legs: list[Leg], params: RulesParams) -> tuple[list, dict[int, flo
         report["notice"] = ("rules.pairing optimal needs scipy (its HiGHS solver), which is not installed: "
                             "greedy pairing used instead; pip install 'pmjax[rules]' (or scipy>=1.11)")
         return found, left, report
+    except RuntimeError as e:  # the solver gave no optimum (never seen: the program is bounded and x = 0 feasible)
+        report["notice"] = f"rules.pairing optimal: {e}; greedy pairing used instead"
+        return found, left, report
     opt_im = standalone - _saving(opt, legs)
     report.update(solver)
     if opt_im > greedy_im + 1e-9 * max(1.0, greedy_im):  # never: greedy's pairing is one the program may choose
