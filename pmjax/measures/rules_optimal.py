@@ -102,8 +102,7 @@ def _vertical_chains(prog: _Program, ix: LegIndex, charge: float):
         for direction, cost in ((1, up_cost), (-1, down_cost)):
             cid = len(chains)
             chains.append((right, direction, grp))
-            order = range(len(grp)) if direction > 0 else range(len(grp) - 1, -1, -1)
-            order = list(order)
+            order = list(range(len(grp)))[::direction]  # the chain's steps, lowest strike first going up
             nodes = {j: prog.node() for j in order[1:]}
             for step, j in enumerate(order):
                 g = grp[j]
