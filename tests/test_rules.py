@@ -425,9 +425,12 @@ def test_spread_maintenance_capped_at_legs(mkt, cfg):
     assert st["maintenance"] == pytest.approx(s_mm + m_l, rel=1e-12) and st["maintenance"] < width
 
 
-def test_greedy_takes_the_biggest_saving_first(mkt, cfg):
+@pytest.mark.parametrize("pairing", ["greedy", "optimal"])
+def test_greedy_takes_the_biggest_saving_first(mkt, cfg, pairing):
     """Of two long calls the short call could pair with, the narrower spread (larger saving) wins, whatever the
-    order of the positions; of two covers saving alike, spot (needing nothing) beats a margined future."""
+    order of the positions; of two covers saving alike, spot (needing nothing) beats a margined future (both
+    pairings)."""
+    cfg = with_rules(cfg, pairing=pairing)
     r = rules(book(("BTC-27MAR26-95000-C", -1), ("BTC-27MAR26-110000-C", 1), ("BTC-27MAR26-100000-C", 1)),
                      mkt, cfg)
     (s,) = r["strategies"]
@@ -456,12 +459,18 @@ def test_standard_mode_recognises_nothing(mkt, cfg):
 
 
 def test_priority_order(mkt, cfg):
-    """With verticals first, the same legs form two verticals (13000) instead of one condor (8000)."""
+    """Greedy with verticals first: the same legs form two verticals (13000) instead of one condor (8000);
+    optimal pairing forms the condor whatever the order (the priority only names the types recognised)."""
     legs = [("BTC-27MAR26-75000-P", 1), ("BTC-27MAR26-80000-P", -1), ("BTC-27MAR26-100000-C", -1),
             ("BTC-27MAR26-108000-C", 1)]
-    r = rules(book(*legs), mkt, with_rules(cfg, strategy_priority=["vertical", "iron_condor"]))
+    r = rules(book(*legs), mkt, with_rules(cfg, strategy_priority=["vertical", "iron_condor"], pairing="greedy"))
     assert sorted(s["type"] for s in r["strategies"]) == ["vertical_call_credit", "vertical_put_credit"]
-    assert r["initial"] == pytest.approx(13000.0)
+    assert r["initial"] == pytest.approx(13000.0) and r["pairing"] == "greedy"
+    r = rules(book(*legs), mkt, with_rules(cfg, strategy_priority=["vertical", "iron_condor"]))
+    assert [s["type"] for s in r["strategies"]] == ["iron_condor"] and r["initial"] == pytest.approx(8000.0)
+    assert r["pairing"] == "optimal" and r["pairing_detail"]["saving_vs_greedy"] == pytest.approx(5000.0)
+    r = rules(book(*legs), mkt, with_rules(cfg, strategy_priority=["vertical"]))
+    assert r["initial"] == pytest.approx(13000.0)  # condors not recognised
 
 
 def test_random_books_never_cost_more_than_standard(mkt, cfg):

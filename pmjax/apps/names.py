@@ -18,3 +18,5 @@ CALL_STATUSES = ("margin_call", "liquidation_warning")
 DEMO_OUT = os.path.join("reports", "demo")
 #: anti-procyclicality tools of the calibration's daily rule (``pmjax.apps.calibrate_ranges``)
 APC_TOOLS = ("floor", "stress", "buffer")
+#: naked legs the rules text table lists without --detail (``pmjax.apps.tables``)
+TOP_NAKED = 10

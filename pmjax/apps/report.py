@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from pmjax.apps.files import check_out_dir  # noqa: F401  (re-exported: the CLI and the demo use it)
-from pmjax.apps.tables import clean, coin_span_note, column_scales, fmt
+from pmjax.apps.tables import clean, coin_span_note, column_scales, fmt, largest_naked, pairing_line, strategy_counts
 from pmjax.apps.files import tims_table
 from pmjax.core.errors import InputError
 
@@ -446,22 +446,43 @@ def _book_sections(doc: dict, cur: str, greeks: dict | None, worst: list[dict],
     return sections
 
 
+#: above this many rows the report summarises a rules list (the JSON beside it keeps every row)
+REPORT_ROWS = 100
+
+
 def _rules_sections(r: dict, cur: str) -> list[tuple[str, str]]:
-    """The rules method's recognised strategies and, when given, its split by position."""
-    sections = [("Rules: recognised strategies", html_table(
-        [[s["type"], " / ".join(f"{leg['instrument']} {leg['quantity']:+g}" for leg in s["legs"]), s["quantity"],
-          s["initial"], s["maintenance"]] for s in r.get("strategies", [])]
-        + [["naked", f"{n['instrument']} {n['quantity']:+g}", abs(n["quantity"]), n["initial"], n["maintenance"]]
-           for n in r.get("naked", [])],
-        ["strategy", "legs", "quantity", f"initial ({cur})", f"maintenance ({cur})"]))]
-    if r.get("by_position"):
+    """The rules method's recognised strategies and, when given, its split by position; a big book's lists
+    are summarised (counts by strategy type, the largest naked legs) and point to the JSON."""
+    strategies, naked = r.get("strategies", []), r.get("naked", [])
+    note = f"<p class=note>{html.escape(pairing_line(r, cur))}.</p>"
+    if len(strategies) + len(naked) <= REPORT_ROWS:
+        sections = [("Rules: recognised strategies", html_table(
+            [[s["type"], " / ".join(f"{leg['instrument']} {leg['quantity']:+g}" for leg in s["legs"]), s["quantity"],
+              s["initial"], s["maintenance"]] for s in strategies]
+            + [["naked", f"{n['instrument']} {n['quantity']:+g}", abs(n["quantity"]), n["initial"], n["maintenance"]]
+               for n in naked],
+            ["strategy", "legs", "quantity", f"initial ({cur})", f"maintenance ({cur})"]) + note)]
+    else:
+        top = largest_naked(r)
+        sections = [("Rules: recognised strategies", html_table(
+            strategy_counts(r), ["strategy", "count", "coins", f"initial ({cur})", f"maintenance ({cur})"])
+            + f"<h3>The {len(top)} largest of {len(naked):,} naked legs</h3>" + html_table(
+                [[n["instrument"], n["quantity"], n["initial"], n["maintenance"]] for n in top],
+                ["instrument", "quantity", f"initial ({cur})", f"maintenance ({cur})"])
+            + note + f"<p class=note>{len(strategies):,} strategies and {len(naked):,} naked legs in all: every one "
+                     "is in the JSON beside this report (rules.strategies, rules.naked).</p>")]
+    bp = r.get("by_position") or []
+    if bp and len(bp) <= REPORT_ROWS:
         sections.append(("Rules: split by position", html_table(
             [[p["instrument"], p["quantity"], p.get("strategy"), p.get("strategy_id"), p["initial"],
-              p["maintenance"]] for p in r["by_position"]]
+              p["maintenance"]] for p in bp]
             + [["total", None, None, None, r["initial"], r["maintenance"]]],
             ["instrument", "quantity", "strategy", "strategy id", f"initial ({cur})", f"maintenance ({cur})"])
             + "<p class=note>A strategy's requirement is shared among its legs in proportion to their "
               "standalone requirements.</p>"))
+    elif bp:
+        sections.append(("Rules: split by position", f"<p class=note>{len(bp):,} rows: in the JSON beside this "
+                         "report (rules.by_position).</p>"))
     return sections
 
 

@@ -68,3 +68,36 @@ def coin_span_note(currency: str) -> str:
     return (f"SPAN in {currency}: each scenario's P&L is valued at that scenario's {currency} price (the coin moves "
             f"with the scenario), so this figure differs from the USD-margined SPAN figure by more than today's "
             f"exchange rate.")
+
+
+#: how many naked legs a summary lists (the largest by initial margin)
+from pmjax.apps.names import TOP_NAKED  # noqa: E402  (one definition: the parser shows it)
+
+
+def strategy_counts(rules: dict) -> list[list]:
+    """Rows [type, count, coins, initial, maintenance] of the rules section's strategies, by type, largest
+    initial first (money in the margin currency)."""
+    by: dict[str, list] = {}
+    for s in rules.get("strategies", []):
+        row = by.setdefault(s["type"], [s["type"], 0, 0.0, 0.0, 0.0])
+        row[1] += 1
+        row[2] += s["quantity"]
+        row[3] += s["initial"]
+        row[4] += s["maintenance"]
+    return sorted(by.values(), key=lambda r: (-r[3], r[0]))
+
+
+def largest_naked(rules: dict, top: int = TOP_NAKED) -> list[dict]:
+    """The ``top`` naked legs of the rules section with the largest initial margin."""
+    return sorted(rules.get("naked", []), key=lambda n: -n["initial"])[:top]
+
+
+def pairing_line(rules: dict, cur: str) -> str:
+    """One line: which pairing ran and, for optimal, what it saves against greedy."""
+    method, d = rules.get("pairing", "none"), rules.get("pairing_detail", {})
+    if method == "optimal":
+        return (f"pairing optimal: initial {fmt(rules['initial'])} {cur} against greedy's "
+                f"{fmt(d.get('greedy_initial'))} (saves {fmt(d.get('saving_vs_greedy'))})")
+    if method == "greedy" and d.get("requested") == "optimal":
+        return "pairing greedy (optimal was asked for but is unavailable: see the notice)"
+    return f"pairing {method}"

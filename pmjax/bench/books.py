@@ -68,6 +68,42 @@ def random_account_books(accounts: int, positions: int = 20, dtype=jnp.float64, 
                 margin_coin=rng.integers(-1, 2, accounts).astype(np.int32))
 
 
+def random_rules_portfolio(n: int, market=None, *, seed: int = 0):
+    """A market maker's account of ``n`` distinct positions on ``market`` (default: the bundled chain): the
+    perpetual and three futures of BTC and ETH, then options drawn at random from the listed (expiry, strike)
+    points, calls and puts, coin- and USDC-settled, with strikes between listed ones added until there are
+    enough; +-0.1 to 5 coins each (steps of 0.1), USD margin. A ``Portfolio``, not a ``Book``: rules margin
+    pairs instruments."""
+    from pmjax.core.instruments import Instrument
+    from pmjax.core.portfolio import Position, make_portfolio
+    from pmjax.io.market import load_market
+
+    market = load_market() if market is None else market
+    rng = np.random.default_rng(seed)
+    insts = []
+    for u in ("BTC", "ETH"):
+        expiries = sorted({e for e, _ in market.listed_strikes(u)})
+        insts.append(Instrument(u, "perpetual"))
+        insts += [Instrument(u, "future", expiry=e) for e in expiries[-3:]]
+    points = [(u, e, k) for u in ("BTC", "ETH") for e, k in market.listed_strikes(u)]
+    step = 1
+    while 4 * len(points) * step < 1.25 * n:  # (call, put) x (inverse, linear) per point, ``step`` points per gap
+        step += 1
+    pool = []
+    for j, (u, e, k) in enumerate(points):
+        nxt = points[j + 1] if j + 1 < len(points) else None
+        gap = nxt[2] - k if nxt is not None and nxt[:2] == (u, e) else 0.0
+        pool += [(u, e, k + gap * s / step) for s in range(step if gap > 0 else 1)]
+    pick = rng.permutation(len(pool) * 4)[:max(n - len(insts), 0)]
+    for c in pick:
+        u, e, k = pool[c // 4]
+        insts.append(Instrument(u, "option", "inverse" if c % 2 == 0 else "linear", e, float(round(k, 2)),
+                                "call" if (c // 2) % 2 == 0 else "put"))
+    insts = insts[:n]
+    q = rng.choice([-1.0, 1.0], len(insts)) * rng.integers(1, 51, len(insts)) / 10.0
+    return make_portfolio([Position(i, float(x)) for i, x in zip(insts, q)], account=f"random-{n}")
+
+
 def sharded_option_book(n: int, dtype, seed: int) -> Book:
     """``random_option_book`` placed on the devices the way the pricing rows compute it: split over every
     local device (``fast_greeks.place_options``), so no row moves data between devices while it is timed."""
@@ -76,4 +112,5 @@ def sharded_option_book(n: int, dtype, seed: int) -> Book:
     return place_options(random_option_book(n, dtype, seed=seed))
 
 
-__all__ = ["market_spots", "random_account_books", "random_option_book", "sharded_option_book"]
+__all__ = ["market_spots", "random_account_books", "random_option_book", "random_rules_portfolio",
+           "sharded_option_book"]

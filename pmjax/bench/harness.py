@@ -21,6 +21,9 @@ Rows (``name``, unit):
   ``what_if_latency_span_deribit``: the same with SPAN and the Deribit grid; baseline pmjax's regular path
   (resolve, ``make_book``, ``span_margin`` and ``deribit_margin`` of the before and after books: there is
   no numpy Deribit grid);
+- ``margin_10k_positions_rules`` / ``_span`` / ``_deribit`` (s): one market maker's account of 10,000
+  positions (``big_book`` of the preset), each method warm as ``pmjax margin`` computes it (``big_book``);
+  baselines: the greedy pairing for rules, ``numpy_span`` of the same book for SPAN and the Deribit grid;
 - ``compile`` (s): trace + lower + compile of the vmapped ``span_margin`` at the bench chunk shape; baseline: the
   numpy SPAN of one chunk of that shape (so speedup > 1 means compiling costs less than numpy's run).
 
@@ -37,7 +40,7 @@ one thread: with one device the other cores mostly idle); the header prints the 
 --precision float32``) and a run in another precision reports them not measured.
 
 Modules: ``baselines`` (the numpy baselines), ``books`` (synthetic books), ``rows`` (one ``bench_*`` per
-row, ``SIZES``, ``TARGETS``), ``format`` (the text table); this one runs them and builds the document.
+row, ``SIZES``, ``TARGETS``), ``big_book`` (the 10,000-position rows), ``format`` (the text table); this one runs them and builds the document.
 """
 
 
@@ -52,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pmjax.bench.baselines import baseline_ndtr
+from pmjax.bench.big_book import NAMES as BIG_BOOK_ROWS, bench_big_book
 from pmjax.bench.rows import (ROW_NAMES, SIZES, TARGETS, bench_black76, bench_black76_price, bench_mc, bench_monitor,
                               bench_quantlib,
                               bench_hedge_map, bench_span, bench_var_accounts, bench_var_exact_tail, bench_whatif)
@@ -168,6 +172,9 @@ def _run_rows(only: set, sz: dict, dtype, ndtr, ndtr_name: str, compile_times: d
     if only & {"monitor_update", "monitor_update_one_account"}:
         say("monitor --follow latency ...")
         results += bench_monitor(dtype, sz, many="monitor_update" in only, one="monitor_update_one_account" in only)
+    if only & set(BIG_BOOK_ROWS):
+        say(f"one account of {sz.get('big_book', 10_000):,} positions: rules, SPAN, Deribit ...")
+        results += bench_big_book(dtype, sz, ndtr, ndtr_name, only)
     return results
 
 

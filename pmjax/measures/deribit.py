@@ -332,8 +332,15 @@ def _roll_groups(book: Book, pools: _Pools):
     pool = pools.of_position
     T = book.expiry_years
     perp = book.kind == PERPETUAL
-    same = (pool[:, None] == pool[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
-    group = jnp.argmax(same, axis=1)  # the first row of each position's group
+    # the first row of each position's group, by sorting on (pool, T, perpetual, row): O(n log n), not an
+    # n x n comparison (10,000 positions: 8 s warm)
+    n = pool.shape[0]
+    rows = jnp.arange(n, dtype=jnp.int32)
+    order = jnp.lexsort((rows, perp, T, pool))
+    sp, sT, sperp = pool[order], T[order], perp[order]
+    new = jnp.concatenate([jnp.ones(1, bool), (sp[1:] != sp[:-1]) | (sT[1:] != sT[:-1]) | (sperp[1:] != sperp[:-1])])
+    start = jax.lax.cummax(jnp.where(new, rows, 0))
+    group = jnp.zeros(n, jnp.int32).at[order].set(order[start].astype(jnp.int32))
     rate = jnp.maximum(pools.currency["min_annualised_move"][pool], pools.currency["annualised_move_risk"][pool] * T)
     return group, rate
 
@@ -344,9 +351,8 @@ def _roll_and_delta_shocks(book: Book, params: DeribitParams, pools: _Pools, del
     # roll shock: per expiry group, |net delta| x rate, each group once
     group, rate = _roll_groups(book, pools)
     n = group.shape[0]
-    same = group[:, None] == group[None, :]
     first = group == jnp.arange(n, dtype=group.dtype)
-    group_delta = jnp.sum(jnp.where(same, delta[None, :], 0.0), axis=1)
+    group_delta = jax.ops.segment_sum(delta, group, num_segments=n)[group]
     roll = _sum_by_pool(jnp.where(first, jnp.abs(group_delta) * rate, 0.0), member)
 
     # delta shock on the net delta beyond the liquidity threshold (USD); its size in coins of the index

@@ -11,9 +11,11 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
   U is the option's underlying price (its expiry's forward, or the index with ``option_underlying: index``);
   P values one coin of requirement: the index for inverse (coin-settled) contracts, U (or the future's
   forward) for linear ones.
-- ``strategy``: offsetting legs are recognised greedily, in ``strategy_priority`` order, each coin of a
-  leg used once; within a type the candidate saving the most initial margin per coin goes first, and a
-  strategy is formed only if it saves margin. What is left is margined as in ``deribit_standard``.
+- ``strategy``: offsetting legs are paired into strategies, each coin of a leg used once, by ``pairing``:
+  ``optimal`` (default) the least total initial margin, one linear program per underlying
+  (``pmjax.measures.rules_optimal``); ``greedy`` in ``strategy_priority`` order, within a type the candidate
+  saving the most initial margin per coin first (``pmjax.measures.rules_candidates``). A strategy is formed
+  only if it saves margin. What is left is margined as in ``deribit_standard``.
   Strategy requirements per coin (USD): iron condor (short inner put and call, long wings, one expiry):
   the wider wing's width; credit vertical: the strike width; debit vertical: the net debit (0 with
   ``long_option_charge: none``); covered call/put (a short call against coins held, as long spot or as
@@ -40,11 +42,14 @@ from pmjax.core.instruments import UNDERLYINGS, Instrument
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
 from pmjax.core.validate import finite_number
+from pmjax.measures.rules_candidates import greedy
+from pmjax.measures.rules_optimal import optimal
 
 MODES = ("deribit_standard", "strategy")
 STRATEGY_KINDS = ("iron_condor", "vertical", "covered", "calendar", "straddle")
 LONG_OPTION_CHARGES = ("premium", "none")
 OPTION_UNDERLYINGS = ("forward", "index")
+PAIRINGS = ("optimal", "greedy")
 RATE_KEYS = ("option_initial", "option_initial_floor", "option_maintenance", "future_initial",
              "future_initial_per_coin", "future_maintenance", "future_maintenance_per_coin")
 NAKED = "naked"
@@ -78,13 +83,15 @@ class RulesParams(eqx.Module):
     rates: tuple[tuple[str, Rates], ...] = eqx.field(static=True)
     strategy_priority: tuple[str, ...] = eqx.field(static=True)
     pm_minimum_equity: tuple[float, str] = eqx.field(static=True)
+    pairing: str = eqx.field(static=True, default="optimal")
+    neighbours: int = eqx.field(static=True, default=2)
     dtype: object = eqx.field(static=True, default=None)
     source: str = eqx.field(static=True, default="configs/rules.yaml")
 
     def __check_init__(self):
         src = self.source
         for key, allowed in (("mode", MODES), ("long_option_charge", LONG_OPTION_CHARGES),
-                             ("option_underlying", OPTION_UNDERLYINGS)):
+                             ("option_underlying", OPTION_UNDERLYINGS), ("pairing", PAIRINGS)):
             v = getattr(self, key)
             if v not in allowed:
                 raise InputError(f"must be one of {', '.join(allowed)}, got {v!r}", source=src, field=f"rules.{key}")
@@ -93,6 +100,8 @@ class RulesParams(eqx.Module):
                 x = getattr(rates, k)
                 if not x >= 0:
                     raise InputError(f"must not be negative, got {x!r}", source=src, field=f"rules.underlyings.{u}.{k}")
+        if not 1 <= self.neighbours <= 1000:
+            raise InputError(f"must be from 1 to 1000, got {self.neighbours!r}", source=src, field="rules.neighbours")
         prio = self.strategy_priority
         if any(p not in STRATEGY_KINDS for p in prio) or len(set(prio)) != len(prio):
             raise InputError(f"must be a list of distinct names from {', '.join(STRATEGY_KINDS)}, got {list(prio)!r}",
@@ -133,13 +142,17 @@ def rules_params(config: dict, *, dtype=None) -> RulesParams:
         raise InputError("coins held are collateral (equity at the index), never a requirement, so the only value "
                          f"left is none (or leave the key out); got {r['long_spot_charge']!r}; see "
                          "docs/methodology.md section 8.2", source=src, field="rules.long_spot_charge")
+    k = r.get("neighbours", 2)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+        raise InputError(f"must be a whole number from 1 to 1000, got {k!r}", source=src, field="rules.neighbours")
     prio = r.get("strategy_priority", list(STRATEGY_KINDS))
     if not isinstance(prio, list):
         raise InputError(f"must be a list of distinct names from {', '.join(STRATEGY_KINDS)}, got {prio!r}",
                          source=src, field="rules.strategy_priority")
     return RulesParams(mode=r.get("mode", "strategy"), long_option_charge=r.get("long_option_charge", "premium"),
                        option_underlying=r.get("option_underlying", "forward"), rates=tuple(rates),
-                       strategy_priority=tuple(prio),
+                       strategy_priority=tuple(prio), pairing=r.get("pairing", "optimal"),
+                       neighbours=k,
                        pm_minimum_equity=_minimum_equity(r.get("pm_minimum_equity",
                                                                {"amount": 0.0, "currency": "USD"}), src),
                        dtype=dtype, source=src)
@@ -206,21 +219,26 @@ def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -
     account's ``collateral:`` (a positive amount of BTC or ETH) as a long spot leg needing nothing: coins held,
     written either way, are equity and can cover a short call (their legs come after the positions')."""
     marks = option_marks(portfolio, market, params.dtype)
-    legs = []
+    legs, rates_of, spots, fwds = [], {}, {}, {}
+    option_underlying, long_charge = params.option_underlying, params.long_option_charge  # eqx access is slow
     for k, p in enumerate(portfolio.positions):
         inst, q = p.instrument, p.quantity
-        rates = params.underlying_rates(inst.underlying)
-        spot = market.spot(inst.underlying)
-        fwd = market.forward(inst.underlying, inst.expiry)
+        u = inst.underlying
+        if u not in rates_of:
+            rates_of[u], spots[u] = params.underlying_rates(u), market.spot(u)
+        rates, spot = rates_of[u], spots[u]
+        if (u, inst.expiry) not in fwds:
+            fwds[(u, inst.expiry)] = market.forward(u, inst.expiry)
+        fwd = fwds[(u, inst.expiry)]
         mark = 0.0
         if inst.is_option:
             mark = marks[inst.name]
             if q < 0:
-                u = fwd if params.option_underlying == "forward" else spot
-                im, mm = short_option_margin(inst.right == "call", inst.strike, u,
-                                             spot if inst.settlement == "inverse" else u, mark, rates)
+                under = fwd if option_underlying == "forward" else spot
+                im, mm = short_option_margin(inst.right == "call", inst.strike, under,
+                                             spot if inst.settlement == "inverse" else under, mark, rates)
             else:
-                im = mm = mark if params.long_option_charge == "premium" else 0.0
+                im = mm = mark if long_charge == "premium" else 0.0
         elif inst.kind == "spot" and q >= 0:
             im = mm = 0.0  # a coin held is collateral: its value is equity (qualification), not a requirement
         else:  # futures, perpetuals, and short spot (a borrowed coin) as a delta-one position
@@ -236,119 +254,35 @@ def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -
 
 # ---------------------------------------------------------------- strategy recognition
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """A strategy built from ``legs`` (position index, +1 long / -1 short), one coin of each per unit."""
-
-    type: str
-    legs: tuple[tuple[int, int], ...]
-    initial: float  # USD per unit
-    maintenance: float
-
-
-def _candidate(type_, legs, initial, maintenance, by_index) -> Candidate:
-    standalone_mm = sum(by_index[i].maintenance for i, _ in legs)
-    return Candidate(type_, tuple(legs), initial, min(maintenance, standalone_mm))
-
-
-def _same_series(a: Instrument, b: Instrument) -> bool:
-    return a.underlying == b.underlying and a.expiry == b.expiry and a.settlement == b.settlement
-
-
-def candidates(kind: str, legs: list[Leg], params: RulesParams) -> list[Candidate]:
-    """Every strategy of ``kind`` the positions' signs allow (availability is checked while pairing)."""
-    by_index = {g.index: g for g in legs}
-    charge = 1.0 if params.long_option_charge == "premium" else 0.0
-    opts = [g for g in legs if g.instrument.is_option]
-    short = lambda right: [g for g in opts if g.quantity < 0 and g.instrument.right == right]  # noqa: E731
-    long = lambda right: [g for g in opts if g.quantity > 0 and g.instrument.right == right]  # noqa: E731
-    out = []
-    if kind == "iron_condor":
-        for sp in short("put"):
-            for lp in long("put"):
-                if not (_same_series(sp.instrument, lp.instrument) and lp.instrument.strike < sp.instrument.strike):
-                    continue
-                for sc in short("call"):
-                    if not (_same_series(sp.instrument, sc.instrument) and sc.instrument.strike >= sp.instrument.strike):
-                        continue
-                    for lc in long("call"):
-                        if _same_series(sc.instrument, lc.instrument) and lc.instrument.strike > sc.instrument.strike:
-                            width = max(sp.instrument.strike - lp.instrument.strike,
-                                        lc.instrument.strike - sc.instrument.strike)
-                            out.append(_candidate("iron_condor", [(lp.index, 1), (sp.index, -1), (sc.index, -1),
-                                                                  (lc.index, 1)], width, width, by_index))
-    elif kind == "vertical":
-        for right in ("call", "put"):
-            for s in short(right):
-                for g in long(right):
-                    if not _same_series(s.instrument, g.instrument) or s.instrument.strike == g.instrument.strike:
-                        continue
-                    ks, kl = s.instrument.strike, g.instrument.strike
-                    credit = ks < kl if right == "call" else ks > kl
-                    req = abs(ks - kl) if credit else charge * max(g.mark - s.mark, 0.0)
-                    out.append(_candidate(f"vertical_{right}_{'credit' if credit else 'debit'}",
-                                          [(s.index, -1), (g.index, 1)], req, req, by_index))
-    elif kind == "covered":
-        for right, sign in (("call", 1), ("put", -1)):
-            for s in short(right):
-                for c in legs:
-                    ci = c.instrument
-                    if (ci.underlying != s.instrument.underlying or ci.is_option or c.quantity * sign <= 0
-                            or (ci.kind == "future" and ci.expiry < s.instrument.expiry)):
-                        continue
-                    out.append(_candidate(f"covered_{right}", [(s.index, -1), (c.index, sign)],
-                                          c.initial, c.maintenance, by_index))
-    elif kind == "calendar":
-        for right in ("call", "put"):
-            for s in short(right):
-                for g in long(right):
-                    a, b = s.instrument, g.instrument
-                    if (a.underlying == b.underlying and a.settlement == b.settlement and a.strike == b.strike
-                            and b.expiry > a.expiry):
-                        req = charge * max(g.mark - s.mark, 0.0)
-                        out.append(_candidate("calendar", [(s.index, -1), (g.index, 1)], req, req, by_index))
-    elif kind == "straddle":
-        for c in short("call"):
-            for p in short("put"):
-                if not _same_series(c.instrument, p.instrument):
-                    continue
-                im = c.initial + p.mark if c.initial >= p.initial else p.initial + c.mark
-                mm = c.maintenance + p.mark if c.maintenance >= p.maintenance else p.maintenance + c.mark
-                type_ = "straddle" if c.instrument.strike == p.instrument.strike else "strangle"
-                out.append(_candidate(type_, [(c.index, -1), (p.index, -1)], im, mm, by_index))
-    else:
-        raise ValueError(f"unknown strategy kind {kind!r}")
-    return out
+def recognise(legs: list[Leg], params: RulesParams) -> tuple[list, dict[int, float], dict]:
+    """Strategies by ``params.pairing``: (strategies with quantities in coins, quantities left per leg index,
+    pairing report {"method", "requested", "greedy_initial", "saving_vs_greedy", ...}; money in USD).
+    ``optimal`` falls back to ``greedy``, saying so in ``notice``, when scipy is not installed."""
+    found, left = greedy(legs, params)
+    standalone = sum(g.initial * abs(g.quantity) for g in legs)
+    greedy_im = standalone - _saving(found, legs)
+    report = {"requested": params.pairing, "method": "greedy", "greedy_initial": greedy_im, "saving_vs_greedy": 0.0}
+    if params.pairing != "optimal":
+        return found, left, report
+    try:
+        opt, opt_left, solver = optimal(legs, params)
+    except ImportError:
+        report["notice"] = ("rules.pairing optimal needs scipy (its HiGHS solver), which is not installed: "
+                            "greedy pairing used instead; pip install 'pmjax[rules]' (or scipy>=1.11)")
+        return found, left, report
+    except RuntimeError as e:  # the solver gave no optimum (never seen: the program is bounded and x = 0 feasible)
+        report["notice"] = f"rules.pairing optimal: {e}; greedy pairing used instead"
+        return found, left, report
+    opt_im = standalone - _saving(opt, legs)
+    report.update(solver)
+    if opt_im > greedy_im + 1e-9 * max(1.0, greedy_im):  # never: greedy's pairing is one the program may choose
+        return found, left, report | {"method": "greedy", "note": "optimal no better than greedy"}
+    return opt, opt_left, report | {"method": "optimal", "saving_vs_greedy": greedy_im - opt_im}
 
 
-def recognise(legs: list[Leg], params: RulesParams) -> tuple[list[tuple[Candidate, float]], dict[int, float]]:
-    """Greedy pairing: (strategies with their quantities in coins, quantities left per position index)."""
-    by_index = {g.index: g for g in legs}
-    left = {g.index: g.quantity for g in legs}
-    tol = lambda i: 1e-12 * max(1.0, abs(by_index[i].quantity))  # noqa: E731
-    found = []
-    for kind in params.strategy_priority:
-        cands = candidates(kind, legs, params)
-        while True:
-            best, best_key = None, None
-            for order, c in enumerate(cands):
-                if any(left[i] * sign <= tol(i) for i, sign in c.legs):
-                    continue
-                saving = sum(by_index[i].initial for i, _ in c.legs) - c.initial
-                if saving <= 0.0:
-                    continue
-                key = (-saving, c.initial, order)
-                if best_key is None or key < best_key:
-                    best, best_key = c, key
-            if best is None:
-                break
-            q = min(abs(left[i]) for i, _ in best.legs)
-            for i, sign in best.legs:
-                left[i] -= sign * q
-                if abs(left[i]) <= tol(i):
-                    left[i] = 0.0
-            found.append((best, q))
-    return found, left
+def _saving(found, legs) -> float:
+    by = {g.index: g.initial for g in legs}
+    return sum(q * (sum(by[i] for i, _ in c.legs) - c.initial) for c, q in found)
 
 
 # ---------------------------------------------------------------- margin and its section
@@ -365,6 +299,7 @@ class RulesResult:
     strategies: list[dict]
     naked: list[dict]
     standard: dict
+    pairing: dict = dataclasses.field(default_factory=dict)
 
 
 def _share(total: float, weights: list[float]) -> list[float]:
@@ -376,16 +311,17 @@ def _strategy_rows(found, by_index, to_cur, n_positions) -> tuple[list[dict], li
     """(strategies rows, by_position slices (index, strategy id, row)) of the recognised strategies; a leg
     from ``collateral:`` (index >= ``n_positions``) is marked ``"collateral": True`` and has no slice."""
     strategies, slices = [], []
+    names = {i: g.instrument.name for i, g in by_index.items()}  # a name is formatted on every call
     for sid, (c, q) in enumerate(found):
         im, mm = c.initial * q * to_cur, c.maintenance * q * to_cur
         strategies.append({"id": sid, "type": c.type, "quantity": q, "initial": im, "maintenance": mm,
-                           "legs": [{"instrument": by_index[i].instrument.name, "quantity": sign * q}
+                           "legs": [{"instrument": names[i], "quantity": sign * q}
                                     | ({"collateral": True} if i >= n_positions else {}) for i, sign in c.legs]})
         ims = _share(im, [by_index[i].initial for i, _ in c.legs])
         mms = _share(mm, [by_index[i].maintenance for i, _ in c.legs])
         for (i, sign), a, b in zip(c.legs, ims, mms):
             if i < n_positions:
-                slices.append((i, sid, {"instrument": by_index[i].instrument.name, "quantity": sign * q,
+                slices.append((i, sid, {"instrument": names[i], "quantity": sign * q,
                                         "initial": a, "maintenance": b, "strategy": c.type, "strategy_id": sid}))
     return strategies, slices
 
@@ -403,9 +339,10 @@ def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams) -> R
     cur = portfolio.margin_currency
     to_cur = 1.0 if cur == "USD" else 1.0 / market.spot(cur)
     if params.mode == "strategy":
-        found, left = recognise(legs, params)
+        found, left, pairing = recognise(legs, params)
+        pairing = {k: v * to_cur if k in ("greedy_initial", "saving_vs_greedy") else v for k, v in pairing.items()}
     else:
-        found, left = [], {g.index: g.quantity for g in legs}
+        found, left, pairing = [], {g.index: g.quantity for g in legs}, {"method": "none", "requested": "none"}
     n = len(portfolio.positions)
     strategies, slices = _strategy_rows(found, {g.index: g for g in legs}, to_cur, n)
     naked = []
@@ -422,12 +359,16 @@ def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams) -> R
     maintenance = sum(s["maintenance"] for s in strategies) + sum(r["maintenance"] for r in naked)
     standard = {"initial": sum(g.initial * abs(g.quantity) for g in legs) * to_cur,
                 "maintenance": sum(g.maintenance * abs(g.quantity) for g in legs) * to_cur}
-    return RulesResult(params.mode, initial, maintenance, [s[2] for s in slices], strategies, naked, standard)
+    return RulesResult(params.mode, initial, maintenance, [s[2] for s in slices], strategies, naked, standard,
+                       pairing)
 
 
 def rules_section(result: RulesResult) -> dict:
     """SPEC section 3 ``rules``: {"mode", "initial", "maintenance", "by_position", "strategies", "naked",
-    "standard"}; money in the portfolio's margin currency."""
+    "standard", "pairing", "pairing_detail"}; money in the portfolio's margin currency. ``pairing`` is the
+    method that ran (optimal, greedy, or none in deribit_standard mode); ``pairing_detail`` adds the one
+    asked for, greedy's initial margin and what optimal saves against it, and the solver's size and time."""
+    detail = {k: v for k, v in result.pairing.items() if k != "method"}
     return {"mode": result.mode, "initial": result.initial, "maintenance": result.maintenance,
             "by_position": result.by_position, "strategies": result.strategies, "naked": result.naked,
-            "standard": result.standard}
+            "standard": result.standard, "pairing": result.pairing.get("method", "none"), "pairing_detail": detail}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pmjax.apps.names import MARGIN_METHODS as METHODS
+from pmjax.apps.names import TOP_NAKED
 from pmjax.cli.app import dtype_of, notices
 from pmjax.core.errors import InputError
 from pmjax.io.names import DEFAULT_MARKET
@@ -21,6 +22,9 @@ def add_arguments(p):
     p.add_argument("--scenarios", default=None, metavar="F",
                    help="YAML/JSON named joint shocks (e.g. configs/scenarios/stress_days.yaml): the account's "
                         "P&L under each")
+    p.add_argument("--detail", action="store_true",
+                   help="list every rules strategy and naked leg (default: counts by strategy type and the "
+                        f"{TOP_NAKED} largest naked legs)")
     p.add_argument("--risk-parameters", dest="risk_parameters", default=None, metavar="FILE",
                    help="SPAN on an exchange's risk arrays (SPEC section 6 YAML/JSON) instead of pmjax's pricing: "
                         "positions name its contracts, quantities in contracts, figures in its currency")
@@ -142,10 +146,36 @@ def run(args):
         doc["what_if"] = {"trades": [{"instrument": t.instrument.name, "quantity": t.quantity} for t in trades],
                           "before": before_fig, "after": after_fig,
                           "incremental": {m: after_fig[m] - before_fig[m] for m in methods}}
-    return doc, render(doc, methods)
+    pairing_notice = doc.get("rules", {}).get("pairing_detail", {}).get("notice")
+    if pairing_notice:
+        notices([pairing_notice])
+    return doc, render(doc, methods, detail=getattr(args, "detail", False))
 
 
-def render(doc: dict, methods: list[str]) -> str:
+def rules_tables(r: dict, cur: str, detail: bool = False) -> list[str]:
+    """The rules section as text: strategies counted by type and the largest naked legs, with a pointer to
+    the full lists (``detail``: every strategy and naked leg, one line each)."""
+    from pmjax.apps.tables import largest_naked, pairing_line, strategy_counts, table
+
+    out = [table(strategy_counts(r), ["strategy", "count", "coins", f"initial ({cur})", f"maintenance ({cur})"],
+                 title=f"Rules strategies by type ({pairing_line(r, cur)})")]
+    naked = r.get("naked", [])
+    if detail:
+        out.append(table([[s["id"], s["type"], " / ".join(f"{g['instrument']} {g['quantity']:+g}" for g in s["legs"]),
+                           s["initial"], s["maintenance"]] for s in r.get("strategies", [])],
+                         ["id", "strategy", "legs", f"initial ({cur})", f"maintenance ({cur})"],
+                         title="Rules: every strategy"))
+    shown = naked if detail else largest_naked(r)
+    title = ("Rules: every naked leg" if detail or len(shown) == len(naked)
+             else f"Rules: the {len(shown)} largest of {len(naked):,} naked legs")
+    out.append(table([[n["instrument"], n["quantity"], n["initial"], n["maintenance"]] for n in shown],
+                     ["instrument", "quantity", f"initial ({cur})", f"maintenance ({cur})"], title=title))
+    if not detail and (len(shown) < len(naked) or len(r.get("strategies", [])) > len(strategy_counts(r))):
+        out.append("Every strategy and naked leg: add --detail, or --json (rules.strategies, rules.naked).")
+    return out
+
+
+def render(doc: dict, methods: list[str], detail: bool = False) -> str:
     from pmjax.apps.tables import coin_span_note, fmt, table
 
     cur = doc["currency"]
@@ -156,10 +186,9 @@ def render(doc: dict, methods: list[str]) -> str:
     for m in methods:
         d = doc[m]
         if m == "rules":
-            detail = ", ".join(s["type"] for s in d.get("strategies", [])) or "no strategies recognised"
-            if d.get("naked"):
-                detail += "; naked: " + ", ".join(f"{n['instrument']} {n['quantity']:+g}" for n in d["naked"])
-            rows.append(["rules", d["initial"], d["maintenance"], detail])
+            rows.append(["rules", d["initial"], d["maintenance"],
+                         f"{len(d.get('strategies', [])):,} strategies, {len(d.get('naked', [])):,} naked legs "
+                         f"({d.get('pairing', 'none')} pairing)"])
         elif m == "span":
             rows.append(["span", d["total"], None, f"risk {fmt(d['risk'])}, nov {fmt(d['nov'])}"])
         elif m == "deribit":
@@ -174,6 +203,8 @@ def render(doc: dict, methods: list[str]) -> str:
                          f"at {d['confidence']:g}, {d['paths']:,} paths"])
     parts.append(table(rows, ["method", f"initial ({cur})", f"maintenance ({cur})", "detail"],
                        title="Margin by method (span: total; var: expected shortfall)"))
+    if "rules" in methods and doc["rules"].get("mode") != "deribit_standard":
+        parts += rules_tables(doc["rules"], cur, detail)
     if "span" in methods:
         parts.append(span_table(doc["span"]["by_underlying"]))
         if coin_span_note(cur):
