@@ -427,16 +427,18 @@ class Monitor:
                 cols[m]["nov"] = nov[0].tolist()
         prim, as_of = self.settings.primary, market.as_of.isoformat()
         lists = [x.tolist() for x in (equity, collateral, positions, futures)]
+        per_account = {m: [dict(zip(col, values)) for values in zip(*col.values())] for m, col in cols.items()}
         records = []
         for i, (e, c, pv, fp) in enumerate(zip(*lists)):
             a = start + i
             p = self.portfolios[a]
-            margins = {m: {k: v[i] for k, v in col.items()} for m, col in cols.items()}
+            margins = {m: rows[i] for m, rows in per_account.items()}
             status = margins[prim]["status"]
             records.append({"step": self.step, "as_of": as_of, "market": market.source, "account": p.account,
                             "currency": p.margin_currency, "equity": e, "collateral": c, "positions_value": pv,
                             "futures_pnl": fp, "margins": margins, "primary": prim, "status": status,
-                            "events": _events(status, prim, e, margins[prim], frac), "settled": settled[a]})
+                            "events": _events(status, prim, e, margins[prim], frac) if status != "ok" else [],
+                            "settled": settled[a]})
         return records
 
 

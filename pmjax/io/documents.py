@@ -73,6 +73,10 @@ def json_line(x) -> str:
     """``json.dumps(to_jsonable(x))`` (one line; non-finite numbers as null), without walking ``x`` first when it
     already holds only JSON types and finite numbers: the monitor writes thousands of records per tick."""
     try:
-        return json.dumps(x, allow_nan=False)
+        return _PLAIN.encode(x)
     except (ValueError, TypeError):
         return json.dumps(to_jsonable(x))
+
+
+#: json.dumps's encoder without the circular check (records are trees) and refusing NaN (``json_line`` then walks)
+_PLAIN = json.JSONEncoder(allow_nan=False, check_circular=False)
