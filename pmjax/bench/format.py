@@ -56,6 +56,7 @@ def format_bench(doc: dict) -> str:
             r = by[t["result"]]
             got = (f"{r['speedup']:.2f}x numpy" if "numpy" in t["target"] else
                    f"{r['speedup']:.1f}x full" if "full revaluation" in t["target"] else
+                   f"p99 {_num(r['p99'], 's')}" if "p99" in t["target"] else
                    _num(r["seconds"], "s") if "<" in t["target"] else f"{r['pmjax']:.3e}/s")
             lines.append(f"  {t['result']:<28} {t['target']:<42} measured {got:<16} {t['status']}")
     return "\n".join(lines)
