@@ -17,8 +17,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/pmjax demo --out reports/demo
 
+# two pytest-xdist workers: the suite's compiles and Python work spread over both cores of a 2-core CI machine
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 # dist/pmjax-*.whl, built offline with the venv's setuptools (the test extras install it)
 wheel: $(STAMP)
