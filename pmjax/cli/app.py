@@ -74,14 +74,26 @@ def notice(message: str) -> None:
     print(f"pmjax: notice: {message}", file=sys.stderr)
 
 
+#: notices printed one per line before the rest are counted (``--debug`` prints every one)
+MAX_NOTICES = 10
+_SETTINGS = {"all_notices": False}
+
+
 def notices(messages) -> None:
-    for m in messages:
+    """One line each, the first ``MAX_NOTICES`` of them and a count of the rest (a 5,000-position book of unlisted
+    strikes would print thousands)."""
+    messages = list(messages)
+    shown = messages if _SETTINGS["all_notices"] else messages[:MAX_NOTICES]
+    for m in shown:
         notice(m)
+    if len(shown) < len(messages):
+        notice(f"... and {len(messages) - len(shown):,} more notices (--debug prints every one)")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    _SETTINGS["all_notices"] = debug
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:

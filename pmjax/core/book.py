@@ -96,6 +96,7 @@ def resolve(instruments: list[Instrument], quantities, market: Market, *,
     (``years_to_expiry``); one in the explicit form is valued, with a line added to ``notices`` (when given).
     """
     out = []
+    vols = _option_vols(instruments, market)
     for i, (inst, q) in enumerate(zip(instruments, quantities)):
         spot = market.spot(inst.underlying)
         source, field = origins[i] if origins is not None else (None, None)
@@ -107,8 +108,28 @@ def resolve(instruments: list[Instrument], quantities, market: Market, *,
             if notices is not None and note not in notices:
                 notices.append(note)
         fwd = market.forward(inst.underlying, inst.expiry)
-        vol = market.vol(inst.underlying, inst.expiry, inst.strike) if inst.is_option else 0.5
+        vol = 0.5
+        if inst.is_option:
+            vol = vols.get((inst.underlying, inst.expiry, inst.strike))
+            vol = market.vol(inst.underlying, inst.expiry, inst.strike) if vol is None else vol
         out.append(ResolvedPosition(inst, float(q), t, spot, fwd, vol))
+    return out
+
+
+def _option_vols(instruments: list[Instrument], market: Market) -> dict:
+    """{(underlying, expiry, strike): vol} of the options, one smile lookup per expiry (``Market.vols``: the bits of
+    ``Market.vol``); empty when a lookup fails, so that ``resolve``'s loop raises its own error, in order."""
+    groups: dict[tuple, set] = {}
+    for inst in instruments:
+        if inst.is_option and inst.expiry > market.as_of:
+            groups.setdefault((inst.underlying, inst.expiry), set()).add(inst.strike)
+    out = {}
+    try:
+        for (u, expiry), strikes in groups.items():
+            ks = sorted(strikes)
+            out.update(((u, expiry, k), v) for k, v in zip(ks, market.vols(u, expiry, np.asarray(ks, float)).tolist()))
+    except InputError:
+        return {}
     return out
 
 

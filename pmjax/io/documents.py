@@ -26,12 +26,19 @@ def read_document(path: str):
         if ext == ".json":
             return json.loads(text)
         if ext in (".yaml", ".yml"):
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506  (a safe loader: SafeConstructor)
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=path) from None
-    except yaml.YAMLError as e:
-        raise InputError(f"not valid YAML{yaml_error_detail(e)}", source=path) from None
+    except yaml.YAMLError:
+        try:  # the pure-Python parser's messages name the character and the context: reparse for them
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise InputError(f"not valid YAML{yaml_error_detail(e)}", source=path) from None
     raise InputError(f"unknown file type {ext!r} (use .yaml, .yml, .json or .csv)", source=path)
+
+
+#: libyaml's safe loader when PyYAML has it (a 5,000-position book parses about 10x faster), else the Python one
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def yaml_error_detail(e: yaml.YAMLError) -> str:
