@@ -472,3 +472,14 @@ def test_unlisted_contract_in_the_explicit_form_is_valued_with_a_notice(tmp_path
     assert err.splitlines() == [f"pmjax: notice: {book}: positions[0]: BTC-27MAR26-101234-C is not listed in the "
                                 "chain deribit-20260102; valued from the market's smile and forward curve "
                                 "(explicit form)"]
+
+
+def test_many_notices_print_the_first_ten_and_a_count(capsys):
+    from pmjax.cli import app
+
+    app.notices([f"note {i}" for i in range(15)])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:10] == [f"pmjax: notice: note {i}" for i in range(10)]
+    assert lines[10:] == ["pmjax: notice: ... and 5 more notices (--debug prints every one)"]
+    app.notices([f"note {i}" for i in range(10)])
+    assert len(capsys.readouterr().err.splitlines()) == 10
