@@ -168,8 +168,11 @@ def rules_tables(r: dict, cur: str, detail: bool = False) -> list[str]:
     shown = naked if detail else largest_naked(r)
     title = ("Rules: every naked leg" if detail or len(shown) == len(naked)
              else f"Rules: the {len(shown)} largest of {len(naked):,} naked legs")
-    out.append(table([[n["instrument"], n["quantity"], n["initial"], n["maintenance"]] for n in shown],
-                     ["instrument", "quantity", f"initial ({cur})", f"maintenance ({cur})"], title=title))
+    if not naked:
+        out.append("Rules: no naked legs (every coin of every leg is in a strategy).")
+    else:
+        out.append(table([[n["instrument"], n["quantity"], n["initial"], n["maintenance"]] for n in shown],
+                         ["instrument", "quantity", f"initial ({cur})", f"maintenance ({cur})"], title=title))
     if not detail and (len(shown) < len(naked) or len(r.get("strategies", [])) > len(strategy_counts(r))):
         out.append("Every strategy and naked leg: add --detail, or --json (rules.strategies, rules.naked).")
     return out
