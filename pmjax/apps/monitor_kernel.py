@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from pmjax.batch.sharding import pad_accounts
 from pmjax.core.book import FUTURE, PERPETUAL, Book, HostOrDevice, ResolvedPosition, bucket_size, make_book
 from pmjax.core.instruments import UNDERLYINGS, Instrument
 from pmjax.core.kernel import futures_pnl_usd, no_shock, position_values
@@ -195,17 +196,12 @@ def account_figures(tables: Book, terms: ContractTerms, accounts: AccountRows, s
 
 def figures_in_chunks(tables: Book, terms: ContractTerms, accounts: AccountRows, chunk: int, span_params,
                       deribit_params, *, limit: int | None = None) -> list[tuple[int, Array]]:
-    """``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk is padded) for the first
+    """``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk padded by ``pad_accounts``) for the first
     ``limit`` accounts (default all): [(first account, figures)], every call dispatched before any is read."""
     n = accounts.row.shape[0] if limit is None else limit
-    calls = []
-    for start in range(0, n, chunk):
-        part = jax.tree_util.tree_map(lambda x: x[start:start + chunk], accounts)
-        short = chunk - part.row.shape[0]
-        if short:  # repeat the first account: its figures are dropped
-            part = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], short, axis=0)]), part)
-        calls.append((start, account_figures(tables, terms, part, span_params, deribit_params)))
-    return calls
+    padded, _ = pad_accounts(jax.tree_util.tree_map(lambda x: x[:n], accounts), chunk)  # padding rows: dropped
+    return [(start, account_figures(tables, terms, jax.tree_util.tree_map(lambda x: x[start:start + chunk], padded),
+                                    span_params, deribit_params)) for start in range(0, n, chunk)]
 
 
 __all__ = ["AccountRows", "ContractTable", "ContractTerms", "DERIBIT_FIGURES", "EQUITY_FIGURES", "ROW_FIELDS",
