@@ -556,3 +556,24 @@ def test_params_dtype_is_keyword_only():
     with pytest.raises(TypeError):
         deribit_params(load_config(), jnp.float32)
     assert deribit_params(load_config(), dtype=jnp.float32).price_range.dtype == jnp.float32
+
+
+def test_roll_groups_small_and_large_books_agree():
+    """Books up to PAIRWISE_GROUPS rows find roll-shock groups pairwise, larger ones by a sort: padding a book
+    past that size changes no figure (expiries on a few dates, so groups have many members)."""
+    import equinox as eqx
+
+    from pmjax.bench.books import random_account_books
+    from pmjax.measures.deribit import PAIRWISE_GROUPS
+
+    params = deribit_params(load_config(), dtype=jnp.float64)
+    figures = []
+    for size in (32, 2 * PAIRWISE_GROUPS):
+        books = random_account_books(16, 24, seed=5, size=size)
+        T = np.asarray(books.expiry_years)
+        books = eqx.tree_at(lambda b: b.expiry_years, books, np.where(T > 0, np.ceil(T * 4) / 4, 0.0))
+        r = jax.jit(jax.vmap(deribit_margin, in_axes=(0, None)))(books, params)
+        figures.append((np.asarray(r.roll_shock), np.asarray(r.initial), np.asarray(r.maintenance)))
+    assert figures[0][0].max() > 0
+    for small, large in zip(*figures):
+        np.testing.assert_allclose(small, large, rtol=1e-13, atol=0)

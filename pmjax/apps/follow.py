@@ -163,23 +163,21 @@ class Follower:
             self.on_trade(ev, change)
         return True
 
-    def remargin(self, at: dt.datetime) -> list[dict]:
-        """Re-margin every account at ``at``; ``on_records`` gets each chunk of accounts' records as soon as it is
-        computed (the next chunks compute meanwhile). Returns all the records."""
+    def remargin(self, at: dt.datetime) -> None:
+        """Re-margin every account at ``at``; ``on_records`` gets each chunk of accounts' records (a
+        ``pmjax.apps.monitor_records.RecordChunk``) as soon as it is computed (the next chunks compute meanwhile).
+        """
         moves = self.pending.pop("*", [])
-        records = []
         for part in self._monitor(at).update_chunks(self.market.market(at)):
-            for r in part:
-                r["changed"] = moves + self.pending.pop(r["account"], [])
+            own = {i: self.pending.pop(a) for i, a in enumerate(part.accounts) if a in self.pending}
+            part.set_changed(moves, own)
             self.on_records(part)
-            records += part
         self.last_margin = at
         self.summary.remargins += 1
         self.summary.last = at.isoformat()
         if self.freeze_gc and self.summary.remargins == 1:
             gc.collect()
             gc.freeze()
-        return records
 
     def finish(self) -> None:
         """At the end of input: a last re-margin when anything changed since the last one (or none was made)."""

@@ -67,6 +67,7 @@ from pmjax.apps.names import CALL_STATUSES  # noqa: F401  (re-exported: statuses
 from pmjax.core.portfolio import Portfolio, Position, make_portfolio
 from pmjax.core.validate import finite_number
 from pmjax.measures.deribit import deribit_params
+from pmjax.apps.monitor_records import MethodColumns, RecordChunk, statuses_of
 from pmjax.apps.monitor_sources import (  # noqa: F401  (re-exported: the replay's sources)
     market_at, read_settlements, read_spot_path, replay_markets, replay_settlement,
 )
@@ -372,8 +373,9 @@ class Monitor:
         return [r for part in self.update_chunks(market) for r in part]
 
     def update_chunks(self, market: Market):
-        """``update`` as a generator of record lists, one per chunk of accounts (in account order): a caller that
-        writes each list as it comes overlaps its writing with the next chunks' computation."""
+        """``update`` as a generator of ``RecordChunk`` (sequences of records that also encode themselves as JSON
+        lines), one per chunk of accounts (in account order): a caller that writes each chunk as it comes overlaps
+        its writing with the next chunks' computation."""
         if market.as_of < self.start:
             raise InputError(f"market as_of {market.as_of.isoformat()} is before the monitor's start "
                              f"{self.start.isoformat()}", source=market.source, field="as_of")
@@ -408,63 +410,22 @@ class Monitor:
                 figures[m] = (init, maint, init, maint)
         return figures
 
-    def _records(self, market: Market, start: int, figs: np.ndarray, settled: list) -> list[dict]:
-        """One record per account of ``figs`` (accounts start, start + 1, ...); the arithmetic on arrays over
-        accounts (the same float operations, in the same order, as one account at a time), the dicts from plain
-        Python floats."""
+    def _records(self, market: Market, start: int, figs: np.ndarray, settled: list) -> RecordChunk:
+        """The records of the accounts of ``figs`` (start, start + 1, ...), as columns over accounts
+        (``pmjax.apps.monitor_records``): the same float operations, in the same order, as one account at a time."""
         figures = self._figures(market, start, figs)
         collateral, positions, futures = figs[:, 0], figs[:, 1], figs[:, 2]
         equity = collateral + positions + futures
         frac = self.settings.liquidation_fraction
-        cols = {}  # method -> {key: list over accounts}
+        methods, statuses = {}, {}
         for m, (init, maint, init_req, req, *nov) in figures.items():
-            usage = np.divide(req, equity, out=np.zeros_like(req), where=equity > 0)
-            cols[m] = {"initial": init.tolist(), "maintenance": maint.tolist(), "requirement": req.tolist(),
-                       "initial_requirement": init_req.tolist(), "excess": (equity - req).tolist(),
-                       "usage": [u if e > 0 else None for u, e in zip(usage.tolist(), equity.tolist())],
-                       "status": _statuses(equity, req, init_req, frac)}
-            if nov:  # span: requirement = maintenance + nov (module docstring)
-                cols[m]["nov"] = nov[0].tolist()
-        prim, as_of = self.settings.primary, market.as_of.isoformat()
-        lists = [x.tolist() for x in (equity, collateral, positions, futures)]
-        per_account = {m: [dict(zip(col, values)) for values in zip(*col.values())] for m, col in cols.items()}
-        records = []
-        for i, (e, c, pv, fp) in enumerate(zip(*lists)):
-            a = start + i
-            p = self.portfolios[a]
-            margins = {m: rows[i] for m, rows in per_account.items()}
-            status = margins[prim]["status"]
-            records.append({"step": self.step, "as_of": as_of, "market": market.source, "account": p.account,
-                            "currency": p.margin_currency, "equity": e, "collateral": c, "positions_value": pv,
-                            "futures_pnl": fp, "margins": margins, "primary": prim, "status": status,
-                            "events": _events(status, prim, e, margins[prim], frac) if status != "ok" else [],
-                            "settled": settled[a]})
-        return records
-
-
-#: the events of each status, in order
-STATUS_EVENTS = {"ok": (), "initial_breach": ("initial_breach",), "margin_call": ("margin_call",),
-                 "liquidation_warning": ("margin_call", "liquidation_warning")}
-
-
-def _events(status: str, method: str, equity: float, figures: dict, fraction: float) -> list[dict]:
-    """The events of one account's status by ``method`` (its record's ``margins[method]``)."""
-    req, init_req = figures["requirement"], figures["initial_requirement"]
-    events = []
-    for kind in STATUS_EVENTS[status]:
-        threshold = {"initial_breach": init_req, "margin_call": req, "liquidation_warning": fraction * req}[kind]
-        events.append({"type": kind, "method": method, "equity": equity, "threshold": threshold,
-                       "shortfall": threshold - equity})
-    return events
-
-
-def _statuses(equity: np.ndarray, requirement: np.ndarray, initial_requirement: np.ndarray,
-              fraction: float) -> list[str]:
-    """The status of each account's equity against a method's maintenance and initial requirements
-    (``STATUSES``)."""
-    status = np.select([equity < fraction * requirement, equity < requirement, equity < initial_requirement],
-                       ["liquidation_warning", "margin_call", "initial_breach"], "ok")
-    return status.tolist()
+            methods[m] = MethodColumns(init, maint, req, init_req, equity, nov[0] if nov else None)
+            statuses[m] = statuses_of(equity, req, init_req, frac)
+        stop = start + figs.shape[0]
+        head = {"step": self.step, "as_of": market.as_of.isoformat(), "market": market.source}
+        return RecordChunk(head, [p.account for p in self.portfolios[start:stop]],
+                           [p.margin_currency for p in self.portfolios[start:stop]], equity, collateral, positions,
+                           futures, methods, statuses, self.settings.primary, frac, settled[start:stop])
 
 
 # ---------------------------------------------------------------- replay and outputs

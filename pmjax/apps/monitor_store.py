@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 
 from pmjax.core.errors import InputError
 
@@ -158,7 +159,7 @@ class MarginStore:
             raise InputError(f"cannot write to the margin store: {_one_line(e)}", source=self.path) from None
         return self.conn.total_changes - before
 
-    def write_records(self, records: list[dict]) -> int:
+    def write_records(self, records: Sequence[dict]) -> int:
         """The monitor's records (``Monitor.update``): a ``margins`` row per record and method, an ``events``
         row per event, all in one transaction; rows already there are left as they are. Returns the number
         of rows inserted."""

@@ -16,7 +16,6 @@ from pmjax.apps.follow import Follower
 from pmjax.apps.monitor import Monitor, market_at
 from pmjax.bench.whatif_latency import synthetic_account
 from pmjax.io.config import load_config
-from pmjax.io.documents import json_line
 from pmjax.io.feed import FeedEvent
 from pmjax.io.market import load_market
 
@@ -42,12 +41,14 @@ def monitor_latency(n_accounts: int, n_positions: int, ticks: int, *, dtype=jnp.
         a.account = f"acct-{i}"
     # the lines go where a follower's stdout would: a file (the null device, so that the run does not keep them)
     out = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  (closed below)
+    err = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     lines = [0]
 
-    def write(records):
-        for r in records:
-            out.write(json_line(r) + "\n")
-        lines[0] += len(records)
+    def write(chunk):  # as ``pmjax monitor --follow`` writes: the JSON lines, then the margin-call lines
+        out.write("".join(line + "\n" for line in chunk.lines()))
+        out.flush()
+        err.write("".join(line + "\n" for line in chunk.alerts()))
+        lines[0] += len(chunk)
 
     follower = Follower(accounts, market, config, interval_ms=1e-6, on_records=write, on_notice=lambda s: None,
                         monitor_kwargs=dict(methods=("span", "deribit"), dtype=dtype))
@@ -55,6 +56,7 @@ def monitor_latency(n_accounts: int, n_positions: int, ticks: int, *, dtype=jnp.
     _ticks(follower, 3, spot0, market.as_of)  # compile and warm
     times = np.asarray(_ticks(follower, ticks, spot0, market.as_of + dt.timedelta(minutes=1)))
     out.close()
+    err.close()
     mon = Monitor(accounts, market, config, methods=("span", "deribit"), dtype=dtype)
     steps = [market_at(market, market.as_of + dt.timedelta(seconds=s), {"BTC": spot0 * (1 + 0.001 * s)})
              for s in range(ticks + 3)]

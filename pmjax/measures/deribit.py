@@ -326,23 +326,35 @@ def _to_margin(book: Book, pools: _Pools):
     return jnp.where(pools.in_usd, 1.0 / coin_usd, jnp.where(own, 1.0, S[pools.underlying] / coin_usd))
 
 
+#: books of at most this many rows find their roll-shock groups by pairwise comparison, larger ones by a sort
+PAIRWISE_GROUPS = 128
+
+
 def _roll_groups(book: Book, pools: _Pools):
     """(each position's roll-shock group: the row of the group's first member; roll rate of each position, per
     coin of net delta). A group is one expiry of one pool; a perpetual is its own group (T = 0)."""
     pool = pools.of_position
     T = book.expiry_years
     perp = book.kind == PERPETUAL
-    # the first row of each position's group, by sorting on (pool, T, perpetual, row): O(n log n), not an
-    # n x n comparison (10,000 positions: 8 s warm)
     n = pool.shape[0]
     rows = jnp.arange(n, dtype=jnp.int32)
+    if n <= PAIRWISE_GROUPS:  # small books (the monitor's): an n x n comparison, vectorised (a sort is not on CPU)
+        same = (pool[:, None] == pool[None, :]) & (T[:, None] == T[None, :]) & (perp[:, None] == perp[None, :])
+        group = jnp.min(jnp.where(same, rows[None, :], n), axis=1).astype(jnp.int32)
+    else:  # sorting on (pool, T, perpetual, row): O(n log n), not n x n (10,000 positions: 8 s warm)
+        group = _first_of_group_sorted(pool, T, perp, rows)
+    rate = jnp.maximum(pools.currency["min_annualised_move"][pool], pools.currency["annualised_move_risk"][pool] * T)
+    return group, rate
+
+
+def _first_of_group_sorted(pool, T, perp, rows):
+    """Each row's group's first row, groups (pool, T, perpetual), by one lexsort."""
+    n = rows.shape[0]
     order = jnp.lexsort((rows, perp, T, pool))
     sp, sT, sperp = pool[order], T[order], perp[order]
     new = jnp.concatenate([jnp.ones(1, bool), (sp[1:] != sp[:-1]) | (sT[1:] != sT[:-1]) | (sperp[1:] != sperp[:-1])])
     start = jax.lax.cummax(jnp.where(new, rows, 0))
-    group = jnp.zeros(n, jnp.int32).at[order].set(order[start].astype(jnp.int32))
-    rate = jnp.maximum(pools.currency["min_annualised_move"][pool], pools.currency["annualised_move_risk"][pool] * T)
-    return group, rate
+    return jnp.zeros(n, jnp.int32).at[order].set(order[start].astype(jnp.int32))
 
 
 def _roll_and_delta_shocks(book: Book, params: DeribitParams, pools: _Pools, delta, member):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 
-from pmjax.apps.names import CALL_STATUSES
 from pmjax.cli.app import dtype_of, notice
 from pmjax.core.errors import InputError
 
@@ -23,22 +22,11 @@ def _lines(path: str):
         raise InputError(f"cannot read the feed: {e.strerror}", source=path) from None
 
 
-def _alert(r: dict) -> None:
-    """A margin call or liquidation warning as one readable line on stderr."""
-    if r["status"] not in CALL_STATUSES:
-        return
-    m = r["margins"][r["primary"]]
-    what = "liquidation warning" if r["status"] == "liquidation_warning" else "margin call"
-    print(f"pmjax: {what}: account {r['account']} at {r['as_of']}: equity {r['equity']:,.6g} {r['currency']} < "
-          f"{r['primary']} requirement {m['requirement']:,.6g}", file=sys.stderr)
-
-
 def follow_command(args):
     from pmjax.apps.follow import Follower
     from pmjax.apps.monitor import monitor_settings
     from pmjax.io.accounts import load_accounts
     from pmjax.io.config import load_config
-    from pmjax.io.documents import json_line
     from pmjax.io.feed import read_feed
     from pmjax.io.market import load_market
 
@@ -53,13 +41,14 @@ def follow_command(args):
 
         store = MarginStore(args.store)
 
-    def on_records(records):
-        for r in records:
-            sys.stdout.write(json_line(r) + "\n")
-            _alert(r)
+    def on_records(chunk):
+        # lines straight from the chunk's columns (pmjax.apps.monitor_records); the store builds the dicts
+        sys.stdout.write("".join(line + "\n" for line in chunk.lines()))
         sys.stdout.flush()
+        for alert in chunk.alerts():
+            print(alert, file=sys.stderr)
         if store is not None:
-            store.write_records(records)
+            store.write_records(chunk)
 
     def on_trade(ev, change):
         if store is not None:
