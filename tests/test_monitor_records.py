@@ -100,3 +100,30 @@ def test_follower_lines_equal_the_records():
         assert lines == [json_line(r) for r in chunk]
     assert [c["type"] for c in json.loads(chunks[0].lines()[0])["changed"]] == ["index", "trade"]
     assert [c["type"] for c in json.loads(chunks[0].lines()[1])["changed"]] == ["index"]
+
+
+def test_follower_pauses_collection_during_a_remargin_only():
+    """Automatic garbage collection is off while a re-margin writes (its pauses were the slow ticks), back on
+    after, also when writing fails."""
+    import gc
+
+    market = pmjax.load_market()
+    accounts = pmjax.load_accounts("examples/accounts.yaml")
+    seen = []
+
+    def on_records(chunk):
+        seen.append(gc.isenabled())
+        if len(seen) == 2:
+            raise OSError("broken pipe")
+
+    f = Follower(accounts, market, pmjax.load_config(), interval_ms=1.0, on_records=on_records,
+                 on_notice=pytest.fail, monitor_kwargs={"methods": ("span",)})
+    assert gc.isenabled()
+    try:
+        f.remargin(market.as_of)
+        assert seen == [False] and gc.isenabled()
+        with pytest.raises(OSError):
+            f.remargin(market.as_of)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()  # the follower froze this process's objects after its first re-margin

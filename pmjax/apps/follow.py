@@ -90,7 +90,8 @@ class Follower:
     ``freeze_gc``: after the first re-margin (the compiled programs, the market and the accounts are built by then)
     collect garbage once and move every object alive into the collector's permanent generation (``gc.freeze``), so
     that the full collections that would otherwise scan them every few ticks (about 100 ms each for 1,000 accounts)
-    no longer stall a tick; a process-wide setting, for a process that follows a feed."""
+    no longer stall a tick, and pause automatic collection while a re-margin runs (it resumes after, between feed
+    lines); process-wide settings, for a process that follows a feed."""
 
     def __init__(self, portfolios, base: Market, config: dict, *, interval_ms: float, monitor_kwargs: dict,
                  on_records: Callable, on_notice: Callable, on_trade: Callable | None = None, freeze_gc: bool = True):
@@ -168,10 +169,17 @@ class Follower:
         ``pmjax.apps.monitor_records.RecordChunk``) as soon as it is computed (the next chunks compute meanwhile).
         """
         moves = self.pending.pop("*", [])
-        for part in self._monitor(at).update_chunks(self.market.market(at)):
-            own = {i: self.pending.pop(a) for i, a in enumerate(part.accounts) if a in self.pending}
-            part.set_changed(moves, own)
-            self.on_records(part)
+        collecting = gc.isenabled() and self.freeze_gc
+        if collecting:  # no collection in the middle of a re-margin: they were the slow ticks (methodology 9.5)
+            gc.disable()
+        try:
+            for part in self._monitor(at).update_chunks(self.market.market(at)):
+                own = {i: self.pending.pop(a) for i, a in enumerate(part.accounts) if a in self.pending}
+                part.set_changed(moves, own)
+                self.on_records(part)
+        finally:
+            if collecting:
+                gc.enable()
         self.last_margin = at
         self.summary.remargins += 1
         self.summary.last = at.isoformat()

@@ -47,6 +47,7 @@ class ContractTable:
         self.instruments: list[Instrument] = []
         self.index: dict[Instrument, int] = {}
         self.groups: dict[tuple, list[int]] = {}  # (underlying, expiry) -> rows: one forward and smile each
+        self._group_rows: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # -> (rows, option rows) arrays
         self.fields = self._rows(resolved, market, bucket_size(len(resolved) + 1))
         for r in resolved:
             self._register(r.instrument)
@@ -61,6 +62,14 @@ class ContractTable:
         self.instruments.append(inst)
         self.index[inst] = row
         self.groups.setdefault((inst.underlying, inst.expiry), []).append(row)
+        self._group_rows.pop((inst.underlying, inst.expiry), None)
+
+    def group_rows(self, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, option rows) of one (underlying, expiry) group, as index arrays (kept until the group grows)."""
+        if key not in self._group_rows:
+            rows = np.asarray(self.groups[key])
+            self._group_rows[key] = rows, rows[[self.instruments[i].is_option for i in rows]]
+        return self._group_rows[key]
 
     @property
     def size(self) -> int:
@@ -92,8 +101,8 @@ class ContractTable:
         contracts expired at or before it (their rows get the index as forward and T = 0)."""
         f, dtype = self.fields, self.fields["spot"].dtype
         expired = np.zeros(len(self.instruments), bool)
-        for (u, expiry), rows in self.groups.items():
-            rows = np.asarray(rows)
+        for (u, expiry) in self.groups:
+            rows, options = self.group_rows((u, expiry))
             spot = market.spot(u)
             f["spot"][rows] = spot
             if expiry is None or expiry <= market.as_of:
@@ -102,7 +111,6 @@ class ContractTable:
                 continue
             f["forward"][rows] = market.forward(u, expiry)
             f["expiry_years"][rows] = market.years_to(expiry)
-            options = rows[[self.instruments[i].is_option for i in rows]]
             if options.size:
                 f["vol"][options] = market.vols(u, expiry, f["strike"][options].astype(float)).astype(dtype)
         return expired

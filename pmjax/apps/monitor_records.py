@@ -60,6 +60,13 @@ class _Numbers:
         return self(values)
 
 
+def _negated(text: str) -> str:
+    """The JSON text of -x from that of x (x finite or null; 0.0 stays 0.0, as b - a is +0 where a - b is)."""
+    if text.startswith("-"):
+        return text[1:]
+    return text if text in ("0.0", "null") else "-" + text
+
+
 def _template(keys_values: list[tuple[str, str]]) -> str:
     """``{"key": %s, ...}`` (``%`` escaped in the keys)."""
     return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in keys_values) + "}"
@@ -197,26 +204,33 @@ class RecordChunk(Sequence):
         return [template % row for row in zip(*cols)]
 
     def _event_lines(self, status: list[str], numbers: _Numbers) -> list[str]:
-        """The ``events`` list of every record, as JSON (thresholds: the requirements' own text)."""
+        """The ``events`` list of every record, as JSON, one template per status. Thresholds are the requirements'
+        own text; the margin call's shortfall, requirement - equity, is the negated excess (IEEE subtraction is
+        antisymmetric, so the same bits)."""
         c = self.methods[self.primary]
         out = ["[]"] * len(status)
-        rows = {k: [i for i, s in enumerate(status) if k in STATUS_EVENTS[s]] for k in STATUS_EVENTS if k != "ok"}
-        if not any(rows.values()):
+        calls = [i for i, s in enumerate(status) if s != "ok"]
+        if not calls:
             return out
-        equity = numbers(self.equity)
-        threshold = {"initial_breach": c.initial_requirement, "margin_call": c.requirement,
-                     "liquidation_warning": self.fraction * c.requirement}
-        text = {}
-        for kind, idx in rows.items():
-            t = threshold[kind][idx]
-            shown = numbers(threshold[kind]) if kind != "liquidation_warning" else dict(zip(idx, _numbers(t)))
-            text[kind] = (shown, dict(zip(idx, _numbers(t - self.equity[idx]))))
         method = json.dumps(self.primary).replace("%", "%%")
-        event = '{"type": "%s", "method": ' + method + ', "equity": %s, "threshold": %s, "shortfall": %s}'
-        for i, s in enumerate(status):
-            if s != "ok":
-                out[i] = "[" + ", ".join(event % (k, equity[i], text[k][0][i], text[k][1][i])
-                                         for k in STATUS_EVENTS[s]) + "]"
+        event = '{"type": "%s", "method": ' + method + ', "equity": %%s, "threshold": %%s, "shortfall": %%s}'
+        template = {s: "[" + ", ".join(event % k for k in kinds) + "]" for s, kinds in STATUS_EVENTS.items() if kinds}
+        eq, req, init_req = numbers(self.equity), numbers(c.requirement), numbers(c.initial_requirement)
+        call_short = numbers(c.excess)  # negated below, only where used
+        rows = [i for i in calls if status[i] == "liquidation_warning"]
+        liquidation = self.fraction * c.requirement[rows]
+        liq = dict(zip(rows, zip(_numbers(liquidation), _numbers(liquidation - self.equity[rows]))))
+        breach = [i for i in calls if status[i] == "initial_breach"]
+        breach_short = dict(zip(breach, _numbers(c.initial_requirement[breach] - self.equity[breach])))
+        t_breach, t_call, t_liq = (template[k] for k in ("initial_breach", "margin_call", "liquidation_warning"))
+        for i in calls:
+            s = status[i]
+            if s == "liquidation_warning":
+                out[i] = t_liq % (eq[i], req[i], _negated(call_short[i]), eq[i], *liq[i])
+            elif s == "margin_call":
+                out[i] = t_call % (eq[i], req[i], _negated(call_short[i]))
+            else:
+                out[i] = t_breach % (eq[i], init_req[i], breach_short[i])
         return out
 
     def alerts(self) -> list[str]:

@@ -45,7 +45,7 @@ def monitor_latency(n_accounts: int, n_positions: int, ticks: int, *, dtype=jnp.
     lines = [0]
 
     def write(chunk):  # as ``pmjax monitor --follow`` writes: the JSON lines, then the margin-call lines
-        out.write("".join(line + "\n" for line in chunk.lines()))
+        out.write("".join(f"{line}\n" for line in chunk.lines()))
         out.flush()
         err.write("".join(line + "\n" for line in chunk.alerts()))
         lines[0] += len(chunk)

@@ -62,12 +62,12 @@ SIZES = {
                "positions": 20, "paths": 65536, "numpy_paths": 8192, "mc_options": 1000, "whatif_repeats": 200,
                "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 1_000_000,
                "var_options": 1000, "var_accounts": 1000, "var_account_paths": 100_000, "monitor_accounts": 1000,
-               "monitor_ticks": 50, "big_book": 10_000},
+               "monitor_ticks": 200, "big_book": 10_000},
     "full": {"options": 1 << 25, "numpy_options": 1 << 22, "accounts": 100_000, "numpy_accounts": 8192,
              "positions": 20, "paths": 1_000_000, "numpy_paths": 16384, "mc_options": 1000, "whatif_repeats": 200,
              "repeats": 5, "numpy_repeats": 3, "quantlib_options": 20000, "var_paths": 10_000_000,
              "var_options": 10_000, "var_accounts": 1000, "var_account_paths": 100_000, "monitor_accounts": 1000,
-             "monitor_ticks": 100, "big_book": 10_000},
+             "monitor_ticks": 300, "big_book": 10_000},
 }
 
 #: targets per platform: (row name, platform, text, check(row) -> True / False / None when not measurable,

@@ -43,7 +43,7 @@ def follow_command(args):
 
     def on_records(chunk):
         # lines straight from the chunk's columns (pmjax.apps.monitor_records); the store builds the dicts
-        sys.stdout.write("".join(line + "\n" for line in chunk.lines()))
+        sys.stdout.write("".join(f"{line}\n" for line in chunk.lines()))
         sys.stdout.flush()
         for alert in chunk.alerts():
             print(alert, file=sys.stderr)
