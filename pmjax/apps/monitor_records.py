@@ -40,24 +40,27 @@ _string = functools.lru_cache(maxsize=1 << 16)(json.dumps)
 
 
 class _Numbers:
-    """``_numbers`` of columns, each column object formatted once (a record repeats figures: Deribit's requirement
-    is its maintenance array, an event's threshold a requirement; formatting a float is most of a line's cost)."""
+    """The text of many float columns at once, each distinct float formatted once: a record repeats its figures
+    (equity is the positions' value, SPAN's requirement its nov, Deribit's requirement its maintenance, an event's
+    threshold a requirement), and formatting a float is most of a line's cost. Distinct means distinct bits, so
+    0.0 and -0.0 keep their own text."""
 
-    def __init__(self):
-        self.done: dict[int, tuple[np.ndarray, list[str]]] = {}
+    def __init__(self, columns: list[np.ndarray]):
+        columns = list({id(c): c for c in columns}.values())
+        self.columns = columns  # kept, so that their ids stay theirs
+        self.text: dict[int, list[str]] = {}
+        if not columns:
+            return
+        flat = np.concatenate([np.asarray(c, np.float64).ravel() for c in columns])
+        unique, where = np.unique(flat.view(np.int64), return_inverse=True)
+        every = np.asarray(_numbers(unique.view(np.float64)), dtype=object)[where.ravel()].tolist()
+        start = 0
+        for c in columns:
+            self.text[id(c)] = every[start:start + c.size]
+            start += c.size
 
     def __call__(self, values: np.ndarray) -> list[str]:
-        hit = self.done.get(id(values))
-        if hit is None:
-            hit = self.done[id(values)] = (values, _numbers(values))  # the array kept: its id stays unique
-        return hit[1]
-
-    def same_as(self, values: np.ndarray, other: np.ndarray) -> list[str]:
-        """``values`` formatted, reusing ``other``'s text where they are equal bit for bit (SPAN's nov is the
-        positions' value in a book of options)."""
-        if values.dtype == other.dtype and values.shape == other.shape and values.tobytes() == other.tobytes():
-            return self(other)
-        return self(values)
+        return self.text[id(values)] if id(values) in self.text else _numbers(values)
 
 
 def _negated(text: str) -> str:
@@ -159,7 +162,15 @@ class RecordChunk(Sequence):
         once per line."""
         if self._dicts is not None:  # a caller has built (and may have edited) the dicts
             return [json_line(r) for r in self._dicts]
-        n, numbers = len(self), _Numbers()
+        n, status = len(self), self.statuses[self.primary]
+        positive = np.flatnonzero(self.equity > 0)
+        usage = {m: c.usage[positive] for m, c in self.methods.items()}
+        events = self._event_columns(status)
+        numbers = _Numbers([self.equity, self.collateral, self.positions, self.futures]
+                           + [x for c in self.methods.values() for x in (c.initial, c.maintenance, c.requirement,
+                                                                        c.initial_requirement, c.excess, c.nov)
+                              if x is not None]
+                           + list(usage.values()) + [x for x in events.values() if isinstance(x, np.ndarray)])
         slots, cols = [], []
 
         def fixed(key: str, value) -> None:
@@ -176,26 +187,24 @@ class RecordChunk(Sequence):
         for key, values in (("equity", self.equity), ("collateral", self.collateral),
                             ("positions_value", self.positions), ("futures_pnl", self.futures)):
             slot(key, numbers(values))
-        positive = np.flatnonzero(self.equity > 0).tolist()
         for j, (m, c) in enumerate(self.methods.items()):
-            usage = ["null"] * n
-            for i, u in zip(positive, _numbers(c.usage[positive])):
-                usage[i] = u
+            used = ["null"] * n
+            for i, u in zip(positive.tolist(), numbers(usage[m])):
+                used[i] = u
             cells = [numbers(c.initial), numbers(c.maintenance), numbers(c.requirement),
-                     numbers(c.initial_requirement), numbers(c.excess), usage, list(map(_string, self.statuses[m]))]
+                     numbers(c.initial_requirement), numbers(c.excess), used, list(map(_string, self.statuses[m]))]
             keys = list(MARGIN_KEYS)
             if c.nov is not None:
-                cells.append(numbers.same_as(c.nov, self.positions))
+                cells.append(numbers(c.nov))
                 keys.append("nov")
             open_ = ('"margins": {' if j == 0 else "") + f"{json.dumps(m)}: {{"
             for k, (key, cell) in enumerate(zip(keys, cells)):
                 slots.append((open_ if k == 0 else "") + f"{json.dumps(key)}: %s" + ("}" if k == len(keys) - 1 else ""))
                 cols.append(cell)
         slots[-1] += "}"
-        status = self.statuses[self.primary]
         fixed("primary", self.primary)
         slot("status", list(map(_string, status)))
-        slot("events", self._event_lines(status, numbers))
+        slot("events", self._event_lines(status, events, numbers))
         slot("settled", [json_line(x) if x else "[]" for x in self.settled])
         if self.changed is not None:
             shared = json_line(self._moves)
@@ -203,34 +212,38 @@ class RecordChunk(Sequence):
         template = "{" + ", ".join(slots) + "}"
         return [template % row for row in zip(*cols)]
 
-    def _event_lines(self, status: list[str], numbers: _Numbers) -> list[str]:
+    def _event_columns(self, status: list[str]) -> dict:
+        """The events' own figures: liquidation thresholds and shortfalls, initial-breach shortfalls, with the rows
+        (accounts of the chunk) they belong to."""
+        c = self.methods[self.primary]
+        liq = [i for i, s in enumerate(status) if s == "liquidation_warning"]
+        breach = [i for i, s in enumerate(status) if s == "initial_breach"]
+        threshold = self.fraction * c.requirement[liq]
+        return {"liquidation_rows": liq, "liquidation_threshold": threshold,
+                "liquidation_shortfall": threshold - self.equity[liq], "breach_rows": breach,
+                "breach_shortfall": c.initial_requirement[breach] - self.equity[breach]}
+
+    def _event_lines(self, status: list[str], events: dict, numbers: _Numbers) -> list[str]:
         """The ``events`` list of every record, as JSON, one template per status. Thresholds are the requirements'
         own text; the margin call's shortfall, requirement - equity, is the negated excess (IEEE subtraction is
         antisymmetric, so the same bits)."""
         c = self.methods[self.primary]
         out = ["[]"] * len(status)
-        calls = [i for i, s in enumerate(status) if s != "ok"]
-        if not calls:
-            return out
         method = json.dumps(self.primary).replace("%", "%%")
         event = '{"type": "%s", "method": ' + method + ', "equity": %%s, "threshold": %%s, "shortfall": %%s}'
         template = {s: "[" + ", ".join(event % k for k in kinds) + "]" for s, kinds in STATUS_EVENTS.items() if kinds}
         eq, req, init_req = numbers(self.equity), numbers(c.requirement), numbers(c.initial_requirement)
-        call_short = numbers(c.excess)  # negated below, only where used
-        rows = [i for i in calls if status[i] == "liquidation_warning"]
-        liquidation = self.fraction * c.requirement[rows]
-        liq = dict(zip(rows, zip(_numbers(liquidation), _numbers(liquidation - self.equity[rows]))))
-        breach = [i for i in calls if status[i] == "initial_breach"]
-        breach_short = dict(zip(breach, _numbers(c.initial_requirement[breach] - self.equity[breach])))
-        t_breach, t_call, t_liq = (template[k] for k in ("initial_breach", "margin_call", "liquidation_warning"))
-        for i in calls:
-            s = status[i]
+        excess = numbers(c.excess)
+        liq = dict(zip(events["liquidation_rows"], zip(numbers(events["liquidation_threshold"]),
+                                                       numbers(events["liquidation_shortfall"]))))
+        breach = dict(zip(events["breach_rows"], numbers(events["breach_shortfall"])))
+        for i, s in enumerate(status):
             if s == "liquidation_warning":
-                out[i] = t_liq % (eq[i], req[i], _negated(call_short[i]), eq[i], *liq[i])
+                out[i] = template[s] % (eq[i], req[i], _negated(excess[i]), eq[i], *liq[i])
             elif s == "margin_call":
-                out[i] = t_call % (eq[i], req[i], _negated(call_short[i]))
-            else:
-                out[i] = t_breach % (eq[i], init_req[i], breach_short[i])
+                out[i] = template[s] % (eq[i], req[i], _negated(excess[i]))
+            elif s == "initial_breach":
+                out[i] = template[s] % (eq[i], init_req[i], breach[i])
         return out
 
     def alerts(self) -> list[str]:
