@@ -289,8 +289,10 @@ def _as_usd_book(book: Book) -> Book:
 
 
 def _sum_by_pool(x, member):
-    """x (..., n) summed over the positions of each pool -> (..., p); no matmul (TF32 on GPUs)."""
-    return jnp.sum(jnp.where(member, x[..., :, None], 0.0), axis=-2)
+    """x (..., n) summed over the positions of each pool -> (..., p); no matmul (TF32 on GPUs). One masked sum
+    over the last axis per pool (p is 2 or 4, static): a reduction over a contiguous axis, where summing a
+    (..., n, p) mask over n was most of a small book's grid on CPU."""
+    return jnp.stack([jnp.sum(jnp.where(member[:, k], x, 0.0), axis=-1) for k in range(member.shape[-1])], axis=-1)
 
 
 class _Pools(eqx.Module):
