@@ -49,13 +49,15 @@ import dataclasses
 import datetime as dt
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pmjax.apps.monitor_kernel import (
     DERIBIT_FIGURES, EQUITY_FIGURES, ROW_FIELDS, SPAN_FIGURES, AccountRows, ContractTable, contract_terms,
-    figures_in_chunks,
+    figures_in_chunks, terms_and_figures,
 )
+from pmjax.batch.sharding import pad_accounts
 from pmjax.core.book import Book, bucket_size, make_book, margin_coin_check, resolve, resolve_portfolio
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
@@ -359,10 +361,15 @@ class Monitor:
         records of one chunk are built and written while the next chunks compute (``pmjax.apps.monitor_kernel``)."""
         dtype = self.quantity.dtype
         tables = self.table.books(self.underlying_spot, self.margin_coins)
-        terms = contract_terms(tables, self._span, self._deribit)
         accounts = AccountRows(self.currency, self.rows, self.quantity, self.entry_forward.astype(dtype),
                                self.collateral.astype(dtype))
         n = len(self.portfolios)
+        if n <= self._chunk:  # one call: the contracts' terms and every account's figures
+            padded, _ = pad_accounts(jax.tree_util.tree_map(lambda x: x[:n], accounts), self._chunk)
+            call = terms_and_figures(tables, padded, self._span, self._deribit)
+            yield 0, np.asarray(call, np.float64)[:n]
+            return
+        terms = contract_terms(tables, self._span, self._deribit)
         calls = figures_in_chunks(tables, terms, accounts, self._chunk, self._span, self._deribit, limit=n)
         for start, call in calls:
             yield start, np.asarray(call, np.float64)[:n - start]

@@ -202,6 +202,15 @@ def account_figures(tables: Book, terms: ContractTerms, accounts: AccountRows, s
                                                                         deribit_params)
 
 
+@jax.jit
+def terms_and_figures(tables: Book, accounts: AccountRows, span_params: SpanParams | None,
+                      deribit_params: DeribitParams | None) -> Float[Array, "a f"]:
+    """``account_figures`` of ``contract_terms``, in one compiled call: when every account fits one chunk, one
+    dispatch per update instead of two."""
+    return account_figures(tables, contract_terms(tables, span_params, deribit_params), accounts, span_params,
+                           deribit_params)
+
+
 def figures_in_chunks(tables: Book, terms: ContractTerms, accounts: AccountRows, chunk: int, span_params,
                       deribit_params, *, limit: int | None = None) -> list[tuple[int, Array]]:
     """``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk padded by ``pad_accounts``) for the first
@@ -213,4 +222,4 @@ def figures_in_chunks(tables: Book, terms: ContractTerms, accounts: AccountRows,
 
 
 __all__ = ["AccountRows", "ContractTable", "ContractTerms", "DERIBIT_FIGURES", "EQUITY_FIGURES", "ROW_FIELDS",
-           "SPAN_FIGURES", "account_figures", "contract_terms", "figures_in_chunks"]
+           "SPAN_FIGURES", "account_figures", "contract_terms", "figures_in_chunks", "terms_and_figures"]
