@@ -118,3 +118,19 @@ def test_a_trade_in_a_new_contract_that_fits_compiles_nothing(market, compile_lo
     assert log.compiles() == 0, log.messages
     assert (mon.quantity.shape[1], mon.table.size) == (size, table)
     _check_against_margin(mon, records, market, pmjax.load_config())
+
+
+def test_one_call_and_chunked_updates_agree(market):
+    """All accounts in one compiled call (terms and figures together) or in chunks of two accounts (terms once,
+    then each chunk): the same records, bit for bit."""
+    accounts = pmjax.load_accounts("examples/accounts") + pmjax.load_accounts("examples/accounts.yaml")
+    config = pmjax.load_config()
+    moved = market_at(market, market.as_of + dt.timedelta(hours=3), {"BTC": market.spot("BTC") * 0.9})
+    whole = Monitor(accounts, market, config, methods=("span", "deribit"))
+    chunked = Monitor(accounts, market, config, methods=("span", "deribit"))
+    assert len(accounts) > 2 and whole._chunk >= len(accounts)
+    chunked._chunk = 2
+    for m in (market, moved):
+        parts = list(chunked.update_chunks(m))
+        assert len(parts) == -(-len(accounts) // 2)
+        assert [r for part in parts for r in part] == whole.update(m)
