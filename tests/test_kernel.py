@@ -661,3 +661,24 @@ def test_coin_margin_values_in_the_scenario_coin_price():
     expected = args["quantity"] * np.asarray(black76(jnp.asarray(F * 1.25), jnp.asarray(K), 0.3 - DAY,
                                                      jnp.asarray([0.75, 0.68]), jnp.asarray(args["is_call"])))
     np.testing.assert_allclose(v_usd, expected, rtol=1e-14)
+
+
+def test_value_and_delta_alone_equal_the_full_greeks():
+    """``unit_value_delta`` (the position table's) and ``option_prices`` (rules' marks) give what the full Greeks
+    give: the same operations, without tracing the second-order ones."""
+    import pmjax
+    from pmjax.bench.books import random_account_books
+    from pmjax.core.greeks import option_prices, price_instruments
+    from pmjax.core.kernel import unit_value_delta_jit
+
+    books = random_account_books(4, 40, seed=3)
+    for a in range(4):
+        book = jax.tree_util.tree_map(lambda x: x[a], books)
+        full, light = unit_greeks_jit(book), unit_value_delta_jit(book)
+        for k in ("value", "delta"):
+            np.testing.assert_allclose(np.asarray(light[k]), np.asarray(full[k]), rtol=1e-15, atol=1e-12)
+    market = pmjax.load_market()
+    options = [pmjax.parse_instrument(n) for n in ("BTC-27MAR26-90000-C", "BTC-27MAR26-90000-P", "ETH-27MAR26-2500-P",
+                                                   "BTC_USDC-27MAR26-100000-C", "ETH-2JAN26-3000-C")]
+    want = [r["price_usd"] for r in price_instruments(options, market)]
+    np.testing.assert_allclose(option_prices(options, market), want, rtol=1e-15)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pmjax.core.book import book_from_portfolio
-from pmjax.core.kernel import unit_greeks_jit
+from pmjax.core.kernel import unit_value_delta_jit
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
 from pmjax.measures.deribit import (
@@ -116,7 +116,7 @@ def compute_margins(portfolio: Portfolio, market: Market, config: dict, methods,
 def position_summary(portfolio: Portfolio, market: Market, dtype) -> list[dict]:
     """Each position's value (margin currency) and delta (coins) for SPEC's ``positions`` list."""
     book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
-    g = unit_greeks_jit(book)
+    g = unit_value_delta_jit(book)
     value = np.asarray(g["value"], np.float64)[: len(resolved)]
     delta = np.asarray(g["delta"], np.float64)[: len(resolved)]
     coin = 1.0 if portfolio.margin_currency == "USD" else market.spot(portfolio.margin_currency)

@@ -8,7 +8,7 @@ import numpy as np
 
 from pmjax.core.book import book_from_portfolio, make_book, resolve
 from pmjax.core.instruments import Instrument
-from pmjax.core.kernel import GREEKS, unit_greeks_jit
+from pmjax.core.kernel import GREEKS, unit_greeks_jit, unit_value_delta_jit
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
 
@@ -33,6 +33,13 @@ def price_instruments(instruments: list[Instrument], market: Market, *, dtype=jn
         row.update({k: float(g[k][i]) for k in GREEKS})
         out.append(row)
     return out
+
+
+def option_prices(instruments: list[Instrument], market: Market, *, dtype=jnp.float64) -> list[float]:
+    """``price_usd`` of ``price_instruments`` for options alone (one coin long, USD), without the Greeks."""
+    resolved = resolve(instruments, [1.0] * len(instruments), market)
+    value = np.asarray(unit_value_delta_jit(make_book(resolved, market, dtype=dtype))["value"], np.float64)
+    return value[: len(resolved)].tolist()
 
 
 def portfolio_greeks(portfolio: Portfolio, market: Market, *, dtype=jnp.float64) -> dict:

@@ -25,7 +25,7 @@ The baseline that portfolio margin is compared with. Two modes (config ``rules.m
   side's naked requirement plus the other side's mark. A strategy's maintenance is capped at its legs' standalone maintenance.
 
 Every figure is a positive requirement in the portfolio's margin currency (computed in USD, converted to a
-coin at today's index). Option marks come from ``pmjax.core.greeks.price_instruments`` (the kernel's
+coin at today's index). Option marks come from ``pmjax.core.greeks.option_prices`` (the kernel's
 Black-76). Formulas: docs/methodology.md section 8.
 """
 
@@ -37,7 +37,7 @@ import equinox as eqx
 
 from pmjax.core.errors import InputError
 from pmjax.io.portfolio import COLLATERAL_CURRENCIES
-from pmjax.core.greeks import price_instruments
+from pmjax.core.greeks import option_prices
 from pmjax.core.instruments import UNDERLYINGS, Instrument
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
@@ -206,12 +206,12 @@ class Leg:
 
 
 def option_marks(portfolio: Portfolio, market: Market, dtype=None) -> dict[str, float]:
-    """Option marks, USD per coin, by name, from the kernel (``pmjax.core.greeks.price_instruments``)."""
+    """Option marks, USD per coin, by name, from the kernel (``pmjax.core.greeks.option_prices``)."""
     options = [p.instrument for p in portfolio.positions if p.instrument.is_option]
     if not options:
         return {}
     kw = {} if dtype is None else {"dtype": dtype}
-    return {r["instrument"]: r["price_usd"] for r in price_instruments(options, market, **kw)}
+    return dict(zip((o.name for o in options), option_prices(options, market, **kw)))
 
 
 def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -> list[Leg]:
@@ -258,21 +258,28 @@ def recognise(legs: list[Leg], params: RulesParams) -> tuple[list, dict[int, flo
     """Strategies by ``params.pairing``: (strategies with quantities in coins, quantities left per leg index,
     pairing report {"method", "requested", "greedy_initial", "saving_vs_greedy", ...}; money in USD).
     ``optimal`` falls back to ``greedy``, saying so in ``notice``, when scipy is not installed."""
-    found, left = greedy(legs, params)
     standalone = sum(g.initial * abs(g.quantity) for g in legs)
-    greedy_im = standalone - _saving(found, legs)
-    report = {"requested": params.pairing, "method": "greedy", "greedy_initial": greedy_im, "saving_vs_greedy": 0.0}
+
+    def greedy_report():
+        found, left = greedy(legs, params)
+        greedy_im = standalone - _saving(found, legs)
+        return found, left, {"requested": params.pairing, "method": "greedy", "greedy_initial": greedy_im,
+                             "saving_vs_greedy": 0.0}
+
     if params.pairing != "optimal":
-        return found, left, report
-    try:
-        opt, opt_left, solver = optimal(legs, params)
+        return greedy_report()
+    try:  # greedy (for the saving it reports) runs while the solver works
+        opt, opt_left, solver, (found, left, report) = optimal(legs, params, meanwhile=greedy_report)
     except ImportError:
+        found, left, report = greedy_report()
         report["notice"] = ("rules.pairing optimal needs scipy (its HiGHS solver), which is not installed: "
                             "greedy pairing used instead; pip install 'pmjax[rules]' (or scipy>=1.11)")
         return found, left, report
     except RuntimeError as e:  # the solver gave no optimum (never seen: the program is bounded and x = 0 feasible)
+        found, left, report = greedy_report()
         report["notice"] = f"rules.pairing optimal: {e}; greedy pairing used instead"
         return found, left, report
+    greedy_im = report["greedy_initial"]
     opt_im = standalone - _saving(opt, legs)
     report.update(solver)
     if opt_im > greedy_im + 1e-9 * max(1.0, greedy_im):  # never: greedy's pairing is one the program may choose

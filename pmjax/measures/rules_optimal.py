@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -182,25 +184,32 @@ def _match(entries, make) -> list:
     return out
 
 
-def optimal(legs: list, params) -> tuple[list, dict, dict]:
+def optimal(legs: list, params, meanwhile: Callable[[], object] | None = None) -> tuple[list, dict, dict, object]:
     """The least-requirement pairing: (strategies with quantities in coins, quantities left per leg index,
-    solver report {"solver", "variables", "constraints", "seconds"}). One program per underlying (no strategy
-    mixes underlyings). Raises ImportError without scipy."""
+    solver report {"solver", "variables", "constraints", "seconds"}, what ``meanwhile()`` returned). One program
+    per underlying (no strategy mixes underlyings), each solved on a worker thread as soon as it is built (the
+    solver releases the GIL), so the next program is built, and ``meanwhile`` runs, while the solver works.
+    Raises ImportError without scipy."""
     import scipy.optimize  # noqa: F401  (fail before building anything)
 
     t0 = time.perf_counter()
     by_underlying = defaultdict(list)
     for g in legs:
         by_underlying[g.instrument.underlying].append(g)
-    found, n_vars, n_rows = [], 0, 0
-    for group in by_underlying.values():
-        prog, chains, ix, charge = _program(group, params)
-        x = prog.solve() if prog.saving else np.zeros(0)
-        found += _decompose(prog, x, chains, ix, charge)
-        n_vars, n_rows = n_vars + len(prog.saving), n_rows + len(prog.cap) + prog.n_nodes
+    with ThreadPoolExecutor(max_workers=max(1, len(by_underlying))) as pool:
+        built = []
+        for group in by_underlying.values():
+            prog, chains, ix, charge = _program(group, params)
+            built.append((prog, chains, ix, charge, pool.submit(prog.solve) if prog.saving else None))
+        extra = meanwhile() if meanwhile is not None else None
+        found, n_vars, n_rows = [], 0, 0
+        for prog, chains, ix, charge, solving in built:
+            x = solving.result() if solving is not None else np.zeros(0)
+            found += _decompose(prog, x, chains, ix, charge)
+            n_vars, n_rows = n_vars + len(prog.saving), n_rows + len(prog.cap) + prog.n_nodes
     found, left = _settle(found, legs, {g.index: g for g in legs}, params.strategy_priority)
     return found, left, {"solver": SOLVER, "variables": n_vars, "constraints": n_rows,
-                         "seconds": time.perf_counter() - t0}
+                         "seconds": time.perf_counter() - t0}, extra
 
 
 def _program(legs: list, params):
