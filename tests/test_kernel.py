@@ -679,6 +679,6 @@ def test_value_and_delta_alone_equal_the_full_greeks():
             np.testing.assert_allclose(np.asarray(light[k]), np.asarray(full[k]), rtol=1e-15, atol=1e-12)
     market = pmjax.load_market()
     options = [pmjax.parse_instrument(n) for n in ("BTC-27MAR26-90000-C", "BTC-27MAR26-90000-P", "ETH-27MAR26-2500-P",
-                                                   "BTC_USDC-27MAR26-100000-C", "ETH-2JAN26-3000-C")]
+                                                   "BTC_USDC-27MAR26-100000-C", "ETH-3JAN26-3000-C")]
     want = [r["price_usd"] for r in price_instruments(options, market)]
     np.testing.assert_allclose(option_prices(options, market), want, rtol=1e-15)
