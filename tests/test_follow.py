@@ -180,3 +180,32 @@ def test_one_mode_and_accounts_required(capsys):
 def test_examples_accounts_yaml_names():
     doc = yaml.safe_load(open("examples/accounts.yaml"))
     assert "treasury-btc-collar" in [a["account"] for a in doc["accounts"]]
+
+
+def test_ctrl_c_ends_a_follow_cleanly_with_a_summary(tmp_path):
+    """``pmjax monitor ... --follow -`` on an input that stays open (as ``tail -f`` keeps it): the lines come as
+    the feed does, and Ctrl-C (SIGINT) ends the command with its summary and status 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PMJAX_JAX_CACHE=str(tmp_path / "cache"))
+    command = "import sys; from pmjax.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.Popen([sys.executable, "-c", command, "monitor", "examples/accounts.yaml", "--follow", "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        p.stdin.write("\n".join(path_feed()[:4] + [mark_line(T0 + dt.timedelta(hours=1))]) + "\n")
+        p.stdin.flush()
+        first = p.stdout.readline()  # the follower has re-margined: a line is out while the input is still open
+        assert json.loads(first)["account"]
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "stopped by Ctrl-C" in err and "followed 5 lines" in err
+    assert all(json.loads(x)["account"] for x in out.splitlines())
