@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections import defaultdict
 
 RIGHTS = ("call", "put")
@@ -33,6 +34,7 @@ def make_candidate(type_: str, legs, initial: float, maintenance: float, by_inde
     return Candidate(type_, tuple(legs), initial, min(maintenance, standalone_mm))
 
 
+@functools.lru_cache(maxsize=None)  # a handful of types, asked for every strategy found
 def kind_of(type_: str) -> str:
     """The ``strategy_priority`` name of a strategy type (``vertical_call_credit`` -> ``vertical``)."""
     return {"strangle": "straddle"}.get(type_, type_.split("_")[0] if type_ != "iron_condor" else type_)
