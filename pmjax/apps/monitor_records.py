@@ -70,11 +70,6 @@ def _negated(text: str) -> str:
     return text if text in ("0.0", "null") else "-" + text
 
 
-def _template(keys_values: list[tuple[str, str]]) -> str:
-    """``{"key": %s, ...}`` (``%`` escaped in the keys)."""
-    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in keys_values) + "}"
-
-
 class MethodColumns:
     """One method's figures over the chunk's accounts (margin currency)."""
 
