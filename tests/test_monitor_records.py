@@ -19,6 +19,7 @@ def random_chunk(seed: int, n: int = 40, nan: bool = False) -> RecordChunk:
     collateral = np.where(rng.random(n) < 0.3, 0.0, scale * rng.uniform(0, 3, n))
     positions = scale * rng.normal(0, 1, n)
     futures = np.where(rng.random(n) < 0.5, 0.0, scale * rng.normal(0, 0.2, n))
+    futures[5], collateral[6], positions[6] = -0.0, 0.0, -0.0  # signed zeros keep their own text
     equity = collateral + positions + futures
     if nan:
         equity[::7] = np.nan
