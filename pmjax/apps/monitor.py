@@ -49,15 +49,12 @@ import dataclasses
 import datetime as dt
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pmjax.apps.monitor_kernel import (
-    DERIBIT_FIGURES, EQUITY_FIGURES, ROW_FIELDS, SPAN_FIGURES, AccountRows, ContractTable, contract_terms,
-    figures_in_chunks, terms_and_figures,
+    DERIBIT_FIGURES, EQUITY_FIGURES, ROW_FIELDS, SPAN_FIGURES, AccountRows, ContractTable, figures_in_chunks,
 )
-from pmjax.batch.sharding import pad_accounts
 from pmjax.core.book import Book, bucket_size, make_book, margin_coin_check, resolve, resolve_portfolio
 from pmjax.io.config import load_config
 from pmjax.core.errors import InputError
@@ -364,13 +361,7 @@ class Monitor:
         accounts = AccountRows(self.currency, self.rows, self.quantity, self.entry_forward.astype(dtype),
                                self.collateral.astype(dtype))
         n = len(self.portfolios)
-        if n <= self._chunk:  # one call: the contracts' terms and every account's figures
-            padded, _ = pad_accounts(jax.tree_util.tree_map(lambda x: x[:n], accounts), self._chunk)
-            call = terms_and_figures(tables, padded, self._span, self._deribit)
-            yield 0, np.asarray(call, np.float64)[:n]
-            return
-        terms = contract_terms(tables, self._span, self._deribit)
-        calls = figures_in_chunks(tables, terms, accounts, self._chunk, self._span, self._deribit, limit=n)
+        calls = figures_in_chunks(tables, accounts, self._chunk, self._span, self._deribit, limit=n)
         for start, call in calls:
             yield start, np.asarray(call, np.float64)[:n - start]
 

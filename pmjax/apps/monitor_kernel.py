@@ -211,12 +211,17 @@ def terms_and_figures(tables: Book, accounts: AccountRows, span_params: SpanPara
                            deribit_params)
 
 
-def figures_in_chunks(tables: Book, terms: ContractTerms, accounts: AccountRows, chunk: int, span_params,
-                      deribit_params, *, limit: int | None = None) -> list[tuple[int, Array]]:
-    """``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk padded by ``pad_accounts``) for the first
-    ``limit`` accounts (default all): [(first account, figures)], every call dispatched before any is read."""
+def figures_in_chunks(tables: Book, accounts: AccountRows, chunk: int, span_params, deribit_params, *,
+                      limit: int | None = None) -> list[tuple[int, Array]]:
+    """Every contract's terms, then ``account_figures`` ``chunk`` accounts per call (a fixed shape: the last chunk
+    padded by ``pad_accounts``) for the first ``limit`` accounts (default all): [(first account, figures)], every
+    call dispatched before any is read. When they fit one chunk, terms and figures are one call
+    (``terms_and_figures``)."""
     n = accounts.row.shape[0] if limit is None else limit
     padded, _ = pad_accounts(jax.tree_util.tree_map(lambda x: x[:n], accounts), chunk)  # padding rows: dropped
+    if n <= chunk:
+        return [(0, terms_and_figures(tables, padded, span_params, deribit_params))]
+    terms = contract_terms(tables, span_params, deribit_params)
     return [(start, account_figures(tables, terms, jax.tree_util.tree_map(lambda x: x[start:start + chunk], padded),
                                     span_params, deribit_params)) for start in range(0, n, chunk)]
 
