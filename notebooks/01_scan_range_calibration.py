@@ -60,6 +60,14 @@ def fmt(p):
     return "n/a" if p is None else f"{p:.4f}"
 
 
+def mark_exceedances(ax, dates, move, daily, ttc):
+    """Dots where |move| exceeded the daily rule's range, crosses where it exceeded the TTC range."""
+    for rng, style, label in ((daily, dict(s=14, color="C3", zorder=3), "daily-rule"),
+                              (ttc, dict(s=40, marker="x", color="k", zorder=4), "TTC")):
+        hit = np.abs(move) > rng
+        ax.scatter(np.asarray(dates)[hit], np.abs(move)[hit], **style, label=f"{label} exceedances ({int(hit.sum())})")
+
+
 rows = []
 for u, e in cal.doc["underlyings"].items():
     for what, key in (("price", "backtest"), ("vol", "vol_backtest")):
@@ -106,12 +114,7 @@ for ax, (u, pr) in zip(axes, cal.prices.items()):
     ax.plot(dates, applied[t], lw=1.0, color="C0", label="daily scan range (set two closes before the move ends)")
     ax.plot(dates, pr.floor[t - 1], lw=0.8, ls="--", color="C2", label="ten-year floor")
     ax.plot(dates, ttc, lw=1.6, color="C4", label="through-the-cycle range (re-set quarterly)")
-    hit = np.abs(pr.move[t]) > applied[t]
-    ax.scatter(np.asarray(dates)[hit], np.abs(pr.move[t])[hit], s=14, color="C3", zorder=3,
-               label=f"daily-rule exceedances ({int(hit.sum())})")
-    hit = np.abs(pr.move[t]) > ttc
-    ax.scatter(np.asarray(dates)[hit], np.abs(pr.move[t])[hit], s=40, marker="x", color="k", zorder=4,
-               label=f"TTC exceedances ({int(hit.sum())})")
+    mark_exceedances(ax, dates, pr.move[t], applied[t], ttc)
     ax.axvline(split_day, color="k", ls=":", lw=1)
     ax.set_ylabel(f"{u} one-day move")
     ax.set_ylim(0, min(0.45, float(np.nanmax(np.abs(pr.move[t]))) * 1.05))
@@ -160,12 +163,7 @@ for ax, (u, vr) in zip(axes, cal.vols.items()):
     ax.plot(dates, applied[t], lw=1.0, color="C1", label="daily vol scan range (lag 1)")
     ttc = R.applied_range(cal.ttc_vols[u])[t]
     ax.plot(dates, ttc, lw=1.6, color="C4", label="through-the-cycle vol range")
-    hit = np.abs(vr.move[t]) > applied[t]
-    ax.scatter(np.asarray(dates)[hit], np.abs(vr.move[t])[hit], s=14, color="C3", zorder=3,
-               label=f"daily-rule exceedances ({int(hit.sum())})")
-    hit = np.abs(vr.move[t]) > ttc
-    ax.scatter(np.asarray(dates)[hit], np.abs(vr.move[t])[hit], s=40, marker="x", color="k", zorder=4,
-               label=f"TTC exceedances ({int(hit.sum())})")
+    mark_exceedances(ax, dates, vr.move[t], applied[t], ttc)
     ax.set_ylabel(f"{u} DVOL points (decimal)")
     ax.legend(loc="upper right", fontsize=8)
 axes[0].set_title("99% one-day vol scan range, daily and through the cycle, vs the realized DVOL change")
