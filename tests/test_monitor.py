@@ -26,7 +26,7 @@ from pmjax.apps.margin import span_report
 
 PUT = "BTC-27MAR26-80000-P"  # struck ~10% below BTC on 2026-01-02, expiring after the February sell-off
 ACCOUNTS = {"accounts": [
-    {"account": "short-puts", "collateral": {"USD": 150_000}, "positions": [{"instrument": PUT, "quantity": -10}]},
+    {"account": "short-puts", "collateral": {"USD": 200_000}, "positions": [{"instrument": PUT, "quantity": -10}]},
     {"account": "hedged-btc", "margin_currency": "BTC", "collateral": {"BTC": 2, "USD": 1000},
      "positions": [{"instrument": "BTC-27MAR26-80000-P", "quantity": 5}, {"instrument": "BTC-27MAR26", "quantity": -1},
                    {"instrument": "ETH_USDC-PERPETUAL", "quantity": 3},
@@ -109,7 +109,7 @@ def test_equity_is_collateral_plus_marks_plus_futures_pnl(records, markets):
     put = parse_trades(f"{PUT}:1")[0].instrument
     for step, m in enumerate(markets):  # short puts: USD collateral + 10 short puts at the Black-76 mark
         mark = price_instruments([put], m)
-        assert by(records, "short-puts", step)["equity"] == pytest.approx(150_000 - 10 * mark[0]["price_usd"],
+        assert by(records, "short-puts", step)["equity"] == pytest.approx(200_000 - 10 * mark[0]["price_usd"],
                                                                           rel=1e-12)
     # BTC account on Feb 6, by hand: coins = collateral + settled put + put marks / S + futures P&L
     s1 = m1.spot("BTC")

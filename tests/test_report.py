@@ -1,6 +1,7 @@
 """Issue 5: the comparison, the HTML report and its plots, the demo's strategy table."""
 
 import base64
+import copy
 import io
 import json
 import os
@@ -32,8 +33,13 @@ def assert_real_png(data: bytes):
 
 @pytest.mark.parametrize("scale", [False, True])
 def test_each_hedged_seed_strategy_has_span_risk_below_rules(market, scale):
+    """At the daily rule's 1-day ranges (7.70% / 9.60%, 13.96 / 15.62 vol points: span.yaml before its
+    through-the-cycle ranges) SPAN's scan risk is below rules initial for every hedged seed strategy. At the
+    shipped, wider TTC ranges that no longer holds for all of them: test_demo checks the notes that say so."""
     m = market if scale else rescaled_market(market, "BTC", 70_000.0)
-    config = load_config()
+    config = copy.deepcopy(load_config())
+    for u, (price, vol) in {"BTC": (0.077048, 0.139586), "ETH": (0.096030, 0.156220)}.items():
+        config["span"]["underlyings"][u].update(price_scan_range=price, vol_scan_range=vol)
     for p in seed_strategies(m, scale_to_market=scale):
         d = compute_margins(p, m, config, ["rules", "span"], dtype=jnp.float64)
         assert d["span"]["risk"] < d["rules"]["initial"], p.account

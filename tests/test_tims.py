@@ -7,7 +7,9 @@ written out literally, Black-76 by hand), never by calling the code under test.
 from __future__ import annotations
 
 import copy
+import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,8 @@ MARKET_DOC = {"as_of": AS_OF, "underlyings": {
 RANGE = {"BTC": 0.08, "ETH": 0.10}
 MIN = {"BTC": 0.005, "ETH": 0.006}
 OFFSET = 0.4
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
 CFG = {"horizon_days": 1, "tims": {
     "minimum_scope": "contracts",
     "underlyings": {u: {"price_range": RANGE[u], "vol_shifts": [0.0], "minimum_per_contract": MIN[u]}
@@ -276,14 +280,19 @@ def test_jit_vmap_batch_equals_single_calls(mkt):
         assert tree_allclose(jax.tree_util.tree_map(lambda x: x[i], batch), single, rtol=1e-12, atol=1e-10)
 
 
-def test_default_config_loads_with_spans_calibrated_ranges():
+def test_default_config_loads_with_the_daily_rules_calibrated_ranges():
+    """TIMS scans the daily rule's 1-day 99% price range at the last close (``daily_price_scan_range`` of the
+    committed calibration, docs/tims.md section 4), not SPAN's wider through-the-cycle range."""
     cfg = load_config()
     p = tims_params(cfg)
     close(p.price_range, [0.077048, 0.096030], atol=0)
+    with open(REPO / "reports" / "calibration" / "calibrate.json", encoding="utf-8") as fh:
+        cal = json.load(fh)["underlyings"]
+    close(p.price_range, [cal[u]["daily_price_scan_range"] for u in ("BTC", "ETH")], atol=5e-7)
     close(p.offset, [0.332, 0.332], atol=0)
     assert int(p.product_group[0]) == int(p.product_group[1]) and p.minimum_scope == "contracts"
     assert p.grid.price_move.shape == (2, 10)
-    assert cfg["tims"]["underlyings"]["BTC"]["price_range"] == cfg["span"]["underlyings"]["BTC"]["price_scan_range"]
+    assert cfg["tims"]["underlyings"]["BTC"]["price_range"] < cfg["span"]["underlyings"]["BTC"]["price_scan_range"]
 
 
 def _bad(path, value):

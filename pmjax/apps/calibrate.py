@@ -287,13 +287,15 @@ def _underlying(u: str, data: "HistoryInput", s: CalibrationSettings, split, not
 
 def _method(s: CalibrationSettings) -> dict:
     method = {"rule": "through the cycle (what --out writes; backtest, vol_backtest): re-set on the ttc_reset schedule at "
-                      "close T from data up to T, B_T = max(q_a(|M_i|, ten years), mean of the daily range over "
+                      "close T from data up to T, B_T = max(q_a(|M_i|, ten years, ttc_stress_weight on the "
+                      "ttc_stress_window_days consecutive moves with the largest q_a), mean of the daily range over "
                       "ttc_mean_days), P_T = max(B_T, min((1 + apc_buffer) B_T, (1 + apc_buffer) P_prev)), in force "
                       "until the next re-set and applied L = lag_days closes later",
               "daily_rule": "range_t = APC(max(q_a(|M_i| / (sigma_{i-L} sqrt(h))) * sigma_t * sqrt(h), floor_t)), "
                             "applied to the move starting L = lag_days closes after t (daily_backtest, "
                             "daily_vol_backtest)",
               "ttc_reset": s.ttc_reset, "ttc_mean_days": s.ttc_mean_days,
+              "ttc_stress_weight": s.ttc_stress_weight, "ttc_stress_window_days": s.ttc_stress_window_days,
               "volatility_model": s.volatility_model, "lag_days": int(s.lag_days), "burn_in_days": s.burn_in_days,
               "floor_coverage": s.floor_coverage, "floor_window_days": s.floor_window_days,
               "min_history_days": s.min_history_days, "vol_min_history_days": s.vol_min_history_days,

@@ -62,6 +62,8 @@ class CalibrationSettings:
     credit_cap: float = 0.75
     ttc_reset: str = "quarterly"  # monthly | quarterly | annual (calibrate_ttc)
     ttc_mean_days: int = 365
+    ttc_stress_weight: float = 0.25  # calibrate_ttc: weight on the stressed window's moves (0: none)
+    ttc_stress_window_days: int = 60  # calibrate_ttc: length of that window, in closed moves
 
     def check(self) -> "CalibrationSettings":
         def bad(field, text):
@@ -94,6 +96,10 @@ class CalibrationSettings:
             bad("ttc_reset", f"must be monthly, quarterly or annual, got {self.ttc_reset!r}")
         if int(self.ttc_mean_days) != self.ttc_mean_days or self.ttc_mean_days < 1:
             bad("ttc_mean_days", f"must be a whole number of days >= 1, got {self.ttc_mean_days!r}")
+        if not 0.0 <= self.ttc_stress_weight < 1.0:
+            bad("ttc_stress_weight", f"must be in [0, 1), got {self.ttc_stress_weight!r}")
+        if int(self.ttc_stress_window_days) != self.ttc_stress_window_days or self.ttc_stress_window_days < 1:
+            bad("ttc_stress_window_days", f"must be a whole number of days >= 1, got {self.ttc_stress_window_days!r}")
         if not 0.0 <= self.credit_cap <= 1.0:
             raise InputError(f"credit_cap must be in [0, 1], got {self.credit_cap!r}", field="credit_cap")
         return self
@@ -139,6 +145,7 @@ class Ranges:
     garch: tuple = ()  # (first day in force, history.Garch) per refit
     first: int = 0
     resets: tuple = ()  # the closes a through-the-cycle range is re-set at (calibrate_ttc; () for daily ranges)
+    stressed: tuple = ()  # per re-set, the first and last move of its stressed window (calibrate_ttc)
 
     @property
     def last(self) -> int:

@@ -7,8 +7,11 @@ in stress. The rule, for one series (closes or DVOL) and its daily ranges ``r`` 
 - re-set days: the first close with ``min_history_days`` (``vol_min_history_days``) closed h-day moves,
   then the first close of every period of ``ttc_reset`` (monthly, quarterly, annual) after it;
 - at a re-set close T, from data up to T only:
-    U_T = the ``coverage`` quantile of |M_i| over the windows closed by T (i + h <= T) in the last
-          ``floor_window_days`` (ten years: Art. 28(1)(c), the lookback tool);
+    U_T = the ``coverage`` quantile of the stress-weighted distribution of |M_i| over the windows closed by T
+          (i + h <= T) in the last ``floor_window_days`` (ten years: Art. 28(1)(c), the lookback tool): weight
+          1 - w spread evenly over the lookback's moves and w = ``ttc_stress_weight`` over the moves of its
+          stressed window, the ``ttc_stress_window_days`` consecutive moves whose own ``coverage`` quantile is
+          the largest (Art. 28(1)(b): at least 25% weight on stressed observations); inverted-CDF quantile;
     A_T = the mean of the daily rule's range over the last ``ttc_mean_days`` closes up to T (the conditional
           risk of the last year, so that a long stressed year lifts the TTC range);
     B_T = max(U_T, A_T) (the calculated TTC range);
@@ -19,7 +22,8 @@ in stress. The rule, for one series (closes or DVOL) and its daily ranges ``r`` 
   ranges are), so the backtests of ``calibrate_ranges`` apply to it unchanged.
 
 The returned ``Ranges`` holds P in ``range``, B in ``calculated``, U in ``scaled``, A in ``floor`` and the
-re-set closes in ``resets`` (``quantile``, ``sigma``: the daily rule's, for reference).
+re-set closes in ``resets``, each re-set's stressed window (first and last move) in ``stressed`` (``quantile``,
+``sigma``: the daily rule's, for reference).
 """
 
 from __future__ import annotations
@@ -43,6 +47,31 @@ def reset_days(dates: np.ndarray, first: int, months: int) -> np.ndarray:
     return np.concatenate([[first], new[new > first]]).astype(np.int64)
 
 
+def stressed_window(absmove: np.ndarray, coverage: float, window: int) -> int:
+    """Start of the ``window`` consecutive moves of ``absmove`` whose ``coverage`` quantile is the largest (the
+    earliest on ties; 0 when ``absmove`` is no longer than ``window``)."""
+    if len(absmove) <= window:
+        return 0
+    q = np.quantile(np.lib.stride_tricks.sliding_window_view(absmove, window), coverage, axis=1)
+    return int(np.argmax(q))
+
+
+def stress_weighted_quantile(absmove: np.ndarray, coverage: float, weight: float, window: int) -> tuple[float, int]:
+    """The ``coverage`` quantile (inverted CDF: the smallest x with F(x) >= coverage) of the distribution that puts
+    1 - ``weight`` evenly on ``absmove`` and ``weight`` evenly on its stressed window; second value: that window's
+    start. With ``weight`` 0, the plain inverted-CDF quantile."""
+    start = stressed_window(absmove, coverage, window)
+    stressed = absmove[start: start + window]
+    values = np.concatenate([absmove, stressed])
+    weights = np.concatenate([np.full(len(absmove), (1.0 - weight) / len(absmove)),
+                              np.full(len(stressed), weight / len(stressed))])
+    order = np.argsort(values, kind="stable")
+    cdf = np.cumsum(weights[order])
+    # a relative tolerance, so that a CDF that reaches the coverage exactly is not missed by rounding
+    k = int(np.searchsorted(cdf, coverage * (1.0 - 1e-12), side="left"))
+    return float(values[order][min(k, len(values) - 1)]), start
+
+
 def ttc_first(r: Ranges, settings: CalibrationSettings) -> int:
     """The first close with the minimum history of closed h-day moves."""
     min_hist = settings.vol_min_history_days if r.kind == "vol" else settings.min_history_days
@@ -56,13 +85,17 @@ def ttc_ranges(r: Ranges, settings: CalibrationSettings = CalibrationSettings())
     first = ttc_first(r, s)
     absmove = np.abs(r.move)
     posted, base, lookback, mean_daily = (np.full(n, np.nan) for _ in range(4))
+    stressed = []
     if first >= n:
         return dataclasses.replace(r, range=posted, calculated=base, scaled=lookback, floor=mean_daily, first=n)
     resets = reset_days(r.dates, first, TTC_RESETS[s.ttc_reset])
     prev, b = math.nan, s.apc_buffer
     for k, t in enumerate(resets):
         closed = t - h + 1  # windows i < closed have i + h <= t
-        u = float(np.quantile(absmove[max(0, closed - s.floor_window_days): closed], s.coverage))
+        lo = max(0, closed - s.floor_window_days)
+        u, start = stress_weighted_quantile(absmove[lo: closed], s.coverage, s.ttc_stress_weight,
+                                            int(s.ttc_stress_window_days))
+        stressed.append((lo + start, min(lo + start + int(s.ttc_stress_window_days), closed) - 1))
         daily = r.range[max(0, t - s.ttc_mean_days + 1): t + 1]
         a = float(np.mean(daily[np.isfinite(daily)])) if np.isfinite(daily).any() else math.nan
         m = u if math.isnan(a) else max(u, a)
@@ -71,21 +104,27 @@ def ttc_ranges(r: Ranges, settings: CalibrationSettings = CalibrationSettings())
         posted[t:stop], base[t:stop], lookback[t:stop], mean_daily[t:stop] = p, m, u, a
         prev = p
     return dataclasses.replace(r, range=posted, calculated=base, scaled=lookback, floor=mean_daily,
-                               first=int(resets[0]), resets=tuple(int(t) for t in resets))
+                               first=int(resets[0]), resets=tuple(int(t) for t in resets), stressed=tuple(stressed))
 
 
 def ttc_resets(r: Ranges) -> list[dict]:
     """The re-sets of a TTC ``Ranges`` up to its last close: date, calculated and posted range."""
-    idx = r.resets
-    return [{"date": str(r.dates[t]), "lookback_quantile": float(r.scaled[t]),
+    return [{"date": str(r.dates[t]), "lookback_quantile": float(r.scaled[t]), "stressed_window": _window(r, k),
              "daily_mean": None if math.isnan(r.floor[t]) else float(r.floor[t]),
-             "calculated": float(r.calculated[t]), "range": float(r.range[t])} for t in idx]
+             "calculated": float(r.calculated[t]), "range": float(r.range[t])} for k, t in enumerate(r.resets)]
+
+
+def _window(r: Ranges, k: int) -> list[str]:
+    """The closes the first and last move of re-set k's stressed window start at."""
+    a, b = r.stressed[k]
+    return [str(r.dates[a]), str(r.dates[b])]
 
 
 def ttc_entry(r: Ranges, t: int, settings: CalibrationSettings) -> dict:
     """What the config's TTC range at close t is made of: the re-set it comes from and its parts."""
-    i = max(x for x in r.resets if x <= t)
-    return {"range": float(r.range[t]), "reset": str(r.dates[i]), "lookback_quantile": float(r.scaled[t]),
+    k = max(j for j, x in enumerate(r.resets) if x <= t)
+    return {"range": float(r.range[t]), "reset": str(r.dates[r.resets[k]]), "lookback_quantile": float(r.scaled[t]),
+            "stress_weight": settings.ttc_stress_weight, "stressed_window": _window(r, k),
             "daily_mean": None if math.isnan(r.floor[t]) else float(r.floor[t]), "calculated": float(r.calculated[t]),
             "buffer": float(r.range[t] / r.calculated[t] - 1.0), "schedule": settings.ttc_reset,
             "next_reset_after": _next_reset(r.dates[t], settings.ttc_reset)}
@@ -97,4 +136,5 @@ def _next_reset(day, schedule: str) -> str:
     return str((np.datetime64(0, "M") + (m // months + 1) * months).astype("datetime64[D]"))
 
 
-__all__ = ["TTC_RESETS", "reset_days", "ttc_entry", "ttc_first", "ttc_ranges", "ttc_resets"]
+__all__ = ["TTC_RESETS", "reset_days", "stress_weighted_quantile", "stressed_window", "ttc_entry", "ttc_first",
+           "ttc_ranges", "ttc_resets"]

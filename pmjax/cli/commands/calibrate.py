@@ -44,6 +44,12 @@ def add_arguments(p):
     p.add_argument("--ttc-reset", choices=("monthly", "quarterly", "annual"), default="quarterly",
                    help="how often the through-the-cycle ranges (what --out writes) are re-set: the first close of each "
                         "period (default quarterly)")
+    p.add_argument("--ttc-stress-weight", type=float, default=0.25, metavar="W",
+                   help="weight of the stressed window's moves in the through-the-cycle quantile (EMIR Art. 28(1)(b); "
+                        "default 0.25, 0 for none)")
+    p.add_argument("--ttc-stress-window", type=int, default=60, metavar="DAYS",
+                   help="length of that stressed window: the consecutive moves of the ten-year lookback whose own "
+                        "quantile is the largest (default 60)")
     p.add_argument("--start", default=None, help="first day of history used (YYYY-MM-DD)")
     p.add_argument("--end", default=None, help="last day of history used (YYYY-MM-DD)")
     p.add_argument("--out", default=None, metavar="CONFIG.yaml",
@@ -72,6 +78,8 @@ def _command_line(args) -> str:
                                  ("--lag", args.lag, 1), ("--split", args.split, None),
                                  ("--price-apc", args.price_apc, "floor"), ("--vol-apc", args.vol_apc, "floor"),
                                  ("--ttc-reset", args.ttc_reset, "quarterly"),
+                                 ("--ttc-stress-weight", args.ttc_stress_weight, 0.25),
+                                 ("--ttc-stress-window", args.ttc_stress_window, 60),
                                  ("--start", args.start, None), ("--end", args.end, None), ("--out", args.out, None)):
         if value != default:
             parts += [flag, str(value)]
@@ -143,7 +151,14 @@ def run(args):
                                    volatility_model=args.volatility_model, ewma_lambda=args.ewma_lambda,
                                    floor_coverage=args.floor_coverage,
                                    price_apc=_tools(args.price_apc, "--price-apc"),
-                                   vol_apc=_tools(args.vol_apc, "--vol-apc"), ttc_reset=args.ttc_reset).check()
+                                   vol_apc=_tools(args.vol_apc, "--vol-apc"), ttc_reset=args.ttc_reset,
+                                   ttc_stress_weight=args.ttc_stress_weight,
+                                   ttc_stress_window_days=args.ttc_stress_window)
+    if not 0.0 <= settings.ttc_stress_weight < 1.0:
+        raise InputError(f"must be in [0, 1), got {args.ttc_stress_weight!r}", source="--ttc-stress-weight")
+    if settings.ttc_stress_window_days < 1:
+        raise InputError(f"must be at least 1 day, got {args.ttc_stress_window!r}", source="--ttc-stress-window")
+    settings = settings.check()
     data = load_history(args.history, underlying=args.underlying, dvol_files=args.dvol,
                         start=_day(args.start, "--start"), end=_day(args.end, "--end"))
     cal = calibrate(data, settings, split=_day(args.split, "--split"))
@@ -157,7 +172,9 @@ def run(args):
                                "expected", "kupiec p", "christ. p", "cond. cov. p", "light", "mean range (x daily)"],
                   title=f"SPAN scan ranges at {doc['coverage']:.2%} coverage over {doc['horizon_days']} day(s) at the "
                         f"close of {as_of}, applied {settings.lag_days} day(s) later. ttc (--out): re-set "
-                        f"{settings.ttc_reset} from ten years of moves and the last year's daily ranges, 25% buffer; "
+                        f"{settings.ttc_reset} from ten years of moves ({settings.ttc_stress_weight:.0%} weight on the "
+                        f"most stressed {settings.ttc_stress_window_days} days) and the last year's daily ranges, "
+                        f"{settings.apc_buffer:.0%} buffer; "
                         f"daily: re-set every close, {settings.volatility_model} vol scaling, floor = "
                         f"{settings.floor_coverage:.0%} quantile of ten years of moves. kupiec p: exact one-sided "
                         "P(X >= x)")]
