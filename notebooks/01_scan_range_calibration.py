@@ -16,9 +16,10 @@
 # - **daily**: range_t = max(q_t sigma_t, floor_t), re-set every close; q_t the 99% quantile of absolute moves
 #   standardized by the EWMA forecast of the day before they started, floor_t the 95% quantile of ten years of
 #   absolute moves (EMIR's ten-year lookback);
-# - **through the cycle (TTC, what `pmjax calibrate --out` writes)**: re-set quarterly, 1.25 x max(99% quantile of ten years of absolute
-#   moves, the daily rule's mean range over the last year), the 25% buffer used up when that rises above the
-#   range in force (EMIR Art. 28(1)(a) and (c)).
+# - **through the cycle (TTC, what `pmjax calibrate --out` writes and `configs/span.yaml` ships)**: re-set quarterly,
+#   1.25 x max(99% quantile of ten years of absolute moves with 25% of the weight on the most stressed 60 days,
+#   the daily rule's mean range over the last year), the 25% buffer used up when that rises above the range in
+#   force (EMIR Art. 28(1)(a), (b) and (c)).
 #
 # Each range is set at a close from data up to it and applied one day later (`lag_days` 1) to the next day's move.
 # The model is calibrated on data up to 2021-12-31 and tested in sample and out of sample (2022-01 .. 2026); the
@@ -90,7 +91,7 @@ print(table(rows, ["underlying", "range", "rule", "backtest", "period", "days", 
 for u, e in cal.doc["underlyings"].items():
     t = e["ttc"]
     print(f"{u}: TTC at {e['as_of']} (re-set {t['price']['reset']}): price scan range {e['price_scan_range']:.4f} "
-          f"(ten-year q99 {t['price']['lookback_quantile']:.4f}, "
+          f"(stress-weighted ten-year q99 {t['price']['lookback_quantile']:.4f}, "
           f"last year's daily mean {t['price']['daily_mean']:.4f}), "
           f"vol scan range {e['vol_scan_range']:.4f}; daily rule: price {e['daily_price_scan_range']:.4f}, vol "
           f"{e['daily_vol_scan_range']:.4f}; one-sided coverage limit over {e['backtest_oos']['days']} days: "
