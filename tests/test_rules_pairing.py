@@ -90,6 +90,8 @@ def test_optimal_never_above_greedy_on_random_books(market, cfg):
         assert r["initial"] == pytest.approx(sum(s["initial"] for s in r["strategies"])
                                              + sum(n["initial"] for n in r["naked"]), rel=1e-12)
         assert r["pairing_detail"]["variables"] <= 20 * len(p.positions)
+        # greedy beside optimal reuses the program's condors and calendars: the same figure as greedy alone
+        assert r["pairing_detail"]["greedy_initial"] == pytest.approx(g["initial"], rel=1e-12)
         for pos in p.positions:
             assert sum(x["quantity"] for x in r["by_position"]
                        if x["instrument"] == pos.instrument.name) == pytest.approx(pos.quantity)

@@ -260,8 +260,8 @@ def recognise(legs: list[Leg], params: RulesParams) -> tuple[list, dict[int, flo
     ``optimal`` falls back to ``greedy``, saying so in ``notice``, when scipy is not installed."""
     standalone = sum(g.initial * abs(g.quantity) for g in legs)
 
-    def greedy_report():
-        found, left = greedy(legs, params)
+    def greedy_report(known=None):
+        found, left = greedy(legs, params, known)
         greedy_im = standalone - _saving(found, legs)
         return found, left, {"requested": params.pairing, "method": "greedy", "greedy_initial": greedy_im,
                              "saving_vs_greedy": 0.0}

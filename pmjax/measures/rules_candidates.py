@@ -202,19 +202,22 @@ def leg_tolerance(by_index: dict, i: int) -> float:
     return 1e-12 * max(1.0, abs(by_index[i].quantity))
 
 
-def greedy(legs: list, params) -> tuple[list[tuple[Candidate, float]], dict[int, float]]:
+def greedy(legs: list, params, known: dict | None = None) -> tuple[list[tuple[Candidate, float]], dict[int, float]]:
     """Greedy pairing: kinds in ``strategy_priority`` order; within a kind, candidates by largest saving
     (then smaller requirement, then enumeration order), each formed for as many coins as its legs have left.
     Savings are fixed per candidate, so one sorted sweep equals repeatedly taking the best available one.
+    ``known``: candidates of some kinds already generated for these legs (in any order: the enumeration order
+    breaks ties), e.g. the optimal pairing's iron condors and calendars.
     Returns (strategies with their quantities in coins, quantities left per leg index)."""
     ix = LegIndex(legs)
     by = ix.by_index
     left = {g.index: g.quantity for g in legs}
     tol = {g.index: leg_tolerance(by, g.index) for g in legs}
     found = []
+    known = known or {}
     for kind in params.strategy_priority:
         keyed = []
-        for order, type_, c_legs, im, mm in candidates(kind, ix, params):
+        for order, type_, c_legs, im, mm in known[kind] if kind in known else candidates(kind, ix, params):
             saving = sum(by[i].initial for i, _ in c_legs) - im
             if saving > 0.0:
                 keyed.append(((-saving, im, order), type_, c_legs, mm))

@@ -50,7 +50,7 @@ class _Program:
     def __init__(self, legs):
         self.row = {g.index: r for r, g in enumerate(legs)}
         self.cap = np.array([abs(g.quantity) for g in legs], np.float64)
-        self.saving, self.ub, self.eq = [], ([], [], []), ([], [], [])
+        self.saving, self.ub, self.eq = [], ([], []), ([], [], [])
         self.n_nodes = 0
         self.payload = []  # what each variable stands for
 
@@ -64,8 +64,10 @@ class _Program:
         j = len(self.saving)
         self.saving.append(saving)
         self.payload.append(payload)
-        for i in legs:
-            self.ub[0].append(self.row[i]), self.ub[1].append(j), self.ub[2].append(1.0)
+        if legs:  # (row, column, value) triplets of the sparse matrices, extended in one call each
+            row = self.row
+            self.ub[0].extend(row[i] for i in legs)
+            self.ub[1].extend([j] * len(legs))
         for node, sign in flows:
             self.eq[0].append(node), self.eq[1].append(j), self.eq[2].append(float(sign))
         return j
@@ -74,7 +76,7 @@ class _Program:
         from scipy import optimize, sparse
 
         n = len(self.saving)
-        a_ub = sparse.csr_matrix((self.ub[2], (self.ub[0], self.ub[1])), shape=(len(self.cap), n))
+        a_ub = sparse.csr_matrix((np.ones(len(self.ub[0])), (self.ub[0], self.ub[1])), shape=(len(self.cap), n))
         eq = {}
         if self.n_nodes:
             eq = {"A_eq": sparse.csr_matrix((self.eq[2], (self.eq[0], self.eq[1])), shape=(self.n_nodes, n)),
@@ -184,24 +186,27 @@ def _match(entries, make) -> list:
     return out
 
 
-def optimal(legs: list, params, meanwhile: Callable[[], object] | None = None) -> tuple[list, dict, dict, object]:
+def optimal(legs: list, params, meanwhile: Callable[[dict], object] | None = None) -> tuple[list, dict, dict, object]:
     """The least-requirement pairing: (strategies with quantities in coins, quantities left per leg index,
-    solver report {"solver", "variables", "constraints", "seconds"}, what ``meanwhile()`` returned). One program
-    per underlying (no strategy mixes underlyings), each solved on a worker thread as soon as it is built (the
-    solver releases the GIL), so the next program is built, and ``meanwhile`` runs, while the solver works.
-    Raises ImportError without scipy."""
+    solver report {"solver", "variables", "constraints", "seconds"}, what ``meanwhile(known)`` returned). One
+    program per underlying (no strategy mixes underlyings), each solved on a worker thread as soon as it is built
+    (the solver releases the GIL), so the next program is built, and ``meanwhile`` runs, while the solver works.
+    ``known`` maps "iron_condor" and "calendar" (those in ``strategy_priority``) to the candidates the programs
+    were built from, every underlying's, for ``rules_candidates.greedy`` to reuse. Raises ImportError without
+    scipy."""
     import scipy.optimize  # noqa: F401  (fail before building anything)
 
     t0 = time.perf_counter()
     by_underlying = defaultdict(list)
     for g in legs:
         by_underlying[g.instrument.underlying].append(g)
+    known = {k: [] for k in ("iron_condor", "calendar") if k in params.strategy_priority}
     with ThreadPoolExecutor(max_workers=max(1, len(by_underlying))) as pool:
         built = []
         for group in by_underlying.values():
-            prog, chains, ix, charge = _program(group, params)
+            prog, chains, ix, charge = _program(group, params, known)
             built.append((prog, chains, ix, charge, pool.submit(prog.solve) if prog.saving else None))
-        extra = meanwhile() if meanwhile is not None else None
+        extra = meanwhile(known) if meanwhile is not None else None
         found, n_vars, n_rows = [], 0, 0
         for prog, chains, ix, charge, solving in built:
             x = solving.result() if solving is not None else np.zeros(0)
@@ -212,8 +217,9 @@ def optimal(legs: list, params, meanwhile: Callable[[], object] | None = None) -
                          "seconds": time.perf_counter() - t0}, extra
 
 
-def _program(legs: list, params):
-    """(program, vertical chains, leg index, premium charge) of one underlying's legs."""
+def _program(legs: list, params, known: dict):
+    """(program, vertical chains, leg index, premium charge) of one underlying's legs; the explicit candidates
+    (iron condors, calendars) are appended to ``known``'s lists."""
     ix = LegIndex(legs)
     by = ix.by_index
     charge = 1.0 if params.long_option_charge == "premium" else 0.0
@@ -221,9 +227,11 @@ def _program(legs: list, params):
     kinds = set(params.strategy_priority)
     explicit = []
     if "iron_condor" in kinds:
-        explicit += condors(ix, params.neighbours)
+        explicit += (found := condors(ix, params.neighbours))
+        known["iron_condor"] += found
     if "calendar" in kinds:
-        explicit += calendars(ix, charge)
+        explicit += (found := calendars(ix, charge))
+        known["calendar"] += found
     for _, type_, c_legs, im, mm in explicit:
         saving = sum(by[i].initial for i, _ in c_legs) - im
         if saving > 0:
