@@ -61,6 +61,7 @@ class LegIndex:
             elif g.quantity != 0:
                 self.delta_one[inst.underlying].append(g)
         self.strikes, self._shorts = {}, {}
+        self.cover_lists: dict[tuple, list] = {}  # (underlying, right, expiry) -> delta-one legs (``covers``)
         for key, group in self.groups.items():
             group.sort(key=lambda g: (g.instrument.strike, g.index))
             self.strikes[key] = [g.instrument.strike for g in group]
@@ -101,12 +102,18 @@ def vertical(s, g, right: str, charge: float, by_index) -> Candidate:
     return make_candidate(type_, [(s.index, -1), (g.index, 1)], req, req, by_index)
 
 
-def straddle(c, p, by_index) -> Candidate:
-    """Short call ``c`` and short put ``p``, one series: the greater side's naked figure plus the other's mark."""
+def straddle_terms(c, p) -> tuple:
+    """(type, legs, initial, maintenance before the cap) of short call ``c`` and short put ``p``, one series:
+    the greater side's naked figure plus the other's mark."""
     im = c.initial + p.mark if c.initial >= p.initial else p.initial + c.mark
     mm = c.maintenance + p.mark if c.maintenance >= p.maintenance else p.maintenance + c.mark
     type_ = "straddle" if c.instrument.strike == p.instrument.strike else "strangle"
-    return make_candidate(type_, [(c.index, -1), (p.index, -1)], im, mm, by_index)
+    return type_, ((c.index, -1), (p.index, -1)), im, mm
+
+
+def straddle(c, p, by_index) -> Candidate:
+    """The straddle (or strangle) candidate of ``straddle_terms``."""
+    return make_candidate(*straddle_terms(c, p), by_index)
 
 
 def covered(s, cover, right: str, by_index) -> Candidate:
@@ -119,9 +126,13 @@ def covered(s, cover, right: str, by_index) -> Candidate:
 def covers(ix: LegIndex, s, right: str) -> list:
     """The delta-one legs that may cover short ``s``: for a call a long (coins held, perpetual, or a future
     expiring no earlier), for a put a short one."""
-    sign = 1 if right == "call" else -1
-    return [c for c in ix.delta_one.get(s.instrument.underlying, ())
-            if c.quantity * sign > 0 and not (c.instrument.kind == "future" and c.instrument.expiry < s.instrument.expiry)]
+    a = s.instrument
+    key = (a.underlying, right, a.expiry)  # the same for every short of one expiry: worked out once
+    if key not in ix.cover_lists:
+        sign = 1 if right == "call" else -1
+        ix.cover_lists[key] = [c for c in ix.delta_one.get(a.underlying, ()) if c.quantity * sign > 0
+                               and not (c.instrument.kind == "future" and c.instrument.expiry < a.expiry)]
+    return ix.cover_lists[key]
 
 
 def condors(ix: LegIndex, k: int) -> list[tuple]:
@@ -162,15 +173,11 @@ def calendars(ix: LegIndex, charge: float) -> list[tuple]:
     return out
 
 
-def _raw(c: Candidate) -> tuple:
-    return c.type, c.legs, c.initial, c.maintenance
-
-
 def candidates(kind: str, ix: LegIndex, params) -> list[tuple]:
     """(enumeration order, type, legs, initial, maintenance before the cap) of ``kind`` within the
     neighbourhoods (availability is checked while pairing); the order breaks ties as the former all-pairs
     enumeration did."""
-    k, charge, by = params.neighbours, _charge(params), ix.by_index
+    k, charge = params.neighbours, _charge(params)
     out = []
     if kind == "iron_condor":
         return condors(ix, k)
@@ -191,7 +198,7 @@ def candidates(kind: str, ix: LegIndex, params) -> list[tuple]:
                             c.maintenance) for c in covers(ix, s, right))
             elif kind == "straddle" and right == "call":
                 for p in ix.near(ser, "put", -1, ks, k, "below") + ix.near(ser, "put", -1, ks, k, "at_or_above"):
-                    out.append(((s.index, p.index), *_raw(straddle(s, p, by))))
+                    out.append(((s.index, p.index), *straddle_terms(s, p)))
             elif kind not in ("vertical", "covered", "straddle"):
                 raise ValueError(f"unknown strategy kind {kind!r}")
     return out
@@ -215,20 +222,28 @@ def greedy(legs: list, params, known: dict | None = None) -> tuple[list[tuple[Ca
     tol = {g.index: leg_tolerance(by, g.index) for g in legs}
     found = []
     known = known or {}
+    init = {g.index: g.initial for g in legs}
     for kind in params.strategy_priority:
         keyed = []
         for order, type_, c_legs, im, mm in known[kind] if kind in known else candidates(kind, ix, params):
-            saving = sum(by[i].initial for i, _ in c_legs) - im
+            saving = sum([init[i] for i, _ in c_legs]) - im
             if saving > 0.0:
                 keyed.append(((-saving, im, order), type_, c_legs, mm))
         keyed.sort(key=lambda kc: kc[0])
         for (_, im, _), type_, c_legs, mm in keyed:
-            if any(left[i] * sign <= tol[i] for i, sign in c_legs):
-                continue
-            q = min(abs(left[i]) for i, _ in c_legs)
-            for i, sign in c_legs:
-                left[i] -= sign * q
-                if abs(left[i]) <= tol[i]:
-                    left[i] = 0.0
-            found.append((make_candidate(type_, c_legs, im, mm, by), q))
+            for i, sign in c_legs:  # a leg used up (or on the wrong side): the candidate is gone
+                if left[i] * sign <= tol[i]:
+                    break
+            else:
+                q = min([abs(left[i]) for i, _ in c_legs])
+                _take(c_legs, q, left, tol)
+                found.append((make_candidate(type_, c_legs, im, mm, by), q))
     return found, left
+
+
+def _take(c_legs, q: float, left: dict, tol: dict) -> None:
+    """Use ``q`` coins of each leg of a strategy (what is left within tolerance of 0 becomes 0)."""
+    for i, sign in c_legs:
+        left[i] -= sign * q
+        if abs(left[i]) <= tol[i]:
+            left[i] = 0.0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import threading
+
 from pmjax.apps.names import MARGIN_METHODS as METHODS
 from pmjax.apps.names import TOP_NAKED
 from pmjax.cli.app import dtype_of, notices
@@ -117,7 +120,18 @@ def span_table(by: dict, label: str = "underlying") -> str:
                   "comp. delta", "risk"], title=f"SPAN by {label}")
 
 
+def _import_quietly(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError:  # said where it is needed (rules falls back to greedy with a notice)
+        pass
+
+
 def run(args):
+    if any(m in str(args.method).lower() for m in ("rules", "all")):
+        # rules' optimal pairing needs scipy's solver: import it on a thread while JAX is imported here
+        # (both spend much of their import time loading shared libraries, outside the GIL)
+        threading.Thread(target=_import_quietly, args=("scipy.optimize",), daemon=True).start()
     from pmjax.apps.margin import HEADLINE, compute_margins, margin_document
     from pmjax.apps.stress import account_scenario_pnl
     from pmjax.core.book import years_to_expiry
