@@ -89,13 +89,12 @@ def ttc_ranges(r: Ranges, settings: CalibrationSettings = CalibrationSettings())
     if first >= n:
         return dataclasses.replace(r, range=posted, calculated=base, scaled=lookback, floor=mean_daily, first=n)
     resets = reset_days(r.dates, first, TTC_RESETS[s.ttc_reset])
-    prev, b = math.nan, s.apc_buffer
+    prev, b, w = math.nan, s.apc_buffer, int(s.ttc_stress_window_days)
     for k, t in enumerate(resets):
         closed = t - h + 1  # windows i < closed have i + h <= t
         lo = max(0, closed - s.floor_window_days)
-        u, start = stress_weighted_quantile(absmove[lo: closed], s.coverage, s.ttc_stress_weight,
-                                            int(s.ttc_stress_window_days))
-        stressed.append((lo + start, min(lo + start + int(s.ttc_stress_window_days), closed) - 1))
+        u, start = stress_weighted_quantile(absmove[lo: closed], s.coverage, s.ttc_stress_weight, w)
+        stressed.append((lo + start, min(lo + start + w, closed) - 1))
         daily = r.range[max(0, t - s.ttc_mean_days + 1): t + 1]
         a = float(np.mean(daily[np.isfinite(daily)])) if np.isfinite(daily).any() else math.nan
         m = u if math.isnan(a) else max(u, a)

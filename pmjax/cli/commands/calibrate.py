@@ -139,26 +139,35 @@ def _procyclicality_lines(doc: dict) -> list[str]:
     return out
 
 
+#: the settings fields the options set: a bad value is reported against the option
+_FLAGS = {"coverage": "--coverage", "horizon_days": "--horizon", "lag_days": "--lag", "ewma_lambda": "--ewma-lambda",
+          "floor_coverage": "--floor-coverage", "volatility_model": "--volatility-model", "ttc_reset": "--ttc-reset",
+          "ttc_stress_weight": "--ttc-stress-weight", "ttc_stress_window_days": "--ttc-stress-window"}
+
+
+def _checked(settings):
+    """``settings.check()``, its error naming the option that set the bad field."""
+    try:
+        return settings.check()
+    except InputError as e:
+        if e.field not in _FLAGS:
+            raise
+        text = str(e).split(": ", 1)[1]  # "field F: F must ..." -> "must ..."
+        raise InputError(text[len(e.field) + 1:] if text.startswith(e.field + " ") else text,
+                         source=_FLAGS[e.field]) from None
+
+
 def run(args):
     from pmjax.apps.calibrate import CalibrationSettings, calibrate, calibration_config, load_history, write_config
     from pmjax.apps.tables import table
 
-    if args.ewma_lambda is not None and not 0.0 < args.ewma_lambda < 1.0:
-        raise InputError(f"must be in (0, 1), got {args.ewma_lambda!r}", source="--ewma-lambda")
-    if not 0 <= args.lag <= 30:
-        raise InputError(f"must be a whole number of days from 0 to 30, got {args.lag!r}", source="--lag")
-    settings = CalibrationSettings(coverage=args.coverage, horizon_days=args.horizon, lag_days=args.lag,
-                                   volatility_model=args.volatility_model, ewma_lambda=args.ewma_lambda,
-                                   floor_coverage=args.floor_coverage,
-                                   price_apc=_tools(args.price_apc, "--price-apc"),
-                                   vol_apc=_tools(args.vol_apc, "--vol-apc"), ttc_reset=args.ttc_reset,
-                                   ttc_stress_weight=args.ttc_stress_weight,
-                                   ttc_stress_window_days=args.ttc_stress_window)
-    if not 0.0 <= settings.ttc_stress_weight < 1.0:
-        raise InputError(f"must be in [0, 1), got {args.ttc_stress_weight!r}", source="--ttc-stress-weight")
-    if settings.ttc_stress_window_days < 1:
-        raise InputError(f"must be at least 1 day, got {args.ttc_stress_window!r}", source="--ttc-stress-window")
-    settings = settings.check()
+    settings = _checked(CalibrationSettings(coverage=args.coverage, horizon_days=args.horizon, lag_days=args.lag,
+                                            volatility_model=args.volatility_model, ewma_lambda=args.ewma_lambda,
+                                            floor_coverage=args.floor_coverage,
+                                            price_apc=_tools(args.price_apc, "--price-apc"),
+                                            vol_apc=_tools(args.vol_apc, "--vol-apc"), ttc_reset=args.ttc_reset,
+                                            ttc_stress_weight=args.ttc_stress_weight,
+                                            ttc_stress_window_days=args.ttc_stress_window))
     data = load_history(args.history, underlying=args.underlying, dvol_files=args.dvol,
                         start=_day(args.start, "--start"), end=_day(args.end, "--end"))
     cal = calibrate(data, settings, split=_day(args.split, "--split"))

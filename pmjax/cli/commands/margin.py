@@ -128,7 +128,9 @@ def _import_quietly(name: str) -> None:
 
 
 def run(args):
-    if any(m in str(args.method).lower() for m in ("rules", "all")):
+    supplied = getattr(args, "risk_parameters", None) is not None
+    methods = None if supplied else parse_methods(args.method)
+    if methods is not None and "rules" in methods:
         # rules' optimal pairing needs scipy's solver: import it on a thread while JAX is imported here
         # (both spend much of their import time loading shared libraries, outside the GIL)
         threading.Thread(target=_import_quietly, args=("scipy.optimize",), daemon=True).start()
@@ -138,13 +140,12 @@ def run(args):
     from pmjax.io.portfolio import parse_trades
     from pmjax.scenarios.named import load_scenarios
 
-    if getattr(args, "risk_parameters", None) is not None:
+    if supplied:
         from pmjax.apps.supplied import supplied_margin_document
 
         cp, rp = supplied_inputs(args)
         doc = supplied_margin_document(cp, rp, dtype=dtype_of(args))
         return doc, render_supplied(doc)
-    methods = parse_methods(args.method)
     trades = parse_trades(args.what_if) if args.what_if is not None else None  # "" is an error, not "none"
     portfolio, market, config, dtype = load_inputs(args)
     for i, t in enumerate(trades or []):
