@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pmjax.core.book import book_from_portfolio
+from pmjax.core.book import book_from_portfolio, make_book
 from pmjax.core.kernel import unit_value_delta_jit
 from pmjax.core.market import Market
 from pmjax.core.portfolio import Portfolio
@@ -22,10 +22,10 @@ from pmjax.measures.span import SpanParams, span_margin, span_params, span_secti
 from pmjax.measures.tims import tims_margin, tims_params, tims_section
 
 
-def _rules(portfolio, market, config, dtype):
+def _rules(portfolio, market, config, dtype, marks=None):
     from pmjax.measures.rules import rules_margin, rules_params, rules_section
 
-    return rules_section(rules_margin(portfolio, market, rules_params(config)))  # marks in float64
+    return rules_section(rules_margin(portfolio, market, rules_params(config), marks=marks))  # marks in float64
 
 
 #: one account (a book of the same bucket size and dtype reuses the compiled code)
@@ -108,27 +108,45 @@ HEADLINE = {"rules": lambda d: d["initial"], "span": lambda d: d["total"], "deri
             "var": lambda d: d["es"], "tims": lambda d: d["total"]}
 
 
-def compute_margins(portfolio: Portfolio, market: Market, config: dict, methods, *, dtype) -> dict:
-    """``{method: section}`` for each method named."""
-    return {m: METHODS[m](portfolio, market, config, dtype) for m in methods}
+def compute_margins(portfolio: Portfolio, market: Market, config: dict, methods, *, dtype,
+                    marks: dict[str, float] | None = None) -> dict:
+    """``{method: section}`` for each method named. ``marks``: the portfolio's option marks (USD per coin, by
+    name, float64) when already computed, for rules."""
+    return {m: _rules(portfolio, market, config, dtype, marks) if m == "rules" else
+            METHODS[m](portfolio, market, config, dtype) for m in methods}
 
 
-def position_summary(portfolio: Portfolio, market: Market, dtype) -> list[dict]:
-    """Each position's value (margin currency) and delta (coins) for SPEC's ``positions`` list."""
-    book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
+def unit_values(portfolio: Portfolio, market: Market, dtype, resolved=None) -> tuple[list, np.ndarray, np.ndarray]:
+    """(resolved positions, value USD per coin, delta per coin) of each position: one kernel call, shared by
+    the positions list, rules' option marks and the qualification. ``resolved``: the portfolio's positions
+    already resolved against ``market`` (``core.book.resolve_portfolio``), if at hand."""
+    if resolved is None:
+        book, resolved = book_from_portfolio(portfolio, market, dtype=dtype)
+    else:
+        book = make_book(resolved, market, portfolio.margin_currency, dtype=dtype)
     g = unit_value_delta_jit(book)
-    value = np.asarray(g["value"], np.float64)[: len(resolved)]
-    delta = np.asarray(g["delta"], np.float64)[: len(resolved)]
+    n = len(resolved)
+    return resolved, np.asarray(g["value"], np.float64)[:n], np.asarray(g["delta"], np.float64)[:n]
+
+
+def position_summary(portfolio: Portfolio, market: Market, dtype, values=None) -> list[dict]:
+    """Each position's value (margin currency) and delta (coins) for SPEC's ``positions`` list; ``values``:
+    ``unit_values`` of the portfolio, if at hand."""
+    resolved, value, delta = unit_values(portfolio, market, dtype) if values is None else values
     coin = 1.0 if portfolio.margin_currency == "USD" else market.spot(portfolio.margin_currency)
     return [{"instrument": r.instrument.name, "quantity": r.quantity, "value": r.quantity * value[i] / coin,
              "delta": r.quantity * delta[i]} for i, r in enumerate(resolved)]
 
 
-def margin_document(portfolio: Portfolio, market: Market, config: dict, methods, *, dtype) -> dict:
+def margin_document(portfolio: Portfolio, market: Market, config: dict, methods, *, dtype, resolved=None) -> dict:
     """SPEC section 3's ``pmjax margin`` document: the account, its positions, each method's section and
-    the portfolio-margin qualification."""
+    the portfolio-margin qualification. ``resolved``: as ``unit_values``."""
+    values = unit_values(portfolio, market, dtype, resolved)
+    marks = {r.instrument.name: v for r, v in zip(values[0], values[1].tolist()) if r.instrument.is_option}
     doc = {"account": portfolio.account, "as_of": market.as_of.isoformat(), "currency": portfolio.margin_currency,
-           "market": market.source, "positions": position_summary(portfolio, market, dtype)}
-    doc.update(compute_margins(portfolio, market, config, methods, dtype=dtype))
-    doc["qualification"] = qualification(portfolio, market, config, dtype=dtype)
+           "market": market.source, "positions": position_summary(portfolio, market, dtype, values)}
+    # rules prices in float64 whatever the precision: share the marks only when they are float64
+    doc.update(compute_margins(portfolio, market, config, methods, dtype=dtype,
+                               marks=marks if jnp.dtype(dtype) == jnp.float64 else None))
+    doc["qualification"] = qualification(portfolio, market, config, dtype=dtype, marks=marks)
     return doc

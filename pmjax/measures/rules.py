@@ -214,11 +214,13 @@ def option_marks(portfolio: Portfolio, market: Market, dtype=None) -> dict[str, 
     return dict(zip((o.name for o in options), option_prices(options, market, **kw)))
 
 
-def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams) -> list[Leg]:
+def standalone_legs(portfolio: Portfolio, market: Market, params: RulesParams,
+                    marks: dict[str, float] | None = None) -> list[Leg]:
     """Each position with its Deribit standard-margin requirement per coin (USD), then each coin of the
     account's ``collateral:`` (a positive amount of BTC or ETH) as a long spot leg needing nothing: coins held,
-    written either way, are equity and can cover a short call (their legs come after the positions')."""
-    marks = option_marks(portfolio, market, params.dtype)
+    written either way, are equity and can cover a short call (their legs come after the positions').
+    ``marks``: ``option_marks`` of the portfolio at ``params.dtype``, if at hand."""
+    marks = option_marks(portfolio, market, params.dtype) if marks is None else marks
     legs, rates_of, spots, fwds = [], {}, {}, {}
     option_underlying, long_charge = params.option_underlying, params.long_option_charge  # eqx access is slow
     for k, p in enumerate(portfolio.positions):
@@ -309,7 +311,8 @@ class RulesResult:
     pairing: dict = dataclasses.field(default_factory=dict)
 
 
-def _share(total: float, weights: list[float]) -> list[float]:
+def _shares(total: float, weights: list[float]) -> list[float]:
+    """``total`` split in proportion to ``weights`` (evenly when they sum to 0)."""
     s = sum(weights)
     return [total * w / s for w in weights] if s > 0 else [total / len(weights)] * len(weights)
 
@@ -319,13 +322,15 @@ def _strategy_rows(found, by_index, to_cur, n_positions) -> tuple[list[dict], li
     from ``collateral:`` (index >= ``n_positions``) is marked ``"collateral": True`` and has no slice."""
     strategies, slices = [], []
     names = {i: g.instrument.name for i, g in by_index.items()}  # a name is formatted on every call
+    ini = {i: g.initial for i, g in by_index.items()}
+    mai = {i: g.maintenance for i, g in by_index.items()}
     for sid, (c, q) in enumerate(found):
         im, mm = c.initial * q * to_cur, c.maintenance * q * to_cur
         strategies.append({"id": sid, "type": c.type, "quantity": q, "initial": im, "maintenance": mm,
                            "legs": [{"instrument": names[i], "quantity": sign * q}
                                     | ({"collateral": True} if i >= n_positions else {}) for i, sign in c.legs]})
-        ims = _share(im, [by_index[i].initial for i, _ in c.legs])
-        mms = _share(mm, [by_index[i].maintenance for i, _ in c.legs])
+        ims = _shares(im, [ini[i] for i, _ in c.legs])
+        mms = _shares(mm, [mai[i] for i, _ in c.legs])
         for (i, sign), a, b in zip(c.legs, ims, mms):
             if i < n_positions:
                 slices.append((i, sid, {"instrument": names[i], "quantity": sign * q,
@@ -333,16 +338,17 @@ def _strategy_rows(found, by_index, to_cur, n_positions) -> tuple[list[dict], li
     return strategies, slices
 
 
-def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams) -> RulesResult:
+def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams, *,
+                 marks: dict[str, float] | None = None) -> RulesResult:
     """Rules margin of ``portfolio`` under ``market`` (formulas: docs/methodology.md section 8).
 
     Rules is combinatorial Python (strategy pairing over instruments), not an array program, so it takes
     the portfolio, not a ``Book``, and is neither jitted nor vmapped. ``by_position`` has one row per
     position slice (a position split across strategies gives several rows); a strategy's requirement is
     shared among its legs in proportion to their standalone requirements. ``standard`` holds the Deribit
-    standard (every position alone) totals, for comparison.
+    standard (every position alone) totals, for comparison. ``marks``: as ``standalone_legs``.
     """
-    legs = standalone_legs(portfolio, market, params)
+    legs = standalone_legs(portfolio, market, params, marks)
     cur = portfolio.margin_currency
     to_cur = 1.0 if cur == "USD" else 1.0 / market.spot(cur)
     if params.mode == "strategy":

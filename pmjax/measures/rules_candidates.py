@@ -226,7 +226,10 @@ def greedy(legs: list, params, known: dict | None = None) -> tuple[list[tuple[Ca
     for kind in params.strategy_priority:
         keyed = []
         for order, type_, c_legs, im, mm in known[kind] if kind in known else candidates(kind, ix, params):
-            saving = sum([init[i] for i, _ in c_legs]) - im
+            if len(c_legs) == 2:  # all but condors: the common case, without a generator
+                saving = init[c_legs[0][0]] + init[c_legs[1][0]] - im
+            else:
+                saving = sum([init[i] for i, _ in c_legs]) - im
             if saving > 0.0:
                 keyed.append(((-saving, im, order), type_, c_legs, mm))
         keyed.sort(key=lambda kc: kc[0])

@@ -45,47 +45,87 @@ SOLVER = "HiGHS (scipy.optimize.linprog)"
 
 
 class _Program:
-    """A sparse LP: maximise saving . x, leg usage <= |quantity|, node balance = 0, x >= 0."""
+    """A sparse LP: maximise saving . x, leg usage <= |quantity|, node balance = 0, x >= 0. Variables are
+    added one call each (chain steps, arcs, explicit candidates): the (row, column, value) triplets of the
+    sparse matrices grow as plain lists, the cheapest way to build tens of thousands of columns in Python."""
 
     def __init__(self, legs):
         self.row = {g.index: r for r, g in enumerate(legs)}
         self.cap = np.array([abs(g.quantity) for g in legs], np.float64)
-        self.saving, self.ub, self.eq = [], ([], []), ([], [], [])
+        self.saving, self.payload = [], []  # per variable: USD saved per coin; what it stands for (None: an arc)
+        self.ub_rows, self.ub_cols = [], []
+        self.eq_rows, self.eq_cols, self.eq_vals = [], [], []
         self.n_nodes = 0
-        self.payload = []  # what each variable stands for
 
     def node(self) -> int:
         self.n_nodes += 1
         return self.n_nodes - 1
 
-    def var(self, saving: float, payload, legs=(), flows=()) -> int:
-        """A variable saving ``saving`` USD per coin, using one coin of each leg index in ``legs``;
-        ``flows``: (node, +1 in / -1 out)."""
+    def step(self, saving: float, payload, leg: int, node: int, sign: float) -> None:
+        """A leg joining (``sign`` +1) or parting from (-1) a chain at ``node``: one coin of leg index ``leg``."""
         j = len(self.saving)
         self.saving.append(saving)
         self.payload.append(payload)
-        if legs:  # (row, column, value) triplets of the sparse matrices, extended in one call each
-            row = self.row
-            self.ub[0].extend(row[i] for i in legs)
-            self.ub[1].extend([j] * len(legs))
-        for node, sign in flows:
-            self.eq[0].append(node), self.eq[1].append(j), self.eq[2].append(float(sign))
-        return j
+        self.ub_rows.append(self.row[leg])
+        self.ub_cols.append(j)
+        self.eq_rows.append(node)
+        self.eq_cols.append(j)
+        self.eq_vals.append(sign)
+
+    def arc(self, saving: float, a: int, b: int) -> None:
+        """Flow along a chain from node ``a`` to node ``b``."""
+        j = len(self.saving)
+        self.saving.append(saving)
+        self.payload.append(None)
+        self.eq_rows.extend((a, b))
+        self.eq_cols.extend((j, j))
+        self.eq_vals.extend((-1.0, 1.0))
+
+    def var(self, saving: float, payload, legs) -> None:
+        """An explicit candidate using one coin of each leg index in ``legs``."""
+        j = len(self.saving)
+        self.saving.append(saving)
+        self.payload.append(payload)
+        self.ub_rows.extend([self.row[i] for i in legs])
+        self.ub_cols.extend([j] * len(legs))
 
     def solve(self) -> np.ndarray:
         from scipy import optimize, sparse
 
         n = len(self.saving)
-        a_ub = sparse.csr_matrix((np.ones(len(self.ub[0])), (self.ub[0], self.ub[1])), shape=(len(self.cap), n))
+        a_ub = sparse.csr_matrix((np.ones(len(self.ub_rows)), (self.ub_rows, self.ub_cols)), shape=(len(self.cap), n))
         eq = {}
         if self.n_nodes:
-            eq = {"A_eq": sparse.csr_matrix((self.eq[2], (self.eq[0], self.eq[1])), shape=(self.n_nodes, n)),
+            eq = {"A_eq": sparse.csr_matrix((self.eq_vals, (self.eq_rows, self.eq_cols)), shape=(self.n_nodes, n)),
                   "b_eq": np.zeros(self.n_nodes)}
         res = optimize.linprog(-np.asarray(self.saving), A_ub=a_ub, b_ub=self.cap, bounds=(0, None),
                                method="highs", **eq)
         if res.status != 0:
             raise RuntimeError(f"rules pairing LP: {res.message}")
         return np.maximum(res.x, 0.0)
+
+
+def _chain(prog: _Program, leaves: list[bool]) -> tuple[list, list]:
+    """Nodes of a chain whose steps either enter it (``leaves[step]`` False) or leave it: one node per run of
+    leaving steps after an entering one, since flow can only part from the chain where a leg leaves. Returns
+    (per step, (node, step where the node's run starts) or None: where an entering step joins (the next run)
+    or a leaving step parts; the runs in chain order)."""
+    at, runs, entered, run = [None] * len(leaves), [], False, None
+    for step, out in enumerate(leaves):
+        if not out:
+            entered, run = True, None
+        elif entered:
+            if run is None:
+                run = (prog.node(), step)
+                runs.append(run)
+            at[step] = run
+    following = None
+    for step in range(len(leaves) - 1, -1, -1):
+        if leaves[step]:
+            following = at[step] or following
+        else:
+            at[step] = following
+    return at, runs
 
 
 def _vertical_chains(prog: _Program, ix: LegIndex, charge: float):
@@ -107,17 +147,22 @@ def _vertical_chains(prog: _Program, ix: LegIndex, charge: float):
             cid = len(chains)
             chains.append((right, direction, grp))
             order = list(range(len(grp)))[::direction]  # the chain's steps, lowest strike first going up
-            nodes = {j: prog.node() for j in order[1:]}
+            dist = [0.0]  # the chain's cost from its first step to each step (widths or debits telescope)
+            for step in range(len(order) - 1):
+                dist.append(dist[-1] + cost[min(order[step], order[step + 1])])
+            at, runs = _chain(prog, [grp[j].quantity > 0 for j in order])
             for step, j in enumerate(order):
-                g = grp[j]
-                nxt = order[step + 1] if step + 1 < len(order) else None
-                c = cost[min(j, nxt)] if nxt is not None else 0.0
-                if g.quantity < 0 and nxt is not None:
-                    prog.var(g.initial - c, ("v", cid, "in", g.index, step), [g.index], [(nodes[nxt], 1)])
-                if g.quantity > 0 and step > 0:
-                    prog.var(g.initial, ("v", cid, "out", g.index, step), [g.index], [(nodes[j], -1)])
-                if step > 0 and nxt is not None:
-                    prog.var(-c, ("arc",), (), [(nodes[j], -1), (nodes[nxt], 1)])
+                if at[step] is None:
+                    continue
+                g, (node, start) = grp[j], at[step]
+                if g.quantity < 0:  # a short joins at the next run of longs, paying the way there
+                    prog.step(g.initial - (dist[start] - dist[step]), ("v", cid, "in", g.index, step), g.index,
+                              node, 1.0)
+                else:  # a long parts from its run, paying the way from the run's start
+                    prog.step(g.initial - (dist[step] - dist[start]), ("v", cid, "out", g.index, step), g.index,
+                              node, -1.0)
+            for (a, sa), (b, sb) in zip(runs, runs[1:]):
+                prog.arc(-(dist[sb] - dist[sa]), a, b)
     return chains
 
 
@@ -132,14 +177,16 @@ def _straddle_chains(prog: _Program, ix: LegIndex):
             continue
         grp = sorted(grp, key=lambda g: (g.initial, g.instrument.right == "call", g.index))
         for low in RIGHTS:  # the chain on which legs of right ``low`` are the lower side
-            nodes = [prog.node() for _ in grp]
+            at, runs = _chain(prog, [g.instrument.right != low for g in grp])
             for j, g in enumerate(grp):
-                if j + 1 < len(grp):
-                    if g.instrument.right == low:
-                        prog.var(g.initial - g.mark, ("s", (ser, low), "in", g.index, j), [g.index], [(nodes[j + 1], 1)])
-                    prog.var(0.0, ("arc",), (), [(nodes[j], -1), (nodes[j + 1], 1)])
-                if g.instrument.right != low and j > 0:
-                    prog.var(0.0, ("s", (ser, low), "out", g.index, j), [g.index], [(nodes[j], -1)])
+                if at[j] is None:
+                    continue
+                if g.instrument.right == low:
+                    prog.step(g.initial - g.mark, ("s", (ser, low), "in", g.index, j), g.index, at[j][0], 1.0)
+                else:
+                    prog.step(0.0, ("s", (ser, low), "out", g.index, j), g.index, at[j][0], -1.0)
+            for (a, _), (b, _) in zip(runs, runs[1:]):
+                prog.arc(0.0, a, b)
 
 
 def _cover_chains(prog: _Program, ix: LegIndex):
@@ -157,14 +204,14 @@ def _cover_chains(prog: _Program, ix: LegIndex):
             rank = {e: r for r, e in enumerate(keys)}
             nodes = [prog.node() for _ in keys]
             for r in range(len(keys) - 1):
-                prog.var(0.0, ("arc",), (), [(nodes[r], -1), (nodes[r + 1], 1)])
+                prog.arc(0.0, nodes[r], nodes[r + 1])
             for c in cov:
                 # a hair of the cover's own requirement as cost: of covers saving alike, coins held go first
-                prog.var(-1e-9 * c.initial, ("c", (u, right), "in", c.index, rank[when(c)]), [c.index],
-                         [(nodes[rank[when(c)]], 1)])
+                prog.step(-1e-9 * c.initial, ("c", (u, right), "in", c.index, rank[when(c)]), c.index,
+                          nodes[rank[when(c)]], 1.0)
             for s in shorts:
-                prog.var(s.initial, ("c", (u, right), "out", s.index, rank[when(s)]), [s.index],
-                         [(nodes[rank[when(s)]], -1)])
+                prog.step(s.initial, ("c", (u, right), "out", s.index, rank[when(s)]), s.index,
+                          nodes[rank[when(s)]], -1.0)
 
 
 def _match(entries, make) -> list:
@@ -248,12 +295,15 @@ def _decompose(prog: _Program, x: np.ndarray, chains, ix: LegIndex, charge: floa
     """(candidate, coins) of the LP solution: explicit candidates as they are, chain flows split into pairs."""
     by = ix.by_index
     found, flows = [], defaultdict(list)
-    for j in np.flatnonzero(x > 1e-12):
-        p = prog.payload[j]
+    payload = prog.payload
+    for j, xj in zip(np.flatnonzero(x > 1e-12).tolist(), x[x > 1e-12].tolist()):
+        p = payload[j]
+        if p is None:  # an arc
+            continue
         if p[0] == "x":
-            found.append((make_candidate(*p[1:], by), float(x[j])))
-        elif p[0] != "arc":
-            flows[(p[0], p[1])].append((p[4], p[2], p[3], float(x[j])))
+            found.append((make_candidate(*p[1:], by), xj))
+        else:
+            flows[(p[0], p[1])].append((p[4], p[2], p[3], xj))
     for (kind, key), entries in sorted(flows.items(), key=lambda kv: str(kv[0])):
         if kind == "v":
             right = chains[key][0]

@@ -67,6 +67,11 @@ def var_overrides(args, config: dict) -> dict:
 def load_inputs(args):
     """(portfolio, market, config, dtype) from the command line, checked against each other (an expired
     position is reported in the portfolio file); notices go to stderr, with or without --json."""
+    return resolved_inputs(args)[:4]
+
+
+def resolved_inputs(args):
+    """``load_inputs`` and the portfolio's positions resolved against the market (for ``margin_document``)."""
     from pmjax.core.book import resolve_portfolio
     from pmjax.io.config import load_config
     from pmjax.io.market import load_market
@@ -75,9 +80,9 @@ def load_inputs(args):
     portfolio = load_portfolio(args.portfolio)
     market = load_market(args.market)
     config = var_overrides(args, load_config(args.config))
-    resolve_portfolio(portfolio, market)
+    resolved = resolve_portfolio(portfolio, market)
     notices(market.notices + portfolio.notices)
-    return portfolio, market, config, dtype_of(args)
+    return portfolio, market, config, dtype_of(args), resolved
 
 
 def supplied_inputs(args):
@@ -147,11 +152,11 @@ def run(args):
         doc = supplied_margin_document(cp, rp, dtype=dtype_of(args))
         return doc, render_supplied(doc)
     trades = parse_trades(args.what_if) if args.what_if is not None else None  # "" is an error, not "none"
-    portfolio, market, config, dtype = load_inputs(args)
+    portfolio, market, config, dtype, resolved = resolved_inputs(args)
     for i, t in enumerate(trades or []):
         years_to_expiry(t.instrument, market, source="--what-if", field=f"trade {i + 1}")
     scenarios = load_scenarios(args.scenarios) if getattr(args, "scenarios", None) else []
-    doc = margin_document(portfolio, market, config, methods, dtype=dtype)
+    doc = margin_document(portfolio, market, config, methods, dtype=dtype, resolved=resolved)
     if scenarios:
         doc["scenarios"] = account_scenario_pnl(portfolio, market, scenarios, dtype=dtype)
     if trades is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pmjax.cli.commands.margin import load_inputs
+from pmjax.cli.commands.margin import resolved_inputs
 from pmjax.core.errors import InputError
 from pmjax.core.instruments import UNDERLYINGS
 from pmjax.io.names import DEFAULT_MARKET
@@ -103,10 +103,10 @@ def run(args):
 
     if args.risk_parameters is not None:
         return run_supplied(args)
-    portfolio, market, config, dtype = load_inputs(args)
+    portfolio, market, config, dtype, resolved = resolved_inputs(args)
     scenarios = load_scenarios(args.scenarios) if args.scenarios else []
     check_out_dir(args.out)  # before anything is computed: a bad --out writes nothing
-    doc = margin_document(portfolio, market, config, list(METHODS), dtype=dtype)
+    doc = margin_document(portfolio, market, config, list(METHODS), dtype=dtype, resolved=resolved)
     records = []
     if scenarios:
         doc["scenarios"], records = scenario_results(portfolio, market, scenarios, dtype)
