@@ -14,7 +14,7 @@ from pmjax.bench.books import random_rules_portfolio
 from pmjax.core.errors import InputError
 from pmjax.core.portfolio import Position, make_portfolio
 from pmjax.io.config import deep_merge, load_config
-from pmjax.measures.rules import rules_margin, rules_params, rules_section, standalone_legs
+from pmjax.measures.rules import option_marks, rules_margin, rules_params, rules_section, standalone_legs
 from tests.reference.rules_exhaustive import all_strategies, integer_requirement, lp_requirement
 
 pytest.importorskip("scipy.optimize")  # optimal pairing's solver: the pmjax[rules] extra (a test dependency)
@@ -152,3 +152,71 @@ def test_big_book_html_report_summarises_rules(market, cfg, tmp_path):
     rules_part = page.split("Rules: recognised strategies", 1)[1].split("<h2", 1)[0]
     assert rules_part.count("<tr") < 30
     assert all(f"{n['instrument']} {n['quantity']:+g}" not in page for n in r["naked"][10:])
+
+
+def test_chain_keeps_one_node_per_run_of_leaving_legs():
+    """A chain's nodes: one per run of leaving steps after the first entering one; an entering step joins at the
+    next run (None when no run follows), a leaving step at its own run (None before any entering step)."""
+    from pmjax.measures.rules_optimal import _chain, _Program
+
+    prog = _Program([])
+    #        leave  enter  enter  leave  leave  enter  leave  enter
+    leaves = [True, False, False, True, True, False, True, False]
+    at, runs = _chain(prog, leaves)
+    assert runs == [(0, 3), (1, 6)] and prog.n_nodes == 2
+    assert at == [None, (0, 3), (0, 3), (0, 3), (0, 3), (1, 6), (1, 6), None]
+    assert _chain(_Program([]), [False, False]) == ([None, None], [])
+
+
+def test_shared_marks_change_nothing(market, cfg):
+    """The margin document prices every position once and hands the option marks to rules and the
+    qualification: the same figures as each computing its own (float64), and in float32 rules still prices
+    its own marks in float64."""
+    from pmjax.apps.margin import compute_margins, margin_document
+    from pmjax.measures.qualification import qualification
+
+    p = random_rules_portfolio(150, market, seed=7)
+    for dtype in (jnp.float64, jnp.float32):
+        doc = margin_document(p, market, cfg, ["rules"], dtype=dtype)
+        alone = compute_margins(p, market, cfg, ["rules"], dtype=dtype)["rules"]
+        assert doc["rules"]["initial"] == pytest.approx(alone["initial"], rel=1e-12)
+        assert doc["rules"]["maintenance"] == pytest.approx(alone["maintenance"], rel=1e-12)
+        q = qualification(p, market, cfg, dtype=dtype)
+        assert doc["qualification"]["equity"] == pytest.approx(q["equity"], rel=1e-9)
+    assert rules_margin(p, market, rules_params(cfg)).initial == pytest.approx(
+        rules_margin(p, market, rules_params(cfg), marks=option_marks(p, market)).initial,
+        rel=1e-12)
+
+
+def test_rules_margin_pauses_garbage_collection_and_restores_it(market, cfg, monkeypatch):
+    """Pairing runs with the cyclic collector off (it would walk every live object many times over) and leaves
+    the collector as it found it, on or off, also when pairing fails."""
+    import gc
+
+    import pmjax.measures.rules as rules_mod
+
+    p = book([("BTC-27MAR26-80000-P", -1), ("BTC-27MAR26-75000-P", 1)])
+    seen = []
+    real = rules_mod.recognise
+
+    def spy(legs, params):
+        seen.append(gc.isenabled())
+        return real(legs, params)
+
+    monkeypatch.setattr(rules_mod, "recognise", spy)
+    for start in (True, False):
+        (gc.enable if start else gc.disable)()
+        try:
+            rules_margin(p, market, rules_params(cfg))
+            assert gc.isenabled() is start
+        finally:
+            gc.enable()
+    assert seen == [False, False]
+
+    def boom(legs, params):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(rules_mod, "recognise", boom)
+    with pytest.raises(RuntimeError):
+        rules_margin(p, market, rules_params(cfg))
+    assert gc.isenabled()

@@ -35,6 +35,7 @@ import dataclasses
 
 import equinox as eqx
 
+from pmjax.core.collection import collection_paused
 from pmjax.core.errors import InputError
 from pmjax.io.portfolio import COLLATERAL_CURRENCIES
 from pmjax.core.greeks import option_prices
@@ -348,6 +349,11 @@ def rules_margin(portfolio: Portfolio, market: Market, params: RulesParams, *,
     shared among its legs in proportion to their standalone requirements. ``standard`` holds the Deribit
     standard (every position alone) totals, for comparison. ``marks``: as ``standalone_legs``.
     """
+    with collection_paused():  # pairing allocates many small objects: no collections meanwhile
+        return _rules_margin(portfolio, market, params, marks)
+
+
+def _rules_margin(portfolio: Portfolio, market: Market, params: RulesParams, marks) -> RulesResult:
     legs = standalone_legs(portfolio, market, params, marks)
     cur = portfolio.margin_currency
     to_cur = 1.0 if cur == "USD" else 1.0 / market.spot(cur)

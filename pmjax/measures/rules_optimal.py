@@ -6,7 +6,8 @@ one per arc of small flow networks that stand for every pair of the two-leg stra
 - verticals: per series and right, a chain over the legs sorted by strike, one going up and one going down;
   a short leg enters the chain at the next strike, a long leg leaves it at its own, and each step costs the
   strike gap (credit spreads) or the mark difference (debit spreads), so a path from short to long costs
-  exactly the pair's requirement (widths and mark differences telescope);
+  exactly the pair's requirement (widths and mark differences telescope); flow parts from a chain only where a
+  long leg leaves, so a chain keeps one node per run of leaving legs (``_chain``);
 - straddles and strangles: per series, the short legs sorted by standalone initial margin; the saving of a
   pair is the lower leg's initial less its mark, earned where that leg enters a zero-cost chain that only
   opposite-right legs further up may leave;

@@ -133,6 +133,13 @@ def _import_quietly(name: str) -> None:
 
 
 def run(args):
+    from pmjax.core.collection import collection_paused
+
+    with collection_paused():  # a big book is many small objects: no collections while it is loaded and margined
+        return _run(args)
+
+
+def _run(args):
     supplied = getattr(args, "risk_parameters", None) is not None
     methods = None if supplied else parse_methods(args.method)
     if methods is not None and "rules" in methods:
