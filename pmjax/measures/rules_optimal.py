@@ -297,7 +297,8 @@ def _decompose(prog: _Program, x: np.ndarray, chains, ix: LegIndex, charge: floa
     by = ix.by_index
     found, flows = [], defaultdict(list)
     payload = prog.payload
-    for j, xj in zip(np.flatnonzero(x > 1e-12).tolist(), x[x > 1e-12].tolist()):
+    used = np.flatnonzero(x > 1e-12)
+    for j, xj in zip(used.tolist(), x[used].tolist()):
         p = payload[j]
         if p is None:  # an arc
             continue
